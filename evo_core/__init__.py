@@ -1,1 +1,1 @@
-"""
+"""Shared core of both searches: model pool, study loop, tracking, export helpers."""

@@ -1,1 +1,1 @@
-"""
+"""Data-flow-space (DFS) evolutionary merging: `python -m evo_dfs`."""

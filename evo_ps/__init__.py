@@ -1,1 +1,1 @@
-"""
+"""Parameter-space (PS) evolutionary merging: `python -m evo_ps`."""

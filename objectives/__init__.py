@@ -1,1 +1,1 @@
-"""
+"""Fitness functions, registered by name."""
