@@ -1,0 +1,165 @@
+"""Generative objectives: prompt -> greedy output -> judged answer, scored per split.
+
+An objective is built once per study: it loads every split, checks that the splits share no
+problem, tokenizes the prompts and plans the generation batches, and loads the language
+detector. Per trial, `score(model, split)` only runs the model (hot-path rule: no data or
+tokenizer work inside a trial).
+
+    obj = objectives.build("mgsm_ja", tokenizer=tok,
+                           splits={"search": {"source": "zoo", "task": "ja_math", "split": "search"},
+                                   "test": {"source": "tsv", "path": "mgsm_ja.tsv"}},
+                           prompt_template="Q: {question}\\nA:", max_new_tokens=48,
+                           stop_strings=["\\n\\n"], batch_size=16)
+    obj.score(model, "search")           # {"acc": 0.4, "acc_ja": 0.35, "n": 250}
+    obj.score_outputs(texts, "test")     # the same metrics for given outputs
+    obj.records(texts, "test")           # per-item dicts, for logging
+
+Metrics: acc = share of outputs whose prediction equals the gold answer; acc_ja = share that are
+right AND Japanese (P(ja) > 0.5, see _language.py); n = number of items. `primary_metric`
+(default "acc_ja", the paper's fitness) is the one a single-objective search maximises;
+`fitness_keys` lists every metric that is a fitness (fractions in [0, 1], higher is better).
+
+A registered objective subclasses GenerativeObjective and says only how to read a gold answer
+(`parse_gold`) and an output (`predict`); an output is right when its prediction equals the gold.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Sequence
+
+from ._data import Item, check_disjoint, load_split
+from ._generation import Batch, pad_token_id, plan_batches, run_batches
+from ._language import JA_THRESHOLD
+from ._language import language_detector as load_detector
+from ._prompts import fill, resolve_template
+from ._registry import Registry
+
+OBJECTIVES: Registry[type["GenerativeObjective"]] = Registry("objective")
+register = OBJECTIVES.register
+get = OBJECTIVES.get
+names = OBJECTIVES.names
+
+
+def build(name: str, **kwargs: Any) -> "GenerativeObjective":
+    return get(name)(**kwargs)
+
+
+class _Split:
+    def __init__(self, items: list[Item], golds: list[Any], batches: list[Batch]):
+        self.items, self.golds, self.batches = items, golds, batches
+
+
+class GenerativeObjective:
+    metric_keys: ClassVar[tuple[str, ...]] = ("acc", "acc_ja", "n")
+    fitness_keys: ClassVar[tuple[str, ...]] = ("acc", "acc_ja")
+    default_prompt_template: ClassVar[str] = "plain"
+    default_stop_strings: ClassVar[tuple[str, ...]] = ()
+    default_max_new_tokens: ClassVar[int] = 256
+
+    def __init__(
+        self,
+        *,
+        tokenizer: Any,
+        splits: Mapping[str, Mapping[str, Any]],
+        prompt_template: str | None = None,
+        max_new_tokens: int | None = None,
+        stop_strings: Sequence[str] | None = None,
+        batch_size: int = 8,
+        language_detector: str = "fasttext",
+        primary_metric: str = "acc_ja",
+        allow_overlap: bool = False,
+    ):
+        # cheap argument checks first, before any data is read
+        if not splits:
+            raise ValueError("splits must name at least one split, e.g. {'search': spec, 'test': spec}")
+        if primary_metric not in self.fitness_keys:
+            raise ValueError(f"unknown primary_metric {primary_metric!r}; known: {', '.join(self.fitness_keys)}")
+        self.max_new_tokens = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.stop_strings = tuple(self.default_stop_strings if stop_strings is None else stop_strings)
+        if "" in self.stop_strings:
+            raise ValueError("stop_strings must not contain the empty string")
+        self.prompt_template = resolve_template(prompt_template or self.default_prompt_template)
+        self.primary_metric = primary_metric
+        self.tokenizer = tokenizer
+        self._ja_probability = load_detector(language_detector)
+
+        items = {name: load_split(name, spec) for name, spec in splits.items()}
+        if not allow_overlap:
+            check_disjoint(items)
+        pad = pad_token_id(tokenizer)
+        self._splits = {}
+        for name, split_items in items.items():
+            golds = []
+            for i, (_, answer) in enumerate(split_items):
+                try:
+                    golds.append(self.parse_gold(answer))
+                except ValueError as err:
+                    raise ValueError(f"split {name!r} item {i}: {err}") from None
+            prompts = [fill(self.prompt_template, q) for q, _ in split_items]
+            prompt_ids = tokenizer(prompts)["input_ids"]
+            self._splits[name] = _Split(split_items, golds, plan_batches(prompt_ids, pad_id=pad, batch_size=batch_size))
+
+    # -- what a registered objective defines ------------------------------------------------
+    def parse_gold(self, answer: str) -> Any:
+        """The gold answer as compared with predictions; ValueError if it cannot be one."""
+        raise NotImplementedError
+
+    def predict(self, output: str) -> Any | None:
+        """The answer an output gives, or None if it gives none."""
+        raise NotImplementedError
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def split_names(self) -> list[str]:
+        return list(self._splits)
+
+    def items(self, split: str) -> list[Item]:
+        return list(self._split(split).items)
+
+    def generate(self, model: Any, split: str) -> list[str]:
+        return run_batches(
+            model,
+            self.tokenizer,
+            self._split(split).batches,
+            max_new_tokens=self.max_new_tokens,
+            stop_strings=self.stop_strings,
+        )
+
+    def score(self, model: Any, split: str) -> dict[str, float | int]:
+        return self.score_outputs(self.generate(model, split), split)
+
+    def score_outputs(self, outputs: Sequence[str], split: str) -> dict[str, float | int]:
+        records = self.records(outputs, split)
+        n = len(records)
+        return {
+            "acc": sum(r["correct"] for r in records) / n,
+            "acc_ja": sum(r["correct"] and r["japanese"] for r in records) / n,
+            "n": n,
+        }
+
+    def records(self, outputs: Sequence[str], split: str) -> list[dict[str, Any]]:
+        data = self._split(split)
+        if len(outputs) != len(data.items):
+            raise ValueError(f"split {split!r} has {len(data.items)} items but got {len(outputs)} outputs")
+        records = []
+        for (question, answer), gold, output in zip(data.items, data.golds, outputs):
+            prediction = self.predict(output)
+            ja = self._ja_probability(output)
+            records.append({
+                "question": question,
+                "answer": answer,
+                "output": output,
+                "prediction": None if prediction is None else str(prediction),
+                "correct": prediction is not None and prediction == gold,
+                "ja_probability": ja,
+                "japanese": ja > JA_THRESHOLD,
+            })
+        return records
+
+    def _split(self, split: str) -> _Split:
+        if split not in self._splits:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(self._splits)}")
+        return self._splits[split]

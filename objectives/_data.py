@@ -1,0 +1,124 @@
+"""Evaluation data: split specs -> (question, gold answer) items, and the split-isolation check.
+
+A split spec is a dict naming a registered source plus that source's keys, and an optional
+"limit" (keep the first N items):
+
+    {"source": "tsv", "path": "mgsm_ja.tsv"}                      # question<TAB>answer per line
+    {"source": "hf", "dataset": "juletxara/mgsm", "name": "ja", "split": "test"}
+    {"source": "hf", "dataset": "SakanaAI/gsm8k-ja-test_250-1319", "split": "test",
+     "answer_field": "answer"}                                     # the paper's search set
+    {"source": "zoo", "task": "ja_math", "split": "search", "limit": 64}
+
+    items = load_split("search", spec)          # list[(question, answer)], never empty
+    check_disjoint({"search": items, "test": test_items})
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ._registry import Registry
+
+Item = tuple[str, str]  # (question, gold answer as written in the data)
+
+SOURCES: Registry[Callable[..., list[Item]]] = Registry("data source")
+
+
+@SOURCES.register("tsv")
+def load_tsv(*, path: str | Path) -> list[Item]:
+    """MGSM's format: one `question<TAB>answer` per line (the answer after the last TAB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    items = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{path}:{lineno}: row has no TAB (expected question<TAB>answer)")
+        question, answer = line.rsplit("\t", 1)
+        items.append((question.strip(), answer.strip()))
+    return items
+
+
+@SOURCES.register("hf")
+def load_hf(
+    *,
+    dataset: str,
+    split: str,
+    name: str | None = None,
+    data_files: Any = None,
+    cache_dir: str | None = None,
+    question_field: str = "question",
+    answer_field: str = "answer_number",
+) -> list[Item]:
+    """A `datasets` dataset (hub name or local builder such as "json" with data_files).
+
+    GSM8K-style answers ("...reasoning... #### 42") keep only the part after "####".
+    """
+    import datasets  # heavy import, only for users of this source
+
+    ds = datasets.load_dataset(dataset, name, split=split, data_files=data_files, cache_dir=cache_dir)
+    for field in (question_field, answer_field):
+        if field not in ds.column_names:
+            raise ValueError(f"dataset {dataset!r} has no column {field!r}; columns: {ds.column_names}")
+    items = []
+    for i, (question, answer) in enumerate(zip(ds[question_field], ds[answer_field])):
+        if question is None or answer is None:
+            raise ValueError(f"dataset {dataset!r} row {i}: empty {question_field!r} or {answer_field!r}")
+        items.append((str(question).strip(), str(answer).split("####")[-1].strip()))
+    return items
+
+
+@SOURCES.register("zoo")
+def load_zoo(*, task: str, split: str) -> list[Item]:
+    """The embedded zoo's tasks ("ja_math", "en_math", "ja_qa"), via `zoo.task_items`."""
+    import zoo  # looked up at call time so tests can monkeypatch zoo.task_items
+
+    return [(str(q), str(a)) for q, a in zoo.task_items(task, split)]
+
+
+def load_split(split: str, spec: Mapping[str, Any]) -> list[Item]:
+    """Load one split's items; a clear one-line error for a bad spec or empty data."""
+    if not isinstance(spec, Mapping) or "source" not in spec:
+        raise ValueError(f"split {split!r}: spec must be a dict with a 'source' key, got {spec!r}")
+    kwargs = {k: v for k, v in spec.items() if k not in ("source", "limit")}
+    loader = SOURCES.get(spec["source"])
+    try:
+        inspect.signature(loader).bind(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"split {split!r} (source {spec['source']!r}): {err}") from None
+    items = loader(**kwargs)
+    limit = spec.get("limit")
+    if limit is not None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"split {split!r}: limit must be a positive integer, got {limit!r}")
+        items = items[:limit]
+    if not items:
+        raise ValueError(f"split {split!r} has 0 items (spec {dict(spec)})")
+    return items
+
+
+def question_key(question: str) -> str:
+    """Identity of a problem across splits: NFKC, whitespace collapsed, lowercase, hashed."""
+    text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", question)).strip().lower()
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def check_disjoint(splits: Mapping[str, list[Item]]) -> None:
+    """Raise if any two splits share a problem (search must never see test items)."""
+    names = list(splits)
+    keys = {name: {question_key(q): q for q, _ in splits[name]} for name in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = keys[a].keys() & keys[b].keys()
+            if shared:
+                example = keys[a][min(shared)][:80]
+                raise ValueError(
+                    f"splits {a!r} and {b!r} share {len(shared)} problem(s), e.g. {example!r}; "
+                    "pass allow_overlap=True only if that is intended"
+                )

@@ -1,0 +1,186 @@
+"""Batched greedy generation for any model with the HF causal-LM forward signature.
+
+    outputs = greedy_generate(model, tokenizer, ["Q: 1+1\\nA:", "Q: 2+3\\nA:"],
+                              max_new_tokens=48, stop_strings=["\\n"], batch_size=16)
+
+    # or plan the batches once (at objective construction) and run them per trial:
+    batches = plan_batches(prompt_ids, pad_id=tokenizer.pad_token_id, batch_size=16)
+    outputs = run_batches(model, tokenizer, batches, max_new_tokens=48, stop_strings=["\\n"])
+
+The model is only called as model(input_ids=, attention_mask=, position_ids=, past_key_values=,
+use_cache=True) and must return .logits and .past_key_values (with past_key_values=None on the
+first call it builds its own cache, e.g. an HF DynamicCache). So the same loop drives HF models
+and the data-flow (layer-path) models. Not HF `generate`: that one is tied to HF model classes.
+
+Semantics (equal to HF `generate(do_sample=False)`): prompts are left-padded, positions come
+from the attention mask, the next token is the argmax. A row ends at an EOS token (not part of
+the output) or when its text contains a stop string (the output is cut before the first stop
+string, as vLLM does in the paper's evaluation); the batch ends when every row has ended.
+Prompts are sorted by length (longest first, so memory trouble shows in the first batch) and the
+outputs come back in the original order.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class Batch:
+    indices: list[int]  # positions of these rows in the caller's prompt list
+    input_ids: torch.Tensor  # (rows, width), left-padded
+    attention_mask: torch.Tensor  # (rows, width), 0 on padding
+
+
+def plan_batches(prompt_ids: Sequence[Sequence[int]], *, pad_id: int, batch_size: int) -> list[Batch]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if any(len(ids) == 0 for ids in prompt_ids):
+        raise ValueError("a prompt tokenized to 0 tokens")
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        width = len(prompt_ids[indices[0]])
+        input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(indices), width), dtype=torch.long)
+        for row, i in enumerate(indices):
+            ids = prompt_ids[i]
+            input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids):] = 1
+        batches.append(Batch(indices, input_ids, attention_mask))
+    return batches
+
+
+def greedy_generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    batch_size: int = 8,
+) -> list[str]:
+    """Greedy continuations of `prompts` (texts, or token-id lists used as they are)."""
+    if prompts and isinstance(prompts[0], str):
+        prompt_ids = tokenizer(list(prompts))["input_ids"]
+    else:
+        prompt_ids = [list(p) for p in prompts]
+    batches = plan_batches(prompt_ids, pad_id=pad_token_id(tokenizer), batch_size=batch_size)
+    return run_batches(model, tokenizer, batches, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    # Many causal-LM tokenizers have no pad token; padding is masked out, so EOS serves.
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("tokenizer has neither a pad nor an eos token")
+    return pad
+
+
+def run_batches(
+    model: Any,
+    tokenizer: Any,
+    batches: Sequence[Batch],
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+) -> list[str]:
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    assert not getattr(model, "training", False), "generate with model.eval(): dropout would change outputs"
+    eos_ids = _eos_ids(model, tokenizer)
+    outputs: dict[int, str] = {}
+    for batch in batches:
+        texts = _generate_batch(model, tokenizer, batch, max_new_tokens, tuple(stop_strings), eos_ids)
+        outputs.update(zip(batch.indices, texts))
+    return [outputs[i] for i in range(len(outputs))]
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id}
+    # instruction-tuned models often end turns with an extra token listed in generation_config
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
+    return frozenset(i for i in ids if i is not None)
+
+
+def _device(model: Any) -> torch.device:
+    param = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    # HF models can skip the LM head on all but the last position: without it the prefill of a
+    # 7B model with a 150k vocabulary materialises batch x prompt x vocab logits (gigabytes).
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _stop_window(stop_strings: tuple[str, ...]) -> int:
+    # Tokens to decode when checking for a stop string that the newest token may complete: a
+    # token carries at least one UTF-8 byte, so 4 tokens per character always cover the string;
+    # the margin absorbs decoders that drop a leading space at the start of the window.
+    return 4 * max(len(s) for s in stop_strings) + 8
+
+
+@torch.inference_mode()
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    batch: Batch,
+    max_new_tokens: int,
+    stop_strings: tuple[str, ...],
+    eos_ids: frozenset[int],
+) -> list[str]:
+    device = _device(model)
+    input_ids = batch.input_ids.to(device)
+    attention_mask = batch.attention_mask.to(device)
+    # HF's convention: positions count real tokens; padding gets a dummy position (masked anyway)
+    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
+    extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    window = _stop_window(stop_strings) if stop_strings else 0
+    pad = pad_token_id(tokenizer)
+
+    rows = input_ids.shape[0]
+    generated: list[list[int]] = [[] for _ in range(rows)]
+    done = [False] * rows
+    past = None
+    for _ in range(max_new_tokens):
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=True,
+            **extra,
+        )
+        past = out.past_key_values
+        next_tokens = out.logits[:, -1, :].argmax(dim=-1)
+        for row, token in enumerate(next_tokens.tolist()):
+            if done[row]:
+                continue
+            if token in eos_ids:
+                done[row] = True
+                continue
+            generated[row].append(token)
+            if window and any(s in tokenizer.decode(generated[row][-window:]) for s in stop_strings):
+                done[row] = True
+        if all(done):
+            break
+        # finished rows keep stepping (their tokens are ignored) so the cache stays rectangular
+        finished = torch.tensor(done, device=device)
+        input_ids = next_tokens.masked_fill(finished, pad)[:, None]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, 1))], dim=-1)
+        position_ids = position_ids[:, -1:] + 1
+    return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop_strings) for ids in generated]
+
+
+def _cut(text: str, stop_strings: tuple[str, ...]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
+    return text[:cut]

@@ -1,0 +1,34 @@
+"""Fixtures for the objectives tests: the zoo tokenizer, a tiny model, small TSV files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from zoo.tokenizer import build_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dirs):
+    torch.set_num_threads(1)
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dirs["base"]).eval()
+
+
+@pytest.fixture
+def write_tsv(tmp_path):
+    """write_tsv(rows, name="x.tsv") -> Path; rows are (question, answer) pairs or raw lines."""
+
+    def write(rows, name: str = "data.tsv") -> Path:
+        path = tmp_path / name
+        lines = [row if isinstance(row, str) else "\t".join(row) for row in rows]
+        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        return path
+
+    return write
