@@ -24,6 +24,7 @@ A registered objective subclasses GenerativeObjective and says only how to read 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
 from ._data import Item, check_disjoint, load_split
@@ -43,9 +44,11 @@ def build(name: str, **kwargs: Any) -> "GenerativeObjective":
     return get(name)(**kwargs)
 
 
+@dataclass(frozen=True)
 class _Split:
-    def __init__(self, items: list[Item], golds: list[Any], batches: list[Batch]):
-        self.items, self.golds, self.batches = items, golds, batches
+    items: list[Item]
+    golds: list[Any]  # parse_gold of each item's answer
+    batches: list[Batch]  # the tokenized prompts, padded and batched once
 
 
 class GenerativeObjective:
@@ -78,6 +81,8 @@ class GenerativeObjective:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(stop_strings, str):
+            raise ValueError(f"stop_strings must be a list of strings, got the string {stop_strings!r}")
         self.stop_strings = tuple(self.default_stop_strings if stop_strings is None else stop_strings)
         if "" in self.stop_strings:
             raise ValueError("stop_strings must not contain the empty string")

@@ -76,10 +76,10 @@ def load_hf(
 
 @SOURCES.register("zoo")
 def load_zoo(*, task: str, split: str) -> list[Item]:
-    """The embedded zoo's tasks ("ja_math", "en_math", "ja_qa"), via `zoo.task_items`."""
-    import zoo  # looked up at call time so tests can monkeypatch zoo.task_items
+    """The embedded zoo's tasks ("ja_math", "en_math", "ja_qa"), via `zoo.world.task_items`."""
+    from zoo import world  # looked up at call time so tests can monkeypatch world.task_items
 
-    return [(str(q), str(a)) for q, a in zoo.task_items(task, split)]
+    return [(str(q), str(a)) for q, a in world.task_items(task, split)]
 
 
 def load_split(split: str, spec: Mapping[str, Any]) -> list[Item]:

@@ -1,0 +1,100 @@
+"""Split specs -> items: sources, limit, bad input, isolation of splits."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import objectives
+from objectives import check_disjoint, load_split, question_key
+
+ROWS = [("ねこは なんびき？", "3"), ("いぬは なんびき？", "2,125"), ("とりは？", "7")]
+
+
+def test_tsv_source(write_tsv):
+    path = write_tsv(ROWS + [""])  # a trailing blank line is fine
+    assert load_split("search", {"source": "tsv", "path": str(path)}) == ROWS
+    assert load_split("search", {"source": "tsv", "path": path, "limit": 2}) == ROWS[:2]
+
+
+def test_real_mgsm_tsv(mgsm_ja_tsv):
+    items = load_split("test", {"source": "tsv", "path": mgsm_ja_tsv})
+    assert len(items) == 250
+    assert items[0][1] == "18" and items[0][0].startswith("ジャネット")
+    assert sum("," in answer for _, answer in items) == 4
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_split("search", {"source": "tsv", "path": tmp_path / "nope.tsv"})
+
+
+def test_row_without_tab(write_tsv):
+    path = write_tsv(["q1\t1", "a row with no tab", "q3\t3"])
+    with pytest.raises(ValueError, match=r"data.tsv:2: row has no TAB"):
+        load_split("search", {"source": "tsv", "path": path})
+
+
+def test_empty_dataset(write_tsv):
+    with pytest.raises(ValueError, match="0 items"):
+        load_split("search", {"source": "tsv", "path": write_tsv([])})
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"source": "csv", "path": "x"}, "unknown data source 'csv'; known: hf, tsv, zoo"),
+        ({"path": "x"}, "'source' key"),
+        ({"source": "tsv"}, "missing a required argument: 'path'"),
+        ({"source": "tsv", "path": "x", "limt": 3}, "unexpected keyword argument 'limt'"),
+        ({"source": "tsv", "path": "x", "limit": 0}, "limit must be a positive integer"),
+    ],
+)
+def test_bad_specs(spec, message, write_tsv):
+    if spec.get("path") == "x":
+        spec = {**spec, "path": write_tsv(ROWS)}
+    with pytest.raises(ValueError, match=message):
+        load_split("search", spec)
+
+
+def test_zoo_source(monkeypatch):
+    from zoo import world
+
+    calls = []
+
+    def task_items(task, split):
+        calls.append((task, split))
+        return [("1+1=?", "2"), ("2+3=?", "5")]
+
+    monkeypatch.setattr(world, "task_items", task_items)
+    spec = {"source": "zoo", "task": "en_math", "split": "search", "limit": 1}
+    assert load_split("search", spec) == [("1+1=?", "2")]
+    assert calls == [("en_math", "search")]
+
+
+def test_hf_source_on_local_json(tmp_path):
+    """The real `datasets` loading code, on a local JSON file instead of the hub."""
+    path = tmp_path / "mgsm.jsonl"
+    rows = [{"question": "q1", "answer_number": 18, "answer": None},
+            {"question": "q2", "answer_number": 2125, "answer": "reasoning ... #### 2,125"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    spec = {"source": "hf", "dataset": "json", "data_files": str(path), "split": "train",
+            "cache_dir": str(tmp_path / "cache")}
+    assert load_split("test", spec) == [("q1", "18"), ("q2", "2125")]
+    with pytest.raises(ValueError, match="row 0: empty"):
+        load_split("test", {**spec, "answer_field": "answer"})  # MGSM's CoT column is empty in test
+    with pytest.raises(ValueError, match="no column 'problem'"):
+        load_split("test", {**spec, "question_field": "problem"})
+
+
+def test_question_key_normalises():
+    assert question_key("  Ｔｏｍ　has\n3 apples ") == question_key("tom has 3 APPLES")
+    assert question_key("tom has 3 apples") != question_key("tom has 4 apples")
+
+
+def test_check_disjoint():
+    a = [("Tom has 3 apples.", "3"), ("x", "1")]
+    b = [("tom  has 3 APPLES.", "3"), ("y", "2"), ("x", "9")]
+    with pytest.raises(ValueError, match=r"splits 'search' and 'test' share 2 problem\(s\), e.g."):
+        check_disjoint({"search": a, "test": b})
+    check_disjoint({"search": a, "test": [("y", "2")]})

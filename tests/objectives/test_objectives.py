@@ -1,0 +1,198 @@
+"""Registered objectives: registry, oracle scoring on real MGSM-JA, isolation, bad input, hot path."""
+from __future__ import annotations
+
+import pytest
+
+import objectives
+from objectives import AnswerMatchObjective, NumericAnswerObjective, greedy_generate
+from zoo.world import PROMPT
+
+ROWS = [("ねこは なんびき？", "3"), ("いぬは なんびき？", "2,125"), ("とりは なんわ？", "7")]
+
+
+@pytest.fixture(scope="module")
+def mgsm(mgsm_ja_tsv):
+    from zoo.tokenizer import build_tokenizer
+
+    return objectives.build("mgsm_ja", tokenizer=build_tokenizer(),
+                            splits={"test": {"source": "tsv", "path": mgsm_ja_tsv}})
+
+
+def tsv_objective(name, tok, write_tsv, rows=ROWS, **kwargs):
+    return objectives.build(name, tokenizer=tok, splits={"search": {"source": "tsv", "path": write_tsv(rows)}},
+                            **kwargs)
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+def test_registry():
+    assert objectives.names() == ["answer_match", "mgsm_ja"]
+    assert objectives.get("mgsm_ja") is NumericAnswerObjective
+    assert objectives.get("answer_match") is AnswerMatchObjective
+    with pytest.raises(ValueError, match="unknown objective 'mgsm'; known: answer_match, mgsm_ja"):
+        objectives.build("mgsm", tokenizer=None, splits={})
+
+
+# -- oracle answer sheets on the real MGSM-JA test set ---------------------------------------
+
+def test_real_mgsm_ja_japanese_oracle_scores_one(mgsm):
+    golds = [answer for _, answer in mgsm.items("test")]
+    assert len(golds) == 250 and sum("," in g for g in golds) == 4  # 2,125 114,200 276,000 5,600
+    sheet = [f"{q[:20]}……順番に計算します。なので、答えは {g} です。" for q, g in mgsm.items("test")]
+    assert mgsm.score_outputs(sheet, "test") == {"acc": 1.0, "acc_ja": 1.0, "n": 250}
+
+
+def test_real_mgsm_ja_english_oracle_is_right_but_not_japanese(mgsm):
+    sheet = [f"Let me compute step by step. So the answer is {g}." for _, g in mgsm.items("test")]
+    assert mgsm.score_outputs(sheet, "test") == {"acc": 1.0, "acc_ja": 0.0, "n": 250}
+
+
+def test_real_mgsm_ja_wrong_and_partial_sheets(mgsm):
+    items = mgsm.items("test")
+    off_by_one = [f"答えは {int(g.replace(',', '')) + 1} です。" for _, g in items]
+    assert mgsm.score_outputs(off_by_one, "test")["acc"] == 0.0
+    # the first 100 right in Japanese, the next 50 right in English, the rest without a number
+    sheet = ([f"答えは {g} です。" for _, g in items[:100]] + [f"The answer is {g}." for _, g in items[100:150]]
+             + ["わかりません。"] * 100)
+    assert mgsm.score_outputs(sheet, "test") == {"acc": 150 / 250, "acc_ja": 100 / 250, "n": 250}
+    records = mgsm.records(sheet, "test")
+    assert records[0]["prediction"] == "18" and records[0]["correct"] and records[0]["japanese"]
+    assert records[200]["prediction"] is None and not records[200]["correct"]
+
+
+def test_mgsm_ja_defaults_are_the_papers(mgsm):
+    assert mgsm.prompt_template == objectives.MGSM_JA_PROMPT_TEMPLATE
+    assert mgsm.stop_strings == ("Instruction:", "Instruction", "Response:", "Response")
+    assert mgsm.max_new_tokens == 1024
+    assert mgsm.primary_metric == "acc_ja" and mgsm.fitness_keys == ("acc", "acc_ja")
+
+
+def test_score_outputs_checks_length_and_split(mgsm):
+    with pytest.raises(ValueError, match="has 250 items but got 2 outputs"):
+        mgsm.score_outputs(["1", "2"], "test")
+    with pytest.raises(ValueError, match="unknown split 'search'; known: test"):
+        mgsm.score_outputs([], "search")
+
+
+# -- scoring a model --------------------------------------------------------------------------
+
+class CountingTokenizer:
+    """Delegates to a tokenizer, counting encode calls (there must be none per trial)."""
+
+    def __init__(self, inner):
+        self.inner, self.encodes = inner, 0
+
+    def __call__(self, *args, **kwargs):
+        self.encodes += 1
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_score_model_without_data_or_tokenizer_work(tiny_model, tok, write_tsv):
+    counting = CountingTokenizer(tok)
+    path = write_tsv(ROWS)
+    obj = objectives.build("mgsm_ja", tokenizer=counting, splits={"search": {"source": "tsv", "path": path}},
+                           prompt_template="Q: {question}\nA:", max_new_tokens=6, batch_size=2,
+                           stop_strings=["\n"])
+    encodes = counting.encodes
+    path.unlink()  # scoring must not read the data again
+    outputs = obj.generate(tiny_model, "search")
+    metrics = obj.score(tiny_model, "search")
+    assert counting.encodes == encodes
+    prompts = [f"Q: {q}\nA:" for q, _ in ROWS]
+    assert outputs == greedy_generate(tiny_model, tok, prompts, max_new_tokens=6, stop_strings=["\n"], batch_size=3)
+    assert metrics == obj.score_outputs(outputs, "search")
+    assert set(metrics) == set(obj.metric_keys) and metrics["n"] == 3
+    assert 0.0 <= metrics["acc_ja"] <= metrics["acc"] <= 1.0
+
+
+# -- answer_match -----------------------------------------------------------------------------
+
+QA_ROWS = [("ねこは なにを たべる？", "さかな"), ("いぬは なんと なく？", "わん")]
+
+
+def test_answer_match_default_pattern(tok, write_tsv):
+    obj = tsv_objective("answer_match", tok, write_tsv, QA_ROWS)
+    right = ["ねこは さかなが すきです。こたえは さかな です。", "こたえは わん です。"]
+    assert obj.score_outputs(right, "search") == {"acc": 1.0, "acc_ja": 1.0, "n": 2}
+    # the last capture counts; no capture counts as wrong
+    assert obj.score_outputs(["こたえは さかな です。こたえは にく です。", "わん"], "search")["acc"] == 0.0
+
+
+def test_answer_match_custom_pattern(tok, write_tsv):
+    obj = tsv_objective("answer_match", tok, write_tsv, [("What do cats eat?", "fish")],
+                        answer_pattern=r"answer is (\w+)")
+    assert obj.score_outputs(["The answer is fish."], "search") == {"acc": 1.0, "acc_ja": 0.0, "n": 1}
+    with pytest.raises(ValueError, match="exactly one capture group"):
+        tsv_objective("answer_match", tok, write_tsv, QA_ROWS, answer_pattern=r"answer is \w+")
+
+
+# -- isolation and bad input ------------------------------------------------------------------
+
+def test_overlapping_splits_are_refused(tok, write_tsv):
+    search = write_tsv(ROWS, "search.tsv")
+    test = write_tsv([("いぬは  なんびき？", "2,125"), ("べつの もんだい", "1")], "test.tsv")
+    splits = {"search": {"source": "tsv", "path": search}, "test": {"source": "tsv", "path": test}}
+    with pytest.raises(ValueError, match=r"^splits 'search' and 'test' share 1 problem\(s\), e\.g\. 'いぬは") as err:
+        objectives.build("mgsm_ja", tokenizer=tok, splits=splits)
+    assert "\n" not in str(err.value)
+    obj = objectives.build("mgsm_ja", tokenizer=tok, splits=splits, allow_overlap=True)
+    assert obj.split_names == ["search", "test"]
+
+
+def test_bad_inputs(tok, write_tsv, tmp_path):
+    with pytest.raises(FileNotFoundError, match="data file not found"):
+        objectives.build("mgsm_ja", tokenizer=tok, splits={"test": {"source": "tsv", "path": tmp_path / "x.tsv"}})
+    with pytest.raises(ValueError, match="0 items"):
+        tsv_objective("mgsm_ja", tok, write_tsv, [])
+    with pytest.raises(ValueError, match="row has no TAB"):
+        tsv_objective("mgsm_ja", tok, write_tsv, ["question without answer"])
+    with pytest.raises(ValueError, match="split 'search' item 1: gold answer 'たくさん' is not a number"):
+        tsv_objective("mgsm_ja", tok, write_tsv, [("q", "1"), ("q2", "たくさん")])
+    with pytest.raises(ValueError, match="neither a known name"):
+        tsv_objective("mgsm_ja", tok, write_tsv, prompt_template="Q: {input}")
+    with pytest.raises(ValueError, match="unknown primary_metric 'f1'"):
+        tsv_objective("mgsm_ja", tok, write_tsv, primary_metric="f1")
+    with pytest.raises(ValueError, match="unknown language detector"):
+        tsv_objective("mgsm_ja", tok, write_tsv, language_detector="cld3")
+    with pytest.raises(ValueError, match="must be a list of strings"):
+        tsv_objective("mgsm_ja", tok, write_tsv, stop_strings="\n")
+    with pytest.raises(ValueError, match="at least one split"):
+        objectives.build("mgsm_ja", tokenizer=tok, splits={})
+
+
+def test_templates_and_script_detector(tok, write_tsv):
+    obj = tsv_objective("mgsm_ja", tok, write_tsv, prompt_template='{"q": "{question}"}',
+                        language_detector="script", primary_metric="acc")
+    assert obj.prompt_template == '{"q": "{question}"}' and obj.primary_metric == "acc"
+    sheet = [f"こたえは {g} です。" for _, g in ROWS]
+    assert obj.score_outputs(sheet, "search") == {"acc": 1.0, "acc_ja": 1.0, "n": 3}
+
+
+# -- the zoo's tasks -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("objective, task, sheet", [
+    ("mgsm_ja", "ja_math", "けいさんすると、こたえは {} です。"),
+    ("mgsm_ja", "en_math", "So the answer is {}."),
+    ("answer_match", "ja_qa", "よく かんがえます。こたえは {} です。"),
+])
+def test_zoo_tasks(objective, task, sheet, tok):
+    obj = objectives.build(objective, tokenizer=tok, prompt_template=PROMPT,
+                           splits={s: {"source": "zoo", "task": task, "split": s} for s in ("search", "test")})
+    for split in obj.split_names:
+        metrics = obj.score_outputs([sheet.format(a) for _, a in obj.items(split)], split)
+        assert metrics["acc"] == 1.0
+        assert metrics["acc_ja"] == (0.0 if task == "en_math" else 1.0)
+
+
+def test_hydra_config_values(tok, write_tsv):
+    """Splits and stop strings straight from a Hydra/OmegaConf config."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"splits": {"search": {"source": "tsv", "path": str(write_tsv(ROWS)), "limit": 2}},
+                            "stop_strings": ["\n\n"], "prompt_template": "ja_alpaca_cot"})
+    obj = objectives.build("mgsm_ja", tokenizer=tok, splits=cfg.splits, stop_strings=cfg.stop_strings,
+                           prompt_template=cfg.prompt_template)
+    assert obj.items("search") == ROWS[:2] and obj.stop_strings == ("\n\n",)
