@@ -1,0 +1,132 @@
+"""The study loop shared by both searches: Optuna sampler + RDB storage, resumable, fail-safe.
+
+    space = [ParamSpec(name="L00.ja.weight", low=0.0, high=1.0), ...]
+    study = open_study(name="toy", storage_url="sqlite:///out/study.db",
+                       sampler=make_sampler("cmaes", space=space, seed=0))
+    run_trials(study, space=space, evaluate=lambda params, seed: {...}, fitness=["acc_ja"],
+               n_trials=120, on_trial=[tracker.log_trial])
+
+`evaluate(params, seed)` builds the candidate (merge, path, ...) and scores it; it returns a dict of
+metrics that must contain every fitness key. A trial that raises or returns NaN is recorded FAIL and
+the study goes on. Re-running with the same storage resumes: finished trials are kept and only the
+missing ones run. Several workers may share one storage: `n_trials` is the study's total.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched float: its stable name, bounds and (optional) starting point."""
+
+    name: str
+    low: float
+    high: float
+    init: float | None = None
+
+    def __post_init__(self):
+        if not self.low < self.high:
+            raise ValueError(f"parameter {self.name}: low {self.low} must be below high {self.high}")
+        if self.init is not None and not self.low <= self.init <= self.high:
+            raise ValueError(f"parameter {self.name}: start {self.init} outside [{self.low}, {self.high}]")
+
+
+def paper_popsize(n_params: int) -> int:
+    """CMA-ES default population 4 + floor(3 ln n), as in the paper."""
+    return 4 + math.floor(3 * math.log(n_params))
+
+
+def _cmaes(space, seed, *, sigma0=None, popsize=None, separable=False, x0=None, **_):
+    # x0: the spec's start if it has one, else the middle of the range (0.5 on [0, 1], the paper's)
+    start = {p.name: (p.init if p.init is not None else (p.low + p.high) / 2) for p in space}
+    start.update(x0 or {})
+    return optuna.samplers.CmaEsSampler(
+        x0=start, sigma0=sigma0, seed=seed, popsize=popsize or paper_popsize(len(space)),
+        use_separable_cma=separable, warn_independent_sampling=False)
+
+
+def _tpe(space, seed, **_):
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def _random(space, seed, **_):
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _nsga2(space, seed, *, popsize=None, **_):
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=popsize or 50)
+
+
+SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "cmaes": _cmaes, "tpe": _tpe, "random": _random, "nsga2": _nsga2}
+
+
+def make_sampler(kind: str, *, space: Sequence[ParamSpec], seed: int, **options) -> optuna.samplers.BaseSampler:
+    """A sampler by name (cmaes, tpe, random, nsga2); options: sigma0, popsize, separable, x0."""
+    if kind not in SAMPLERS:
+        raise ValueError(f"unknown sampler {kind!r}; known: {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[kind](space, seed, **options)
+
+
+def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSampler,
+               directions: Sequence[str] = ("maximize",)) -> optuna.Study:
+    """Create the study, or load it to resume. RDB storages get a heartbeat so that a trial of a
+    killed worker is marked FAIL (and retried) instead of hanging RUNNING forever."""
+    storage: str | optuna.storages.BaseStorage = storage_url
+    if storage_url.startswith(("sqlite:", "postgresql", "mysql")):
+        storage = optuna.storages.RDBStorage(
+            storage_url, heartbeat_interval=10, grace_period=30,
+            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                               directions=list(directions), load_if_exists=True)
+
+
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
+               evaluate: Callable[[dict[str, float], int], dict[str, float]], fitness: Sequence[str],
+               n_trials: int, timeout: float | None = None,
+               on_trial: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
+    """Run trials until the study holds `n_trials` finished ones (or `timeout` seconds pass)."""
+    fitness = list(fitness)
+    assert len(fitness) == len(study.directions), "one fitness key per study direction"
+
+    def objective(trial: optuna.Trial):
+        params = {p.name: trial.suggest_float(p.name, p.low, p.high) for p in space}
+        started = time.perf_counter()
+        metrics = evaluate(params, trial.number)
+        trial.set_user_attr("trial_seconds", time.perf_counter() - started)
+        for key, value in metrics.items():
+            trial.set_user_attr(key, float(value))
+        missing = [k for k in fitness if k not in metrics]
+        if missing:
+            raise KeyError(f"evaluate() returned no {missing}; it returned {sorted(metrics)}")
+        values = [float(metrics[k]) for k in fitness]
+        return values[0] if len(values) == 1 else values
+
+    remaining = n_trials - len(finished_trials(study))
+    if remaining <= 0:
+        return
+    study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
+                   callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), *on_trial])
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The best finished trial (first objective for multi-objective studies)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise RuntimeError(f"study {study.study_name!r} has no complete trial")
+    sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(complete, key=lambda t: (sign * t.values[0], -t.number))

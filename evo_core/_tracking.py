@@ -1,0 +1,98 @@
+"""MLflow tracking: one parent run per study, one nested run per trial, the final table.
+
+    tracker = Tracker(mlruns_dir="mlruns", experiment="evo_ps/toy_ja_math")
+    run_id = tracker.start(run_id=None, run_name="toy", params={...})   # or resume a run id
+    study.optimize(..., callbacks=[tracker.log_trial])
+    tracker.log_table({"base": {"acc": .., "acc_ja": ..}, ...}, prefix="test")
+    tracker.finish()
+
+The backend is a SQLite database plus an artifact folder, both inside `mlruns/` (MLflow 3 refuses a
+plain file store by default). Browse it with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial
+
+
+def mlflow_ui_command(mlruns_dir: Path) -> str:
+    return f"mlflow ui --backend-store-uri sqlite:///{mlruns_dir / 'mlflow.db'}"
+
+
+class Tracker:
+    """Logs a study to MLflow through explicit run ids (no global active-run state)."""
+
+    def __init__(self, *, mlruns_dir: str | Path, experiment: str):
+        # MLflow is imported here: it is slow to import and only the CLI paths need it
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        from mlflow.tracking import MlflowClient
+
+        self.mlruns_dir = Path(mlruns_dir).resolve()
+        self.mlruns_dir.mkdir(parents=True, exist_ok=True)
+        self.uri = f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=(self.mlruns_dir / "artifacts").as_uri())
+        self.run_id: str | None = None
+
+    def start(self, *, run_id: str | None, run_name: str, params: dict[str, object]) -> str:
+        """Start the study's parent run, or reopen `run_id` when the study resumes."""
+        if run_id is not None:
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name)
+        self.run_id = run.info.run_id
+        for key, value in params.items():
+            self.client.log_param(self.run_id, key, str(value)[:6000])
+        return self.run_id
+
+    def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: one nested run per finished trial (params, metrics, state)."""
+        assert self.run_id is not None, "start() the parent run first"
+        from mlflow.entities import Metric, Param
+
+        nested = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial.number:04d}",
+            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name})
+        metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
+        self.client.log_batch(
+            nested.info.run_id,
+            metrics=[Metric(k, float(v), stamp, trial.number) for k, v in metrics.items()],
+            params=[Param(k, repr(v)) for k, v in trial.params.items()])
+        self.client.set_terminated(nested.info.run_id, status="FINISHED" if trial.state.name == "COMPLETE" else "FAILED")
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if complete and len(study.directions) == 1:
+            self.client.log_metric(self.run_id, "best_value", study.best_value, step=trial.number)
+
+    def log_table(self, table: dict[str, dict[str, float]], *, prefix: str) -> str:
+        """Log a comparison table (model -> metrics) as metrics `prefix.model.metric` and as a
+        Markdown artifact; returns the Markdown."""
+        metrics = sorted({m for row in table.values() for m in row})
+        lines = ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        for model, row in table.items():
+            lines.append(f"| {model} | " + " | ".join(_cell(row.get(m)) for m in metrics) + " |")
+            for metric, value in row.items():
+                self.client.log_metric(self.run_id, f"{prefix}.{model}.{metric}", float(value))
+        markdown = "\n".join(lines) + "\n"
+        self.client.log_text(self.run_id, markdown, f"{prefix}_table.md")
+        return markdown
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}" if 0 <= value <= 1 else f"{value:g}"

@@ -1,0 +1,116 @@
+"""Parameter-space evolutionary merging, end to end.
+
+    python -m evo_ps                              # the embedded default (zoo, toy_ja_math)
+    python -m evo_ps +experiment=ja_math          # the paper's 7B setup (GPU)
+    python -m evo_ps space=uniform seed=1         # any override; same run_dir = resume
+
+Top to bottom: load the pool once -> build the search space -> prepare the objective once ->
+open (or resume) the Optuna study -> per trial: merge in memory, score on the search split, log to
+MLflow -> the best trial re-scored on the test split next to the base and every source -> the best
+merged model saved (HF dir + mergekit YAML + model card), plots and table logged to MLflow.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from evo_core import (Progress, Tracker, best_trial, load_pool, make_sampler, open_study, run_trials,
+                      sqlite_url_in, use_weights)
+import objectives
+from evo_ps._config import PSConfig, validate
+from evo_ps import InMemoryMerger, build_space, merge_method, save_merged, write_mergekit_yaml
+from evo_ps._plots import plot_history, plot_layer_params
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # everything a trial needs is built once, here
+    method = merge_method(cfg.merge.method, cfg.merge.options)
+    pool = load_pool(base=cfg.pool.base, sources=cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device)
+    space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                        num_layers=pool.num_layers, granularity=cfg.space.granularity,
+                        split_components=cfg.space.split_components, uniform=cfg.space.uniform,
+                        bounds=cfg.space.bounds)
+    merger = InMemoryMerger(pool=pool, method=method)
+    objective = objectives.build(
+        cfg.objective.name, tokenizer=pool.tokenizer,
+        splits={"search": cfg.objective.search, "test": cfg.objective.test},
+        prompt_template=cfg.objective.prompt_template, max_new_tokens=cfg.objective.max_new_tokens,
+        stop_strings=cfg.objective.stop_strings, batch_size=cfg.objective.batch_size,
+        language_detector=cfg.objective.language_detector, primary_metric=cfg.objective.fitness,
+        allow_overlap=cfg.objective.allow_overlap)
+
+    storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
+    sampler = make_sampler(cfg.sampler.kind, space=space.params, seed=cfg.seed, sigma0=cfg.sampler.sigma0,
+                           popsize=cfg.sampler.popsize, separable=cfg.sampler.separable)
+    study = open_study(name=cfg.study_name, storage_url=storage, sampler=sampler)
+    print(f"study   {cfg.study_name!r}: {len(space.params)} parameters, storage {storage}")
+    print(f"        inspect: optuna-dashboard {storage}")
+
+    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
+    run_id = tracker.start(run_id=study.user_attrs.get("mlflow_run_id"), run_name=f"{cfg.study_name}-seed{cfg.seed}",
+                           params={"config": resolved, "seed": cfg.seed, "storage": storage,
+                                   "method": method.name, "n_params": len(space.params),
+                                   **{f"source.{k}": v for k, v in pool.paths.items()}})
+    study.set_user_attr("mlflow_run_id", run_id)
+    print(f"mlflow  run {run_id} ({tracker.ui_command})")
+
+    def evaluate(values: dict[str, float], seed: int) -> dict[str, float]:
+        started = time.perf_counter()
+        merger.apply(space.tensor_params(values), seed=seed)
+        merged = time.perf_counter()
+        metrics = objective.score(pool.model, "search")
+        return {**metrics, "merge_seconds": merged - started, "eval_seconds": time.perf_counter() - merged}
+
+    run_trials(study, space=space.params, evaluate=evaluate, fitness=[cfg.objective.fitness],
+               n_trials=cfg.n_trials, timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
+               on_trial=[Progress(n_trials=cfg.n_trials, fitness=cfg.objective.fitness), tracker.log_trial])
+
+    # the final table: base, every source and the best merge on the test split
+    best = best_trial(study)
+    table = {}
+    for name in (pool.base_name, *pool.source_names):
+        use_weights(pool.model, pool.base if name == pool.base_name else pool.sources[name])
+        table[name] = objective.score(pool.model, "test")
+    best_params = space.tensor_params(best.params)
+    merger.apply(best_params, seed=best.number)
+    table[f"best merge (trial {best.number})"] = objective.score(pool.model, "test")
+    table = {name: {k: v for k, v in row.items() if k != "n"} for name, row in table.items()}
+    markdown = tracker.log_table(table, prefix="test")
+
+    model_dir = run_dir / "best_model"
+    save_merged(pool.model, pool.tokenizer, model_dir, card={
+        "sources": pool.paths, "method": method.name, "study": cfg.study_name, "trial": best.number,
+        "seed": best.number, "parameters": best.params, "search": best.user_attrs, "test": table})
+    write_mergekit_yaml(method=method, pool=pool, tensor_params=best_params, path=model_dir / "mergekit.yaml")
+    plot_history(study, run_dir / "history.png", fitness=cfg.objective.fitness)
+    plot_layer_params(space, best.params, run_dir / "layer_params.png")
+    for artifact in ("history.png", "layer_params.png", "best_model/mergekit.yaml", "best_model/README.md"):
+        tracker.log_artifact(run_dir / artifact)
+    tracker.finish()
+
+    print(f"\ntest split ({objective.size('test')} problems), best of {len(study.trials)} trials:\n{markdown}")
+    print(f"best model: {model_dir}   mlflow run: {run_id}")
+    return table
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        typed = validate(cfg)
+        run(typed, OmegaConf.to_yaml(cfg))
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        # bad input: one line, non-zero exit, nothing half-started
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The schema of `conf/config.yaml`: unknown keys and wrong types fail before any work.
+
+Hydra composes the YAML; `validate(cfg)` merges it onto these dataclasses (OmegaConf structured
+configs reject unknown keys and mistyped values) and checks the values that types can't.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class PoolConfig:
+    base: str = "???"
+    sources: dict[str, str] = field(default_factory=dict)
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass
+class MergeConfig:
+    method: str = "dare_ties"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SpaceConfig:
+    uniform: bool = False
+    granularity: int = 1
+    split_components: bool = False
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "mgsm_ja"
+    fitness: str = "acc_ja"
+    prompt_template: str = "???"
+    search: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+    max_new_tokens: int = 40
+    stop_strings: list[str] = field(default_factory=list)
+    batch_size: int = 16
+    language_detector: str = "fasttext"
+    allow_overlap: bool = False
+
+
+@dataclass
+class SamplerConfig:
+    kind: str = "cmaes"
+    sigma0: Optional[float] = None
+    popsize: Optional[int] = None
+    separable: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    storage: Optional[str] = None
+    mlruns_dir: str = "mlruns"
+    experiment: str = "evo_ps"
+
+
+@dataclass
+class PSConfig:
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    study_name: str = "???"
+    seed: int = 0
+    n_trials: int = 100
+    timeout_minutes: Optional[float] = None
+    run_dir: str = "???"
+
+
+def validate(cfg: DictConfig) -> PSConfig:
+    """The composed config as a typed PSConfig, or a one-line ValueError."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra", None)
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(PSConfig), plain)
+        out: PSConfig = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as err:
+        raise ValueError(f"bad config: {str(err).splitlines()[0]} (at {getattr(err, 'full_key', '?')})") from None
+    if len(out.pool.sources) < 2:
+        raise ValueError(f"pool.sources needs at least two source models; got {sorted(out.pool.sources)}")
+    if out.n_trials < 1:
+        raise ValueError(f"n_trials must be >= 1; got {out.n_trials}")
+    if out.timeout_minutes is not None and out.timeout_minutes <= 0:
+        raise ValueError(f"timeout_minutes must be > 0 or null; got {out.timeout_minutes}")
+    if out.sampler.sigma0 is not None and out.sampler.sigma0 <= 0:
+        raise ValueError(f"sampler.sigma0 must be > 0; got {out.sampler.sigma0}")
+    return out

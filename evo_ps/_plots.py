@@ -1,0 +1,30 @@
+"""The per-layer parameter picture of a PS result (like the paper's Fig. 3): one heat-map row per
+source and parameter kind (weight, density), one column per group (embed, layers, head)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ._space import SearchSpace  # noqa: E402
+
+
+def plot_layer_params(space: SearchSpace, values: Mapping[str, float], out_png: Path) -> None:
+    rows = sorted({(s.source or "shared", s.key) for s in space.slots}, key=lambda r: (r[1], r[0]))
+    grid = np.full((len(rows), len(space.groups)), np.nan)
+    for slot in space.slots:
+        grid[rows.index((slot.source or "shared", slot.key)), space.groups.index(slot.group)] = values[slot.name]
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(space.groups) + 3), 0.5 * len(rows) + 1.5))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(space.groups)), space.groups, rotation=90)
+    ax.set_yticks(range(len(rows)), [f"{source} {key}" for source, key in rows])
+    ax.set_title(f"{space.method.name}: best parameters per group")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,85 @@
+"""The shared study loop: paper settings, resume, failures, totals across re-runs."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+
+from evo_core import ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials
+
+SPACE = [ParamSpec(name=f"L{i}.w", low=0.0, high=1.0) for i in range(3)]
+
+
+def quadratic(params, seed):
+    return {"fit": -sum((v - 0.3) ** 2 for v in params.values()), "seed": seed}
+
+
+def study_at(tmp_path, sampler="cmaes", seed=0):
+    return open_study(name="s", storage_url=f"sqlite:///{tmp_path / 'study.db'}",
+                      sampler=make_sampler(sampler, space=SPACE, seed=seed, sigma0=1 / 6))
+
+
+def test_paper_cmaes_settings():
+    assert paper_popsize(40) == 4 + math.floor(3 * math.log(40)) == 15
+    sampler = make_sampler("cmaes", space=SPACE, seed=0, sigma0=1 / 6)
+    assert sampler._x0 == {p.name: 0.5 for p in SPACE}
+    assert sampler._sigma0 == pytest.approx(1 / 6) and sampler._popsize == paper_popsize(3)
+
+
+def test_unknown_sampler_lists_known():
+    with pytest.raises(ValueError, match="known: cmaes, nsga2, random, tpe"):
+        make_sampler("annealing", space=SPACE, seed=0)
+
+
+def test_bad_param_bounds():
+    with pytest.raises(ValueError, match="low 1.0 must be below high 0.0"):
+        ParamSpec(name="x", low=1.0, high=0.0)
+
+
+def test_resume_runs_only_missing_trials(tmp_path):
+    calls = []
+
+    def evaluate(params, seed):
+        calls.append(seed)
+        return quadratic(params, seed)
+
+    run_trials(study_at(tmp_path), space=SPACE, evaluate=evaluate, fitness=["fit"], n_trials=5)
+    assert len(calls) == 5
+    # same storage, larger total: only the 3 missing trials run; finished ones are kept
+    study = study_at(tmp_path)
+    run_trials(study, space=SPACE, evaluate=evaluate, fitness=["fit"], n_trials=8)
+    assert len(calls) == 8 and len(study.trials) == 8
+    run_trials(study_at(tmp_path), space=SPACE, evaluate=evaluate, fitness=["fit"], n_trials=8)
+    assert len(calls) == 8
+
+
+def test_failures_and_nan_are_recorded_and_the_study_goes_on(tmp_path):
+    def evaluate(params, seed):
+        if seed == 1:
+            raise RuntimeError("merge exploded")
+        if seed == 2:
+            return {"fit": float("nan")}
+        return quadratic(params, seed)
+
+    study = study_at(tmp_path)
+    run_trials(study, space=SPACE, evaluate=evaluate, fitness=["fit"], n_trials=5)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    assert best_trial(study).state.name == "COMPLETE"
+
+
+def test_same_seed_same_trials(tmp_path):
+    runs = []
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        study = study_at(tmp_path / sub, seed=3)
+        run_trials(study, space=SPACE, evaluate=quadratic, fitness=["fit"], n_trials=6)
+        runs.append([t.params for t in study.trials])
+    assert runs[0] == runs[1]
+
+
+def test_missing_fitness_key_fails_the_trial(tmp_path):
+    study = study_at(tmp_path, sampler="random")
+    run_trials(study, space=SPACE, evaluate=lambda p, s: {"other": 1.0}, fitness=["fit"], n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)

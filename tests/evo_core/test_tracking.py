@@ -1,0 +1,31 @@
+"""MLflow tracking: parent run, nested trial runs, the comparison table; resume reuses the run."""
+from __future__ import annotations
+
+from evo_core import ParamSpec, Tracker, make_sampler, open_study, run_trials
+
+SPACE = [ParamSpec(name="a", low=0.0, high=1.0)]
+
+
+def test_parent_and_nested_runs(tmp_path):
+    tracker = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
+    run_id = tracker.start(run_id=None, run_name="study", params={"seed": 0})
+    study = open_study(name="s", storage_url=f"sqlite:///{tmp_path / 's.db'}",
+                       sampler=make_sampler("random", space=SPACE, seed=0))
+    run_trials(study, space=SPACE, evaluate=lambda p, s: {"acc_ja": p["a"], "eval_seconds": 0.1},
+               fitness=["acc_ja"], n_trials=3, on_trial=[tracker.log_trial])
+    table = tracker.log_table({"base": {"acc": 0.1, "acc_ja": 0.0}, "best": {"acc": 0.5, "acc_ja": 0.4}},
+                              prefix="test")
+    tracker.finish()
+
+    client = tracker.client
+    nested = client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(nested) == 3
+    assert {r.data.params["a"] for r in nested} == {repr(t.params["a"]) for t in study.trials}
+    assert all("acc_ja" in r.data.metrics and "eval_seconds" in r.data.metrics for r in nested)
+    parent = client.get_run(run_id)
+    assert parent.data.metrics["test.best.acc_ja"] == 0.4
+    assert parent.data.metrics["best_value"] == max(t.values[0] for t in study.trials)
+    assert "| best | 50.0 | 40.0 |" in table
+    # a resumed study logs into the same parent run
+    again = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
+    assert again.start(run_id=run_id, run_name="study", params={}) == run_id
