@@ -1,1 +1,30 @@
-"""Data-flow-space (DFS) evolutionary merging: `python -m evo_dfs`."""
+"""Data-flow-space (DFS) evolutionary merging: `python -m evo_dfs`.
+
+    layout = SlotLayout.of(models, repeats=3)               # T = M * r slots
+    space = DFSSpace(layout=layout, scales="matrix")        # or scales="wnet", hidden=8
+    path = space.path(genome)                               # LayerPath(layers, scales)
+    model = LayerPathForCausalLM.from_sources(models, path.layers, path.scales)   # once
+    model.set_path(path.layers, path.scales)                # per trial, no weight copies
+    export_layer_path(model, out_dir, tokenizer=tok)        # self-contained HF dir
+    plot_path(path.layers, path.scales, layout.layer_owner, "path.png")
+"""
+from evo_dfs._export import export_layer_path
+from evo_dfs._path import (
+    SCALE_MODELS,
+    LayerPath,
+    MatrixScales,
+    SlotLayout,
+    WNet,
+    layer_path,
+    make_scale_model,
+    select_hops,
+)
+from evo_dfs._plot import plot_path
+from evo_dfs._space import DFSSpace, pack_genome, unpack_genome
+from evo_dfs.modeling_layer_path import LayerPathConfig, LayerPathForCausalLM
+
+__all__ = [
+    "SCALE_MODELS", "DFSSpace", "LayerPath", "LayerPathConfig", "LayerPathForCausalLM", "MatrixScales",
+    "SlotLayout", "WNet", "export_layer_path", "layer_path", "make_scale_model", "pack_genome", "plot_path",
+    "select_hops", "unpack_genome",
+]

@@ -61,8 +61,9 @@ class LayerPathConfig(PretrainedConfig):
                  stored_layer_types: list[str] | None = None,
                  stored_layer_origins: list[str] | None = None,
                  path_layers: list[int] | None = None, path_scales: list[float] | None = None,
-                 **kwargs):
+                 use_cache: bool = True, **kwargs):
         super().__init__(**kwargs)
+        self.use_cache = use_cache  # transformers 5 drops generation keys unless the config declares them
         self.base_model_type = base_model_type
         self.num_stored_layers = int(num_stored_layers)
         self.stored_layer_types = None if stored_layer_types is None else list(stored_layer_types)
@@ -144,6 +145,8 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
             raise ValueError(f"{len(models)} models but {len(names)} source names")
         base = models[0].config
         for name, m in zip(names, models):
+            if not isinstance(getattr(getattr(m, "model", None), "layers", None), nn.ModuleList):
+                raise ValueError(f"source {name}: expected a decoder-only LM with model.model.layers")
             c = m.config
             for key in ("model_type", "hidden_size", "_attn_implementation"):
                 if getattr(c, key) != getattr(base, key):
@@ -200,7 +203,8 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
         return self.model.embed_tokens
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-                inputs_embeds=None, use_cache=None, logits_to_keep=0, **kwargs) -> CausalLMOutputWithPast:
+                inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0,
+                **kwargs) -> CausalLMOutputWithPast:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         config, base = self.config, self.model
@@ -238,4 +242,7 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
         hidden = base.norm(hidden)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden[:, keep, :])
-        return CausalLMOutputWithPast(logits=logits, past_key_values=past_key_values if use_cache else None)
+        loss = None if labels is None else self.loss_function(logits=logits, labels=labels,
+                                                               vocab_size=config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits,
+                                      past_key_values=past_key_values if use_cache else None)
