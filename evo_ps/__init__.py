@@ -1,1 +1,21 @@
-"""Parameter-space (PS) evolutionary merging: `python -m evo_ps`."""
+"""Parameter-space (PS) evolutionary merging: `python -m evo_ps`.
+
+    pool = load_pool(base=..., sources={...})                       # evo_core
+    method = merge_method("dare_ties")
+    space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                        num_layers=pool.num_layers, granularity=1)
+    merger = InMemoryMerger(pool=pool, method=method)
+    merger.apply(space.tensor_params(values), seed=seed)            # per trial; pool.model is the merge
+    mergekit_yaml(method=method, tensor_params=..., base=..., sources=...)   # export
+    save_merged(pool.model, pool.tokenizer, out_dir, card={...})
+"""
+from __future__ import annotations
+
+from ._export import mergekit_yaml, model_card, save_merged
+from ._merge import METHODS, InMemoryMerger, MergeMethod, merge_method
+from ._space import SearchSpace, Slot, build_space, tensor_group
+
+__all__ = [
+    "METHODS", "InMemoryMerger", "MergeMethod", "SearchSpace", "Slot", "build_space", "merge_method",
+    "mergekit_yaml", "model_card", "save_merged", "tensor_group",
+]

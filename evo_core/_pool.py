@@ -1,0 +1,205 @@
+"""Model pool: load causal LMs once, validated before any weight is read.
+
+Parameter-space search (one live model whose weights each trial overwrites):
+
+    from evo_core import load_pool
+    pool = load_pool(base="zoo/models/base", sources={"ja": ".../ja", "math": ".../math"},
+                     dtype="bfloat16", device="cuda")
+    pool.model                                  # live copy of base on `device`; mergers write into it
+    pool.base["model.norm.weight"]              # host (CPU) copies of the base weights
+    pool.sources["ja"]["model.norm.weight"]     # host copies of every source's weights
+    pool.reset()                                # live model := base again
+
+Data-flow search (several models side by side, nothing merged):
+
+    models = load_models({"ja": ".../ja", "math": ".../math"}, dtype="float32", device="cpu")
+
+Paths are local model directories; anything that is not an existing directory but looks like a
+Hugging Face hub id (`owner/name`) is loaded from the hub (a GPU user's setup). Checks, each failing
+with a one-line error before any weight is loaded: the path exists, every model has the base's
+architecture, and (where safetensors headers are local) every tensor has the base's shape; the
+loaded parameters are checked again, naming the first mismatched tensor.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# source names become parts of search-parameter names ("L03.<source>.weight"), so no dots
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; known: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def check_model_path(name: str, path: str | Path) -> str:
+    """The path to load model `name` from: an existing local directory, or a hub id."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise FileNotFoundError(
+                f"model {name!r}: {local} has no config.json; point it at a Hugging Face model directory")
+        return str(local)
+    if not local.exists() and _HUB_ID.fullmatch(str(path)) and not str(path).startswith("."):
+        return str(path)
+    raise FileNotFoundError(
+        f"model {name!r}: {path} does not exist; point model {name!r} in the config at a local copy "
+        f"(a directory with config.json and *.safetensors)")
+
+
+def _load_config(name: str, path: str):
+    try:
+        return AutoConfig.from_pretrained(path)
+    except OSError as err:  # a hub id that cannot be fetched (offline, private, misspelt)
+        raise FileNotFoundError(
+            f"model {name!r}: cannot load {path!r} ({type(err).__name__}); download it and point "
+            f"model {name!r} in the config at the local copy") from None
+
+
+def _header_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
+    """Tensor shapes from local safetensors headers (no weights read); None if not local."""
+    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+    if not files:
+        return None
+    shapes = {}
+    for file in files:
+        with safe_open(file, framework="pt") as handle:
+            shapes.update({key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()})
+    return shapes
+
+
+def check_same_architecture(configs: Mapping[str, object]) -> None:
+    """All configs share the first one's architectures and model type."""
+    (ref_name, ref), *rest = configs.items()
+
+    def signature(cfg):
+        return (tuple(cfg.architectures or ()), cfg.model_type)
+
+    for name, cfg in rest:
+        if signature(cfg) != signature(ref):
+            raise ValueError(f"model {name!r} is {signature(cfg)} but {ref_name!r} is {signature(ref)} "
+                             f"(architectures, model_type); the pool needs one architecture")
+
+
+def check_same_shapes(shapes: Mapping[str, Mapping[str, tuple[int, ...]]]) -> None:
+    """All models have the first one's tensor names and shapes; the error names the tensor."""
+    (ref_name, ref), *rest = shapes.items()
+    for name, own in rest:
+        for key in sorted(set(ref) | set(own)):
+            if key not in own or key not in ref:
+                holder, lacker = (ref_name, name) if key not in own else (name, ref_name)
+                raise ValueError(f"tensor {key} is in model {holder!r} but not in {lacker!r}")
+            if tuple(own[key]) != tuple(ref[key]):
+                raise ValueError(
+                    f"tensor {key} has shape {tuple(own[key])} in model {name!r} "
+                    f"but {tuple(ref[key])} in {ref_name!r}")
+
+
+def _param_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(p.shape) for key, p in model.named_parameters()}
+
+
+def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", device: str = "cpu",
+                same_shapes: bool = True) -> dict[str, PreTrainedModel]:
+    """Load each named causal LM (eval mode, no grad) after checking paths and architectures, and
+    tensor shapes where local safetensors headers tell them; shapes are checked again once loaded.
+
+    same_shapes=False skips the shape checks (e.g. data-flow models of different depths).
+    """
+    torch_dtype = resolve_dtype(dtype)
+    if not paths:
+        raise ValueError("no models to load")
+    for name in paths:
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"model name {name!r} must use only letters, digits, '_' and '-'")
+    resolved = {name: check_model_path(name, path) for name, path in paths.items()}
+    check_same_architecture({name: _load_config(name, path) for name, path in resolved.items()})
+    headers = {name: _header_shapes(path) for name, path in resolved.items()}
+    if same_shapes and all(h is not None for h in headers.values()):
+        check_same_shapes(headers)
+
+    models = {}
+    for name, path in resolved.items():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        models[name] = model.to(device).eval().requires_grad_(False)
+    if same_shapes:
+        check_same_shapes({name: _param_shapes(model) for name, model in models.items()})
+    return models
+
+
+@dataclass(eq=False)
+class ModelPool:
+    """A base and its sources, loaded once. `model` is the live model trials write into.
+
+    `base` and `sources` hold host (CPU) copies keyed by parameter name (tied weights once, as
+    `model.named_parameters()` lists them); `param_names` is that order.
+    """
+
+    model: PreTrainedModel
+    tokenizer: object
+    config: object
+    base: dict[str, torch.Tensor]
+    sources: dict[str, dict[str, torch.Tensor]]
+    paths: dict[str, str]  # "base" and every source name -> where it was loaded from
+    base_name: str
+    num_layers: int
+    dtype: torch.dtype
+    device: torch.device
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return tuple(self.sources)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.base)
+
+    def live_params(self) -> dict[str, torch.nn.Parameter]:
+        return dict(self.model.named_parameters())
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Overwrite the live model with the base weights."""
+        for key, param in self.model.named_parameters():
+            param.copy_(self.base[key])
+
+
+def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str = "float32",
+              device: str = "cpu", base_name: str = "base") -> ModelPool:
+    """Load base + at least two sources for parameter-space merging; the live model on `device`."""
+    if len(sources) < 2:
+        raise ValueError(
+            f"parameter-space merging needs at least 2 source models; "
+            f"got {len(sources)}: {', '.join(sources) or 'none'}")
+    if base_name in sources:
+        raise ValueError(f"source name {base_name!r} is taken by the base model; rename the source")
+    paths = {name: check_model_path(name, path) for name, path in {base_name: base, **sources}.items()}
+    # load on CPU: the host copies stay there; only the live model moves to `device`
+    models = load_models(paths, dtype=dtype, device="cpu")
+    live = models.pop(base_name)
+    host_base = {key: p.detach().clone() for key, p in live.named_parameters()}
+    host_sources = {name: {key: p.detach() for key, p in m.named_parameters()} for name, m in models.items()}
+    live.to(device)
+    return ModelPool(
+        model=live,
+        tokenizer=AutoTokenizer.from_pretrained(paths[base_name]),
+        config=live.config,
+        base=host_base,
+        sources=host_sources,
+        paths=paths,
+        base_name=base_name,
+        num_layers=live.config.num_hidden_layers,
+        dtype=resolve_dtype(dtype),
+        device=torch.device(device),
+    )

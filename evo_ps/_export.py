@@ -1,0 +1,147 @@
+"""Export a parameter-space merge: a mergekit YAML that reproduces it, and an HF model directory.
+
+    text = mergekit_yaml(method=merger.method, tensor_params=space.tensor_params(best_values),
+                         base=pool.paths["base"], sources={s: pool.paths[s] for s in pool.source_names},
+                         dtype="bfloat16")            # `mergekit-yaml merge.yml out/` rebuilds the merge
+    merger.apply(space.tensor_params(best_values), seed=best_seed)
+    save_merged(pool.model, pool.tokenizer, "out/best", card={
+        "method": "dare_ties", "base": pool.paths["base"], "sources": {...},
+        "parameters": best_values, "scores": {"test": {"acc_ja": 0.41}}, "mergekit_yaml": text})
+
+Per-tensor values become mergekit conditional parameters ({filter, value} lists, first match wins,
+filter = substring of the tensor name), compressed along the dotted name: a whole layer
+(`model.layers.3.`) or module (`model.layers.3.mlp.`) with one value gets one entry; a value shared
+by every tensor is written as a plain number. Random methods (dare_ties, della) draw their masks
+from mergekit's own generator, so the YAML reproduces their distribution, not the same masks.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ._merge import MergeMethod
+
+CARD_KEYS = ("title", "method", "base", "sources", "parameters", "scores", "mergekit_yaml", "notes")
+
+
+def mergekit_yaml(*, method: MergeMethod, tensor_params: Mapping[str, Mapping[str, Any]], base: str,
+                  sources: Mapping[str, str], dtype: str = "float32") -> str:
+    """A mergekit 0.1.5 config (YAML text) computing the same merge as `InMemoryMerger.apply`."""
+    names = list(tensor_params)
+    if method.combine == "slerp":
+        if len(sources) != 2:
+            raise ValueError(f"slerp merges exactly 2 source models; got {len(sources)}")
+        first, second = sources.values()
+        config: dict[str, Any] = {
+            "merge_method": "slerp", "base_model": first,  # t = 0 is the first source, as in the merger
+            "models": [{"model": first}, {"model": second}],
+            "parameters": {"t": _setting({n: tensor_params[n]["t"] for n in names})},
+        }
+    else:
+        models = [{"model": path, "parameters": {key: _setting({n: tensor_params[n][key][source] for n in names})
+                                                 for key in method.per_source}}
+                  for source, path in sources.items()]
+        config = {"merge_method": method.name}
+        if method.combine != "linear":  # linear averages the sources themselves; no base input
+            config["base_model"] = base
+        config["models"] = models
+        config["parameters"] = dict(method.options)
+    config["dtype"] = dtype
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _setting(values: Mapping[str, float]) -> float | list[dict[str, Any]]:
+    """A mergekit parameter setting giving each tensor name its value."""
+    if len(set(values.values())) == 1:
+        return float(next(iter(values.values())))
+    entries = _compress([], sorted(values, key=_natural), values)
+    if any(_first_match(entries, name) != value for name, value in values.items()):
+        # one entry per tensor, longer names first: a name contains no other tensor's longer name,
+        # so each tensor's own entry is its first match
+        entries = sorted(values.items(), key=lambda e: -len(e[0]))
+    return [{"filter": f, "value": float(v)} for f, v in entries]
+
+
+def _natural(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in name.split(".")]
+
+
+def _compress(prefix: list[str], names: list[str], values: Mapping[str, float]) -> list[tuple[str, float]]:
+    distinct = {values[n] for n in names}
+    if len(distinct) == 1 and prefix:
+        return [(".".join(prefix) + ("" if len(names) == 1 and names[0] == ".".join(prefix) else "."),
+                 distinct.pop())]
+    children: dict[str, list[str]] = {}
+    depth = len(prefix)
+    for name in names:
+        children.setdefault(name.split(".")[depth], []).append(name)
+    out = []
+    for part, members in children.items():
+        if len(members) == 1 and members[0].count(".") == depth:  # a leaf: the full tensor name
+            out.append((members[0], values[members[0]]))
+        else:
+            out.extend(_compress(prefix + [part], members, values))
+    return out
+
+
+def _first_match(entries: list[tuple[str, float]], name: str) -> float | None:
+    return next((value for flt, value in entries if flt in name), None)
+
+
+def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any]) -> Path:
+    """Write an HF model directory (safetensors, config, tokenizer) with a README.md model card.
+
+    card keys: method and sources (name -> path or hub id) required; title, base, parameters
+    ({name: value}), scores ({split: {metric: value}} or {metric: value}), mergekit_yaml (also
+    written to mergekit_config.yml) and notes optional.
+    """
+    unknown = set(card) - set(CARD_KEYS)
+    if unknown:
+        raise ValueError(f"unknown model card keys {sorted(unknown)}; known: {', '.join(CARD_KEYS)}")
+    for key in ("method", "sources"):
+        if key not in card:
+            raise ValueError(f"model card needs {key!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if card.get("mergekit_yaml"):
+        (out / "mergekit_config.yml").write_text(card["mergekit_yaml"], encoding="utf-8")
+    (out / "README.md").write_text(model_card(card, name=out.name), encoding="utf-8")
+    return out
+
+
+def model_card(card: Mapping[str, Any], *, name: str) -> str:
+    sources = dict(card["sources"])
+    models = ([card["base"]] if card.get("base") else []) + list(sources.values())
+    front = yaml.safe_dump({"library_name": "transformers", "tags": ["merge", "evolutionary-model-merge"],
+                            "base_model": models}, sort_keys=False)
+    lines = [f"---\n{front}---", f"# {card.get('title') or name}", "",
+             f"A merge of the models below by **{card['method']}**, with its per-layer merge parameters "
+             f"found by evolutionary search (CMA-ES), after Akiba et al., *Evolutionary Optimization of "
+             f"Model Merging Recipes* (2025).", "", "## Models", "", "| role | name | model |", "|---|---|---|"]
+    if card.get("base"):
+        lines.append(f"| base | | `{card['base']}` |")
+    lines += [f"| source | {source} | `{path}` |" for source, path in sources.items()]
+    if card.get("scores"):
+        lines += ["", "## Scores", "", "| split | metric | value |", "|---|---|---|"]
+        for split, metrics in card["scores"].items():
+            rows = metrics.items() if isinstance(metrics, Mapping) else [(split, metrics)]
+            label = split if isinstance(metrics, Mapping) else ""
+            lines += [f"| {label} | {metric} | {_fmt(value)} |" for metric, value in rows]
+    if card.get("parameters"):
+        lines += ["", "## Merge parameters", "", "| parameter | value |", "|---|---|"]
+        lines += [f"| `{key}` | {_fmt(value)} |" for key, value in card["parameters"].items()]
+    if card.get("mergekit_yaml"):
+        lines += ["", "## Reproduce with mergekit", "", "`mergekit-yaml mergekit_config.yml OUT_DIR`", "",
+                  "```yaml", card["mergekit_yaml"].rstrip(), "```"]
+    if card.get("notes"):
+        lines += ["", "## Notes", "", str(card["notes"])]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

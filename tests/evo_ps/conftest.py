@@ -1,0 +1,51 @@
+"""Fixtures for the PS tests: tiny pools, a mergekit runner, and spread-out search values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from evo_core import load_pool
+
+
+@pytest.fixture(scope="session")
+def pool3(tiny_model_dirs):
+    return load_pool(base=tiny_model_dirs["base"],
+                     sources={s: tiny_model_dirs[s] for s in ("src_a", "src_b", "src_c")})
+
+
+@pytest.fixture(scope="session")
+def pool2(tiny_model_dirs):
+    return load_pool(base=tiny_model_dirs["base"], sources={s: tiny_model_dirs[s] for s in ("src_a", "src_b")})
+
+
+@pytest.fixture(scope="session")
+def run_mergekit(tmp_path_factory):
+    """config dict -> mergekit 0.1.5 run_merge output tensors (it runs unpatched on transformers 5.23)."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+
+    def run(config: dict, *, seed: int | None = None) -> dict[str, torch.Tensor]:
+        out = tmp_path_factory.mktemp("mergekit_out")
+        run_merge(MergeConfiguration.model_validate(config), str(out),
+                  MergeOptions(quiet=True, random_seed=seed, write_model_card=False))
+        return load_file(Path(out) / "model.safetensors")
+
+    return run
+
+
+def spread_values(space, **fixed: float) -> dict[str, float]:
+    """A different value for every parameter inside its bounds; `fixed` pins a kind (e.g. density=1)."""
+    values = {}
+    for i, (slot, spec) in enumerate(zip(space.slots, space.params)):
+        frac = (0.1 + i * 0.618034) % 1.0
+        values[spec.name] = fixed.get(slot.key, spec.low + (spec.high - spec.low) * (0.1 + 0.8 * frac))
+    return values
+
+
+@pytest.fixture
+def spread():
+    return spread_values

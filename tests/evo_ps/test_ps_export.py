@@ -1,0 +1,97 @@
+"""Export: mergekit YAML round trip (in-memory merge == mergekit on our YAML), HF dir + model card."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from evo_ps import InMemoryMerger, build_space, merge_method, mergekit_yaml, save_merged
+from evo_ps._export import _first_match, _setting
+
+ATOL = 2e-6
+
+
+def merged_and_yaml(pool, name, spread, *, options=None, pinned=None, **space_kwargs):
+    method = merge_method(name, options)
+    space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                        num_layers=pool.num_layers, **space_kwargs)
+    params = space.tensor_params(spread(space, **(pinned or {})))
+    InMemoryMerger(pool=pool, method=method).apply(params, seed=0)
+    ours = {k: p.detach().clone() for k, p in pool.model.named_parameters()}
+    text = mergekit_yaml(method=method, tensor_params=params, base=pool.paths["base"],
+                         sources={s: pool.paths[s] for s in pool.source_names})
+    return ours, text
+
+
+@pytest.mark.parametrize("name,pinned,space_kwargs", [
+    ("linear", None, {}),
+    ("task_arithmetic", None, {"split_components": True}),
+    ("ties", None, {"granularity": 2}),
+    ("dare_ties", {"density": 1.0}, {}),
+    ("della", {"density": 1.0}, {"split_components": True}),
+    ("slerp", None, {}),
+    ("ties", None, {"uniform": True}),
+])
+def test_yaml_round_trip_through_mergekit(name, pinned, space_kwargs, pool2, pool3, spread, run_mergekit):
+    pool = pool2 if name == "slerp" else pool3
+    ours, text = merged_and_yaml(pool, name, spread, pinned=pinned, **space_kwargs)
+    theirs = run_mergekit(yaml.safe_load(text))
+    worst = max(((ours[k] - theirs[k]).abs().max().item(), k) for k in ours)
+    assert worst[0] <= ATOL, f"max |in-memory - mergekit(yaml)| = {worst[0]:.3g} in {worst[1]}"
+
+
+def test_yaml_is_compact_and_readable(pool3, spread):
+    _, text = merged_and_yaml(pool3, "dare_ties", spread, options={"lambda": 0.9})
+    config = yaml.safe_load(text)
+    assert config["merge_method"] == "dare_ties" and config["base_model"] == pool3.paths["base"]
+    assert config["parameters"] == {"normalize": False, "rescale": True, "lambda": 0.9}
+    weight = config["models"][0]["parameters"]["weight"]
+    # one entry per layer plus embed, final norm and lm_head -- not one per tensor
+    assert sorted(e["filter"] for e in weight) == sorted(
+        ["model.embed_tokens.", "model.norm.", "lm_head."] + [f"model.layers.{i}." for i in range(4)])
+    _, uniform = merged_and_yaml(pool3, "dare_ties", spread, uniform=True)
+    assert isinstance(yaml.safe_load(uniform)["models"][1]["parameters"]["density"], float)
+
+
+def test_setting_is_exact_even_when_filters_overlap():
+    values = {"a.b": 1.0, "x.a.b": 2.0, "x.a.c": 2.0, "layers.1.w": 3.0, "layers.11.w": 4.0, "y.norm.weight": 5.0}
+    entries = [(e["filter"], e["value"]) for e in _setting(values)]
+    assert all(_first_match(entries, name) == value for name, value in values.items())
+    assert _setting({"a": 0.5, "b": 0.5}) == 0.5
+
+
+def test_mergekit_yaml_cli_runs_our_file(pool3, spread, tmp_path):
+    ours, text = merged_and_yaml(pool3, "task_arithmetic", spread)
+    (tmp_path / "merge.yml").write_text(text)
+    subprocess.run([sys.executable, "-m", "mergekit.scripts.run_yaml", str(tmp_path / "merge.yml"),
+                    str(tmp_path / "out")], check=True, capture_output=True)
+    theirs = load_file(tmp_path / "out" / "model.safetensors")
+    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) <= ATOL
+
+
+def test_save_merged_writes_hf_dir_and_card(pool3, spread, tmp_path):
+    _, text = merged_and_yaml(pool3, "dare_ties", spread)
+    card = {"method": "dare_ties", "base": str(pool3.paths["base"]),
+            "sources": {s: str(pool3.paths[s]) for s in pool3.source_names},
+            "parameters": {"L00.src_a.weight": 0.25}, "scores": {"test": {"acc_ja": 0.375}, "seconds": 12},
+            "mergekit_yaml": text}
+    out = save_merged(pool3.model, pool3.tokenizer, tmp_path / "best", card=card)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "mergekit_config.yml"} <= {
+        p.name for p in out.iterdir()}
+    reloaded = AutoModelForCausalLM.from_pretrained(out)
+    for k, p in pool3.model.named_parameters():
+        assert torch.equal(reloaded.get_parameter(k), p.detach()), k
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("---\nlibrary_name: transformers\n")
+    for needle in ("**dare_ties**", "| source | src_b |", "| test | acc_ja | 0.3750 |", "|  | seconds | 12 |",
+                   "| `L00.src_a.weight` | 0.2500 |", "```yaml\nmerge_method: dare_ties"):
+        assert needle in readme, needle
+    with pytest.raises(ValueError, match="unknown model card keys \\['score'\\]"):
+        save_merged(pool3.model, pool3.tokenizer, tmp_path / "x", card={**card, "score": 1})
+    with pytest.raises(ValueError, match="model card needs 'sources'"):
+        save_merged(pool3.model, pool3.tokenizer, tmp_path / "x", card={"method": "ties"})

@@ -1,0 +1,202 @@
+"""InMemoryMerger == mergekit 0.1.5 run_merge on the tiny models, per layer, per method."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evo_ps import InMemoryMerger, build_space, merge_method
+
+ATOL = 2e-6  # fp32: a few ulps of the merged values (|w| <= ~1)
+
+
+def live(pool) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in pool.model.named_parameters()}
+
+
+def space_for(pool, method, **kwargs):
+    return build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                       num_layers=pool.num_layers, **kwargs)
+
+
+def handwritten_setting(space, values, key, source=None):
+    """mergekit conditional parameters written independently of our exporter: one filter per layer,
+    `embed_tokens` for the embeddings, the last (unfiltered) entry for the final norm and lm_head."""
+    entries = []
+    for group in space.groups:
+        name = ".".join(p for p in (group, source, key) if p)
+        if group == "embed":
+            entries.insert(0, {"filter": "embed_tokens", "value": values[name]})
+        elif group == "head":
+            head = {"value": values[name]}
+        else:
+            entries.append({"filter": f"layers.{int(group[1:])}.", "value": values[name]})
+    return entries + [head]
+
+
+def mergekit_config(pool, method, space, values):
+    paths = pool.paths
+    if method.name == "slerp":
+        first, second = (str(paths[s]) for s in pool.source_names)
+        return {"merge_method": "slerp", "base_model": first, "dtype": "float32",
+                "models": [{"model": first}, {"model": second}],
+                "parameters": {"t": handwritten_setting(space, values, "t")}}
+    config = {"merge_method": method.name, "dtype": "float32", "parameters": dict(method.options),
+              "models": [{"model": str(paths[s]),
+                          "parameters": {k: handwritten_setting(space, values, k, s) for k in method.per_source}}
+                         for s in pool.source_names]}
+    if method.name != "linear":
+        config["base_model"] = str(paths["base"])
+    return config
+
+
+def assert_close_all(ours, theirs):
+    assert set(ours) == set(theirs)
+    worst = max(((ours[k] - theirs[k]).abs().max().item(), k) for k in ours)
+    assert worst[0] <= ATOL, f"max |ours - mergekit| = {worst[0]:.3g} in {worst[1]}"
+
+
+CASES = [  # (method, options, pinned values)
+    ("linear", None, {}),
+    ("linear", {"normalize": False}, {}),
+    ("task_arithmetic", None, {}),
+    ("task_arithmetic", {"normalize": True, "lambda": 0.8}, {}),
+    ("ties", None, {}),
+    ("ties", {"normalize": False, "rescale": True, "lambda": 1.3}, {}),
+    ("dare_ties", None, {"density": 1.0}),
+    ("della", None, {"density": 1.0}),
+    ("slerp", None, {}),
+]
+
+
+@pytest.mark.parametrize("name,options,pinned", CASES)
+def test_matches_mergekit_per_layer(name, options, pinned, pool2, pool3, run_mergekit, spread):
+    pool = pool2 if name == "slerp" else pool3
+    method = merge_method(name, options)
+    space = space_for(pool, method)
+    values = spread(space, **pinned)
+    InMemoryMerger(pool=pool, method=method).apply(space.tensor_params(values), seed=0)
+    ours = live(pool)
+    assert any((ours[k] - pool.base[k]).abs().max() > 1e-3 for k in ours), "merge left the base unchanged"
+    assert_close_all(ours, run_mergekit(mergekit_config(pool, method, space, values)))
+
+
+def test_per_layer_values_reach_their_layers(pool3):
+    # task arithmetic with weight 1 for src_a in layer 2 only: exactly that layer becomes src_a
+    method = merge_method("task_arithmetic")
+    space = space_for(pool3, method)
+    values = {p.name: (1.0 if p.name == "L02.src_a.weight" else 0.0) for p in space.params}
+    InMemoryMerger(pool=pool3, method=method).apply(space.tensor_params(values))
+    for k, p in pool3.model.named_parameters():
+        expected = pool3.sources["src_a"][k] if ".layers.2." in k else pool3.base[k]
+        assert torch.equal(p.detach(), expected), k
+
+
+def test_dare_ties_random_drops_match_mergekit_statistically(pool3, run_mergekit):
+    method = merge_method("dare_ties")
+    space = space_for(pool3, method, uniform=True)
+    InMemoryMerger(pool=pool3, method=method).apply(space.tensor_params({p.name: 0.5 for p in space.params}),
+                                                    seed=7)
+    ours = live(pool3)
+    per_layer = space_for(pool3, method)
+    config = mergekit_config(pool3, method, per_layer, {p.name: 0.5 for p in per_layer.params})
+    theirs = run_mergekit(config, seed=7)
+    checked = 0
+    for k, base in pool3.base.items():
+        if base.numel() < 4096:
+            continue
+        ours_d, theirs_d = (ours[k] - base).flatten(), (theirs[k] - base).flatten()
+        # share of untouched entries: all three dropped (1/8) plus ties-election zeros
+        assert abs((ours_d == 0).float().mean() - (theirs_d == 0).float().mean()) < 0.03, k
+        assert abs(ours_d.std() / theirs_d.std() - 1) < 0.08, k  # rescale and weights right
+        assert abs(ours_d.mean() - theirs_d.mean()) < 0.1 * theirs_d.std(), k
+        assert not torch.equal(ours_d, theirs_d)  # really random (different generators)
+        checked += 1
+    assert checked >= 20
+
+
+def test_seeded_reproducible_and_chunk_invariant(pool3, spread):
+    # a, b: same seed, different chunking; c: another seed
+    for name in ("dare_ties", "della"):
+        method = merge_method(name)
+        space = space_for(pool3, method)
+        params = space.tensor_params(spread(space))
+        runs = {}
+        for key, chunk, seed in (("a", None, 3), ("b", 64, 3), ("c", None, 4)):
+            InMemoryMerger(pool=pool3, method=method, chunk_elements=chunk).apply(params, seed=seed)
+            runs[key] = live(pool3)
+        for k, base in pool3.base.items():  # same masks; the L1 sums differ only in rounding
+            assert torch.equal(runs["a"][k] == base, runs["b"][k] == base), (name, k)
+            assert torch.allclose(runs["a"][k], runs["b"][k], rtol=0, atol=ATOL), (name, k)
+        assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"]), name
+
+
+def test_della_keep_probability_follows_rank(pool2):
+    # della keeps large-|delta| entries more often: with density 0.5 and epsilon 0.3, the top half of
+    # each row by magnitude survives with p ~ 0.65, the bottom half with p ~ 0.35
+    method = merge_method("della", {"epsilon": 0.3})
+    space = space_for(pool2, method, uniform=True)
+    values = {p.name: (0.5 if p.name.endswith("density") else (1.0 if ".src_a." in p.name else 0.0))
+              for p in space.params}
+    InMemoryMerger(pool=pool2, method=method).apply(space.tensor_params(values), seed=1)
+    k = "model.layers.0.mlp.up_proj.weight"
+    delta = pool2.sources["src_a"][k] - pool2.base[k]
+    kept = (pool2.model.get_parameter(k).detach() != pool2.base[k])
+    large = delta.abs() >= delta.abs().median(dim=1, keepdim=True).values
+    assert abs(kept[large].float().mean() - 0.65) < 0.03
+    assert abs(kept[~large].float().mean() - 0.35) < 0.03
+
+
+def test_half_precision_pool_merges_in_float32(tiny_model_dirs, pool3, spread):
+    from evo_core import load_pool
+
+    half = load_pool(base=tiny_model_dirs["base"], dtype="bfloat16",
+                     sources={s: tiny_model_dirs[s] for s in ("src_a", "src_b", "src_c")})
+    # share of entries off by more than bf16 rounding: none for task arithmetic; for ties, bf16
+    # magnitudes tie, so a few top-k picks differ (in a 16-entry norm one pick is already 6%)
+    for name, limit_large, limit_small in (("task_arithmetic", 0.0, 0.0), ("ties", 0.05, 1.0)):
+        method = merge_method(name)
+        space = space_for(pool3, method)
+        params = space.tensor_params(spread(space))
+        InMemoryMerger(pool=pool3, method=method).apply(params)
+        InMemoryMerger(pool=half, method=method).apply(params)
+        for k, p in half.model.named_parameters():
+            assert p.dtype == torch.bfloat16
+            ref = pool3.model.get_parameter(k).detach()
+            off = ((p.detach().float() - ref).abs() > 0.01 * ref.abs() + 2e-3).float().mean()
+            assert off <= (limit_large if p.numel() >= 1024 else limit_small), (name, k, off)
+
+
+def test_apply_writes_in_place(pool3, spread):
+    method = merge_method("dare_ties")
+    space = space_for(pool3, method)
+    pointers = {k: p.data_ptr() for k, p in pool3.model.named_parameters()}
+    InMemoryMerger(pool=pool3, method=method).apply(space.tensor_params(spread(space)), seed=0)
+    assert pointers == {k: p.data_ptr() for k, p in pool3.model.named_parameters()}
+
+
+def test_bad_inputs_fail_before_any_write(pool2, pool3, spread):
+    with pytest.raises(ValueError, match="unknown merge method 'dare'; known: .*dare_ties"):
+        merge_method("dare")
+    with pytest.raises(ValueError, match="no option epsilon"):
+        merge_method("ties", {"epsilon": 0.1})
+    with pytest.raises(ValueError, match="must be a bool"):
+        merge_method("ties", {"normalize": "yes"})
+    with pytest.raises(ValueError, match="slerp merges exactly 2"):
+        InMemoryMerger(pool=pool3, method="slerp")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        InMemoryMerger(pool=pool2, method="ties", chunk_elements=10)
+
+    method = merge_method("della")
+    merger = InMemoryMerger(pool=pool2, method=method)
+    space = space_for(pool2, method)
+    params = space.tensor_params(spread(space))
+    pool2.reset()
+    before = live(pool2)
+    last = pool2.param_names[-1]
+    bad = {**params, last: {**params[last], "density": {"src_a": 0.9, "src_b": 0.5}}}
+    with pytest.raises(ValueError, match=f"tensor {last}: della density 0.9 of src_a"):
+        merger.apply(bad)
+    with pytest.raises(ValueError, match="missing"):
+        merger.apply({k: v for k, v in params.items() if k != last})
+    after = live(pool2)
+    assert all(torch.equal(before[k], after[k]) for k in before)
