@@ -5,7 +5,7 @@ Neither search is known here; `evo_ps` and `evo_dfs` build on this small surface
 from __future__ import annotations
 
 from ._plots import plot_history
-from ._pool import ModelPool, check_model_path, load_models, load_pool
+from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models
 from ._progress import Progress
 from ._study import (ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
                      run_trials)
@@ -15,5 +15,5 @@ from ._weights import PROJECT_ROOT, project_path, sqlite_url_in, use_weights
 __all__ = [
     "ModelPool", "PROJECT_ROOT", "ParamSpec", "Progress", "Tracker", "best_trial", "check_model_path",
     "finished_trials", "load_models", "load_pool", "make_sampler", "mlflow_ui_command", "open_study",
-    "paper_popsize", "plot_history", "project_path", "run_trials", "sqlite_url_in", "use_weights",
+    "paper_popsize", "plot_history", "project_path", "require_models", "run_trials", "sqlite_url_in", "use_weights",
 ]

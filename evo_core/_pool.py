@@ -58,6 +58,40 @@ def check_model_path(name: str, path: str | Path) -> str:
         f"(a directory with config.json and *.safetensors)")
 
 
+def _hub_reachable(repo_id: str) -> bool:
+    """A cached copy, or one quick hub query (no download retries: offline fails in seconds)."""
+    import huggingface_hub
+
+    if isinstance(huggingface_hub.try_to_load_from_cache(repo_id, "config.json"), str):
+        return True
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        huggingface_hub.HfApi().model_info(repo_id, timeout=5)
+        return True
+    except Exception:  # offline, unknown, gated: all mean "not loadable from here"
+        return False
+
+
+def require_models(refs: Mapping[str, str | Path]) -> None:
+    """Fail in one line, before anything loads, naming every model that cannot be had.
+
+    `refs` maps the config key a user would override (e.g. "pool.sources.shisa") to a local
+    directory or a hub id."""
+    missing = []
+    for key, ref in refs.items():
+        local = Path(ref).expanduser()
+        if local.is_dir() and (local / "config.json").is_file():
+            continue
+        if not local.exists() and _HUB_ID.fullmatch(str(ref)) and _hub_reachable(str(ref)):
+            continue
+        missing.append(f"{key}={ref}")
+    if missing:
+        raise FileNotFoundError(
+            f"models not found locally, in the HF cache or on the hub: {', '.join(missing)}; "
+            f"download them (huggingface-cli download ID --local-dir DIR) and set those keys to the local copies")
+
+
 def _load_config(name: str, path: str):
     try:
         return AutoConfig.from_pretrained(path)

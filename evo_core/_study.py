@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,9 +50,12 @@ def _cmaes(space, seed, *, sigma0=None, popsize=None, separable=False, x0=None, 
     # x0: the spec's start if it has one, else the middle of the range (0.5 on [0, 1], the paper's)
     start = {p.name: (p.init if p.init is not None else (p.low + p.high) / 2) for p in space}
     start.update(x0 or {})
-    return optuna.samplers.CmaEsSampler(
-        x0=start, sigma0=sigma0, seed=seed, popsize=popsize or paper_popsize(len(space)),
-        use_separable_cma=separable, warn_independent_sampling=False)
+    with warnings.catch_warnings():
+        # Optuna >= 4.9 marks x0/sigma0 deprecated (removal in 6.0); they are the paper's settings
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*(x0|sigma0)")
+        return optuna.samplers.CmaEsSampler(
+            x0=start, sigma0=sigma0, seed=seed, popsize=popsize or paper_popsize(len(space)),
+            use_separable_cma=separable, warn_independent_sampling=False)
 
 
 def _tpe(space, seed, **_):
@@ -83,9 +87,11 @@ def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSamp
     killed worker is marked FAIL (and retried) instead of hanging RUNNING forever."""
     storage: str | optuna.storages.BaseStorage = storage_url
     if storage_url.startswith(("sqlite:", "postgresql", "mysql")):
-        storage = optuna.storages.RDBStorage(
-            storage_url, heartbeat_interval=10, grace_period=30,
-            heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                storage_url, heartbeat_interval=10, grace_period=30,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                directions=list(directions), load_if_exists=True)

@@ -16,21 +16,25 @@ import time
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, OmegaConf
 
-from evo_core import (Progress, Tracker, best_trial, load_pool, make_sampler, open_study, run_trials,
-                      sqlite_url_in, use_weights)
 import objectives
+from evo_core import (Progress, Tracker, best_trial, load_pool, make_sampler, mlflow_ui_command, open_study,
+                      plot_history, require_models, run_trials, sqlite_url_in, use_weights)
+from evo_ps import InMemoryMerger, build_space, merge_method, mergekit_yaml, save_merged
 from evo_ps._config import PSConfig, validate
-from evo_ps import InMemoryMerger, build_space, merge_method, save_merged, write_mergekit_yaml
-from evo_ps._plots import plot_history, plot_layer_params
+from evo_ps._plots import plot_layer_params
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
+    require_models({"pool.base": cfg.pool.base, **{f"pool.sources.{k}": v for k, v in cfg.pool.sources.items()}})
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
 
     # everything a trial needs is built once, here
     method = merge_method(cfg.merge.method, cfg.merge.options)
@@ -61,7 +65,7 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
                                    "method": method.name, "n_params": len(space.params),
                                    **{f"source.{k}": v for k, v in pool.paths.items()}})
     study.set_user_attr("mlflow_run_id", run_id)
-    print(f"mlflow  run {run_id} ({tracker.ui_command})")
+    print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
 
     def evaluate(values: dict[str, float], seed: int) -> dict[str, float]:
         started = time.perf_counter()
@@ -82,22 +86,26 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
         table[name] = objective.score(pool.model, "test")
     best_params = space.tensor_params(best.params)
     merger.apply(best_params, seed=best.number)
-    table[f"best merge (trial {best.number})"] = objective.score(pool.model, "test")
+    table["best_merge"] = objective.score(pool.model, "test")
     table = {name: {k: v for k, v in row.items() if k != "n"} for name, row in table.items()}
     markdown = tracker.log_table(table, prefix="test")
 
     model_dir = run_dir / "best_model"
+    recipe = mergekit_yaml(method=method, tensor_params=best_params, base=pool.paths[pool.base_name],
+                           sources={s: pool.paths[s] for s in pool.source_names}, dtype=cfg.pool.dtype)
     save_merged(pool.model, pool.tokenizer, model_dir, card={
-        "sources": pool.paths, "method": method.name, "study": cfg.study_name, "trial": best.number,
-        "seed": best.number, "parameters": best.params, "search": best.user_attrs, "test": table})
-    write_mergekit_yaml(method=method, pool=pool, tensor_params=best_params, path=model_dir / "mergekit.yaml")
+        "title": f"{cfg.study_name}: best of {len(study.trials)} trials (trial {best.number}, seed {best.number})",
+        "method": method.name, "base": pool.paths[pool.base_name],
+        "sources": {s: pool.paths[s] for s in pool.source_names}, "parameters": best.params,
+        "scores": {"search": {k: v for k, v in best.user_attrs.items() if not k.endswith("seconds")}, **table},
+        "mergekit_yaml": recipe})
     plot_history(study, run_dir / "history.png", fitness=cfg.objective.fitness)
     plot_layer_params(space, best.params, run_dir / "layer_params.png")
-    for artifact in ("history.png", "layer_params.png", "best_model/mergekit.yaml", "best_model/README.md"):
+    for artifact in ("history.png", "layer_params.png", "best_model/mergekit_config.yml", "best_model/README.md"):
         tracker.log_artifact(run_dir / artifact)
     tracker.finish()
 
-    print(f"\ntest split ({objective.size('test')} problems), best of {len(study.trials)} trials:\n{markdown}")
+    print(f"\ntest split ({len(objective.items('test'))} problems), best of {len(study.trials)} trials:\n{markdown}")
     print(f"best model: {model_dir}   mlflow run: {run_id}")
     return table
 

@@ -76,6 +76,7 @@ class PSConfig:
     n_trials: int = 100
     timeout_minutes: Optional[float] = None
     run_dir: str = "???"
+    torch_threads: Optional[int] = None
 
 
 def validate(cfg: DictConfig) -> PSConfig:
@@ -93,6 +94,8 @@ def validate(cfg: DictConfig) -> PSConfig:
         raise ValueError(f"n_trials must be >= 1; got {out.n_trials}")
     if out.timeout_minutes is not None and out.timeout_minutes <= 0:
         raise ValueError(f"timeout_minutes must be > 0 or null; got {out.timeout_minutes}")
+    if out.torch_threads is not None and out.torch_threads < 1:
+        raise ValueError(f"torch_threads must be >= 1 or null; got {out.torch_threads}")
     if out.sampler.sigma0 is not None and out.sampler.sigma0 <= 0:
         raise ValueError(f"sampler.sigma0 must be > 0; got {out.sampler.sigma0}")
     return out

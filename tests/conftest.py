@@ -6,6 +6,9 @@ The trained zoo itself (for effects) is in `zoo/models/`, see `zoo_dirs`.
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,10 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from zoo.tokenizer import build_tokenizer
+
+# Tiny models on a busy 2-core machine: extra intra-op threads only spin (a 3-layer forward took
+# 0.37 s with 2 threads vs 2 ms with one), so the whole suite runs single-threaded.
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
@@ -62,3 +69,37 @@ def mgsm_ja_tsv() -> Path:
     path = SHARED / "data" / "mgsm" / "mgsm_ja.tsv"
     assert path.is_file(), f"shared MGSM data missing at {path}"
     return path
+
+
+def _run_cli(module: str, *overrides: str, ok: bool = True, timeout: float = 900, env: dict | None = None,
+             cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m module overrides...` as a user would; check its exit status."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)
+    if ok:
+        assert proc.returncode == 0, f"{module} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    else:
+        assert proc.returncode != 0, f"{module} should have failed:\n{proc.stdout[-2000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """run_cli("evo_ps", "n_trials=2", ..., ok=True) -> CompletedProcess (stdout, stderr)."""
+    return _run_cli
+
+
+def _error_line(proc: subprocess.CompletedProcess) -> str:
+    """The one-line error a failed CLI printed (its last stderr line), checked to be alone."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line
+             and not line.startswith("  ")]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, f"expected one 'error:' line, got:\n{proc.stderr[-2000:]}"
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def error_line():
+    """error_line(proc) -> the single 'error: ...' line a failed CLI printed."""
+    return _error_line

@@ -27,15 +27,6 @@ def greedy_tokens(model, input_ids, attention_mask, steps: int, *, use_cache: bo
     return torch.cat(new, dim=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models + a busy 2-core machine: intra-op threads only spin (a 3-layer forward: 0.37 s vs 2 ms)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def sources(tiny_model_dirs):
     """[src_a, src_b, src_c] as fp32 eval models (model A = src_a)."""

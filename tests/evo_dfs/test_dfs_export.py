@@ -89,7 +89,7 @@ def test_exported_model_loads_and_generates_without_the_project(exported, prompt
     model, out = exported
     expected = greedy(model, *batch, STEPS, use_cache=True).tolist()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    # remote-code module cache in tmp; one thread (see conftest.one_thread)
+    # remote-code module cache in tmp; one thread, as the whole suite (tests/conftest.py)
     env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     run = subprocess.run(
         [sys.executable, "-S", "-c", ISOLATED, sysconfig.get_paths()["purelib"], str(out), json.dumps(prompts),

@@ -1,0 +1,129 @@
+"""`python -m evo_ps` as a user runs it: the default study on the zoo, resume, kill and resume,
+reproducibility, and fast one-line failures for bad input."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from transformers import AutoModelForCausalLM
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["objective.search.limit=20", "+objective.test.limit=40", "merge=task_arithmetic"]
+
+
+def cli_args(tmp_path: Path, *extra: str) -> list[str]:
+    return [f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", *SMALL, *extra]
+
+
+def study(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="toy_ja_math", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+
+
+@pytest.mark.slow
+def test_default_study_end_to_end(tmp_path, run_cli):
+    proc = run_cli("evo_ps", *cli_args(tmp_path, "n_trials=4"))
+    out = proc.stdout
+    assert f"optuna-dashboard sqlite:///{tmp_path / 'run' / 'study.db'}" in out
+    assert "mlflow  run " in out and "mlflow ui --backend-store-uri sqlite:///" in out
+    for row in ("| base |", "| ja |", "| math_wiz |", "| math_abel |", "| best_merge |"):
+        assert row in out
+    assert out.count("trial ") >= 4
+    model_dir = tmp_path / "run" / "best_model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert model.config.num_hidden_layers == 4
+    for name in ("mergekit_config.yml", "README.md"):
+        assert (model_dir / name).is_file()
+    for name in ("history.png", "layer_params.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 1000
+
+    # MLflow: one parent run with the test table, one nested run per trial
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("evo_ps")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and "test.best_merge.acc_ja" in parents[0].data.metrics
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(nested) == 4 and all({"acc", "acc_ja", "merge_seconds", "eval_seconds"} <= set(r.data.metrics)
+                                    for r in nested)
+
+    # the same command with a larger budget resumes: the 4 trials are kept, 2 more run
+    before = [t.params for t in study(tmp_path).trials]
+    proc = run_cli("evo_ps", *cli_args(tmp_path, "n_trials=6"))
+    after = study(tmp_path).trials
+    assert len(after) == 6 and [t.params for t in after[:4]] == before
+    assert proc.stdout.count("trial ") >= 2 and parents[0].info.run_id in proc.stdout
+
+
+@pytest.mark.slow
+def test_same_seed_same_result(tmp_path, run_cli):
+    results = []
+    for sub in ("a", "b"):
+        run_cli("evo_ps", *cli_args(tmp_path / sub, "n_trials=3", "merge=dare_ties"))
+        s = study(tmp_path / sub)
+        results.append((s.best_trial.params, s.best_value, [t.values for t in s.trials]))
+    assert results[0] == results[1]
+
+
+@pytest.mark.slow
+def test_killed_study_resumes(tmp_path):
+    args = [sys.executable, "-m", "evo_ps", *cli_args(tmp_path, "n_trials=8")]
+    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    db = tmp_path / "run" / "study.db"
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill it once 3 trials are finished
+        time.sleep(0.5)
+        if db.exists():
+            with sqlite3.connect(db) as con:
+                try:
+                    done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+                except sqlite3.OperationalError:
+                    continue
+            if done >= 3:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = {t.number: t.params for t in study(tmp_path).trials if t.state.name == "COMPLETE"}
+    assert 3 <= len(kept) < 8
+
+    subprocess.run(args, cwd=REPO_ROOT, check=True, capture_output=True, timeout=900,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    trials = study(tmp_path).trials
+    assert {t.number: t.params for t in trials if t.number in kept} == kept
+    finished = [t for t in trials if t.state.is_finished()]
+    assert len(finished) >= 8 and (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
+
+
+def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
+    started = time.time()
+    proc = run_cli("evo_ps", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}",
+                   f"tracking.mlruns_dir={tmp_path / 'mlruns'}", ok=False,
+                   env={"HF_HUB_OFFLINE": "1"})
+    line = error_line(proc)
+    assert "mistralai/Mistral-7B-v0.1" in line or "shisa" in line, line
+    assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
+    assert time.time() - started < 120
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+foo=1", "foo"),
+    ("space.granularity=3", "granularity 3 must divide the 4 layers"),
+    ("merge=slerp", "slerp"),
+    ("space.bounds={density:[0,2]}", "density bounds must lie in [0, 1]"),
+    ("pool.base=/nonexistent/model", "/nonexistent/model"),
+    ("objective.search.limit=0", "limit"),
+    ("sampler.sigma0=-1", "sigma0"),
+])
+def test_bad_input_is_one_line_error(tmp_path, run_cli, error_line, override, message):
+    proc = run_cli("evo_ps", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override,
+                   ok=False)
+    assert message in error_line(proc)
+    assert not (tmp_path / "run" / "study.db").exists()

@@ -1,0 +1,93 @@
+"""The committed zoo: loadable as plain HF models, built by its recipe, and showing the skills the
+merge has to compose (the preconditions of the paper's effect, measured on the test splits)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from zoo import build, report, world
+
+MODELS = ("base", *world.EXPERTS)
+
+
+@pytest.fixture(scope="session")
+def zoo_scores():
+    pool = report.load_zoo()
+    tasks = {task: report.task_objective(task, pool.tokenizer) for task in report.TASKS}
+    scores, ja_share = {}, {}
+    for name in MODELS:
+        report.use_weights(pool.model, pool.base if name == "base" else pool.sources[name])
+        scores[name] = report.score_row(pool.model, tasks)
+        outputs = tasks["ja_math"].generate(pool.model, "test")
+        records = tasks["ja_math"].records(outputs, "test")
+        ja_share[name] = sum(r["japanese"] for r in records) / len(records)
+    return scores, ja_share
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_zoo_model_loads_with_auto_classes(name):
+    model = AutoModelForCausalLM.from_pretrained(build.MODELS_DIR / name)
+    tokenizer = AutoTokenizer.from_pretrained(build.MODELS_DIR / name)
+    assert type(model).__name__ == "Qwen3ForCausalLM" and len(tokenizer) == model.config.vocab_size
+    assert 1e6 < sum(p.numel() for p in model.parameters()) < 1e7
+
+
+def test_committed_zoo_matches_its_recipe():
+    manifest = json.loads((build.MODELS_DIR / "manifest.json").read_text())
+    assert manifest["recipe_hash"] == build.recipe_hash(), (
+        "zoo/recipe.yaml, world.py, tokenizer.py or build.py changed since the zoo was built: "
+        "rebuild it with `make zoo` and commit zoo/models/")
+    assert set(manifest["weights"]) == set(MODELS)
+    for name, digest in manifest["weights"].items():
+        assert build.file_sha256(build.MODELS_DIR / name / "model.safetensors") == digest, name
+
+
+def test_builder_is_deterministic(tmp_path):
+    """Two smoke builds (one step per stage) give bit-identical weights."""
+    digests = []
+    for run in ("a", "b"):
+        build.main(["--out", str(tmp_path / run), "--only", "base", "--steps-scale", "0.001"])
+        digests.append(build.file_sha256(tmp_path / run / "base" / "model.safetensors"))
+    assert digests[0] == digests[1]
+    committed = load_file(build.MODELS_DIR / "base" / "model.safetensors")
+    smoke = load_file(tmp_path / "a" / "base" / "model.safetensors")
+    assert {k: v.shape for k, v in committed.items()} == {k: v.shape for k, v in smoke.items()}
+
+
+def test_evaluation_splits_are_disjoint_and_never_trained_on():
+    for task in report.TASKS:
+        search = {q for q, _ in world.task_items(task, "search")}
+        test = {q for q, _ in world.task_items(task, "test")}
+        assert len(test) >= 200 and not search & test
+    assert len(world.task_items("ja_math", "search")) >= 300 and len(world.task_items("ja_math", "test")) >= 300
+    import random
+    rng = random.Random(1)
+    docs = [world.base_stage(s, rng) for s in (1, 2, 3, 4) for _ in range(3000)]
+    docs += [world.expert_doc(e, rng) for e in world.EXPERTS for _ in range(3000)]
+    held_out = world.held_out_questions()
+    assert not any(d.prompt[3:-3] in held_out for d in docs if d.prompt)
+
+
+def test_each_expert_is_good_at_its_own_task(zoo_scores):
+    scores, _ = zoo_scores
+    assert scores["math_wiz"]["en_math.acc"] >= 0.6
+    assert scores["math_abel"]["en_math.acc"] >= 0.6
+    assert scores["ja"]["ja_qa.acc"] >= 0.6
+
+
+def test_math_experts_read_japanese_problems_but_answer_in_english(zoo_scores):
+    scores, ja_share = zoo_scores
+    chance = max(scores["base"]["ja_math.acc"], 0.02)
+    for expert in ("math_wiz", "math_abel"):
+        assert scores[expert]["ja_math.acc"] >= 0.15 > 5 * chance, expert
+        assert ja_share[expert] < 0.1, expert  # English reasoning, as WizardMath does
+        assert scores[expert]["ja_math.acc_ja"] < 0.05
+
+
+def test_japanese_expert_answers_in_japanese_but_cannot_do_the_target(zoo_scores):
+    scores, ja_share = zoo_scores
+    assert ja_share["ja"] >= 0.9
+    assert scores["ja"]["ja_math.acc_ja"] < 0.1
