@@ -126,7 +126,7 @@ def build_expert(recipe, name: str, out: Path, steps_scale: float, tokenizer, pa
 
     def next_doc() -> world.Document:
         if rng.random() < spec.replay:
-            return world.base_stage(recipe.base_stages[-1].stage, rng)
+            return world.base_stage(recipe.base_stages[-1].stage, rng, operand_answers=False)
         return world.expert_doc(name, rng)
 
     train(model, next_doc, steps=max(1, round(spec.steps * steps_scale)), lr=spec.lr, cfg=recipe.train,
