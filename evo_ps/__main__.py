@@ -11,6 +11,7 @@ merged model saved (HF dir + mergekit YAML + model card), plots and table logged
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -53,30 +54,50 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
         allow_overlap=cfg.objective.allow_overlap)
 
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
-    sampler = make_sampler(cfg.sampler.kind, space=space.params, seed=cfg.seed, sigma0=cfg.sampler.sigma0,
-                           popsize=cfg.sampler.popsize, separable=cfg.sampler.separable)
-    study = open_study(name=cfg.study_name, storage_url=storage, sampler=sampler)
-    print(f"study   {cfg.study_name!r}: {len(space.params)} parameters, storage {storage}")
-    print(f"        inspect: optuna-dashboard {storage}")
-
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
-    run_id = tracker.start(run_id=study.user_attrs.get("mlflow_run_id"), run_name=f"{cfg.study_name}-seed{cfg.seed}",
+    progress_of = open_study(name=cfg.study_name, storage_url=storage, sampler=make_sampler(
+        "random", space=space.params, seed=cfg.seed))  # the study's record: its MLflow run id
+    run_id = tracker.start(run_id=progress_of.user_attrs.get("mlflow_run_id"), run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage,
                                    "method": method.name, "n_params": len(space.params),
                                    **{f"source.{k}": v for k, v in pool.paths.items()}})
-    study.set_user_attr("mlflow_run_id", run_id)
+    progress_of.set_user_attr("mlflow_run_id", run_id)
+    print(f"study   {cfg.study_name!r}: {len(space.params)} parameters, storage {storage}")
+    print(f"        inspect: optuna-dashboard {storage}")
     print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
 
-    def evaluate(values: dict[str, float], seed: int) -> dict[str, float]:
-        started = time.perf_counter()
-        merger.apply(space.tensor_params(values), seed=seed)
-        merged = time.perf_counter()
-        metrics = objective.score(pool.model, "search")
-        return {**metrics, "merge_seconds": merged - started, "eval_seconds": time.perf_counter() - merged}
+    def search(name: str, searched, n_trials: int, x0: dict[str, float] | None = None):
+        """One resumable study over `searched`: per trial, merge in memory and score."""
 
-    run_trials(study, space=space.params, evaluate=evaluate, fitness=[cfg.objective.fitness],
-               n_trials=cfg.n_trials, timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
-               on_trial=[Progress(n_trials=cfg.n_trials, fitness=cfg.objective.fitness), tracker.log_trial])
+        def evaluate(values: dict[str, float], seed: int) -> dict[str, float]:
+            started = time.perf_counter()
+            merger.apply(searched.tensor_params(values), seed=seed)
+            merged = time.perf_counter()
+            metrics = objective.score(pool.model, "search")
+            return {**metrics, "merge_seconds": merged - started, "eval_seconds": time.perf_counter() - merged}
+
+        sampler = make_sampler(cfg.sampler.kind, space=searched.params, seed=cfg.seed, sigma0=cfg.sampler.sigma0,
+                               popsize=cfg.sampler.popsize, separable=cfg.sampler.separable, x0=x0)
+        study = open_study(name=name, storage_url=storage, sampler=sampler)
+        run_trials(study, space=searched.params, evaluate=evaluate, fitness=[cfg.objective.fitness],
+                   n_trials=n_trials, timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
+                   on_trial=[Progress(n_trials=n_trials, fitness=cfg.objective.fitness), tracker.log_trial])
+        return study
+
+    # optional warm start: a short search of the uniform space (one value per source and
+    # parameter kind), whose best point starts the per-layer CMA-ES instead of the paper's x0
+    uniform_best = None
+    if cfg.space.warm_start_trials and not cfg.space.uniform:
+        uniform = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                              num_layers=pool.num_layers, uniform=True, bounds=cfg.space.bounds)
+        print(f"warm start: {cfg.space.warm_start_trials} trials over the {len(uniform.params)} uniform parameters")
+        uniform_best = best_trial(search(f"{cfg.study_name}-uniform", uniform, cfg.space.warm_start_trials))
+        start = space.broadcast({k.removeprefix("all."): v for k, v in uniform_best.params.items()})
+        print(f"per-layer search starts at the best uniform merge (trial {uniform_best.number}, "
+              f"{cfg.objective.fitness} {uniform_best.values[0]:.3f})")
+        study = search(cfg.study_name, space, cfg.n_trials, x0=start)
+    else:
+        study = search(cfg.study_name, space, cfg.n_trials)
 
     # the final table: base, every source and the best merge on the test split
     best = best_trial(study)
@@ -84,11 +105,15 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
     for name in (pool.base_name, *pool.source_names):
         use_weights(pool.model, pool.base if name == pool.base_name else pool.sources[name])
         table[name] = objective.score(pool.model, "test")
+    if uniform_best is not None:
+        merger.apply(uniform.tensor_params(uniform_best.params), seed=uniform_best.number)
+        table["best_uniform"] = objective.score(pool.model, "test")
     best_params = space.tensor_params(best.params)
     merger.apply(best_params, seed=best.number)
     table["best_merge"] = objective.score(pool.model, "test")
     table = {name: {k: v for k, v in row.items() if k != "n"} for name, row in table.items()}
     markdown = tracker.log_table(table, prefix="test")
+    (run_dir / "test_table.json").write_text(json.dumps(table, indent=2) + "\n")
 
     model_dir = run_dir / "best_model"
     recipe = mergekit_yaml(method=method, tensor_params=best_params, base=pool.paths[pool.base_name],

@@ -32,6 +32,7 @@ class SpaceConfig:
     granularity: int = 1
     split_components: bool = False
     bounds: dict[str, list[float]] = field(default_factory=dict)
+    warm_start_trials: int = 0
 
 
 @dataclass
@@ -94,6 +95,8 @@ def validate(cfg: DictConfig) -> PSConfig:
         raise ValueError(f"n_trials must be >= 1; got {out.n_trials}")
     if out.timeout_minutes is not None and out.timeout_minutes <= 0:
         raise ValueError(f"timeout_minutes must be > 0 or null; got {out.timeout_minutes}")
+    if out.space.warm_start_trials < 0:
+        raise ValueError(f"space.warm_start_trials must be >= 0; got {out.space.warm_start_trials}")
     if out.torch_threads is not None and out.torch_threads < 1:
         raise ValueError(f"torch_threads must be >= 1 or null; got {out.torch_threads}")
     if out.sampler.sigma0 is not None and out.sampler.sigma0 <= 0:
