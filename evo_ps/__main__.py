@@ -66,8 +66,9 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
     print(f"        inspect: optuna-dashboard {storage}")
     print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
 
-    def search(name: str, searched, n_trials: int, x0: dict[str, float] | None = None):
-        """One resumable study over `searched`: per trial, merge in memory and score."""
+    def search(name: str, searched, n_trials: int, x0: dict[str, float] | None = None, sigma0: float | None = None):
+        """One resumable study over `searched`: per trial, merge in memory and score; a given
+        start x0 is also evaluated as the study's first trial."""
 
         def evaluate(values: dict[str, float], seed: int) -> dict[str, float]:
             started = time.perf_counter()
@@ -76,9 +77,12 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
             metrics = objective.score(pool.model, "search")
             return {**metrics, "merge_seconds": merged - started, "eval_seconds": time.perf_counter() - merged}
 
-        sampler = make_sampler(cfg.sampler.kind, space=searched.params, seed=cfg.seed, sigma0=cfg.sampler.sigma0,
-                               popsize=cfg.sampler.popsize, separable=cfg.sampler.separable, x0=x0)
+        sampler = make_sampler(cfg.sampler.kind, space=searched.params, seed=cfg.seed,
+                               sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
+                               separable=cfg.sampler.separable, x0=x0)
         study = open_study(name=name, storage_url=storage, sampler=sampler)
+        if x0 is not None and not study.trials:
+            study.enqueue_trial(x0)
         run_trials(study, space=searched.params, evaluate=evaluate, fitness=[cfg.objective.fitness],
                    n_trials=n_trials, timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
                    on_trial=[Progress(n_trials=n_trials, fitness=cfg.objective.fitness), tracker.log_trial])
@@ -95,7 +99,7 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
         start = space.broadcast({k.removeprefix("all."): v for k, v in uniform_best.params.items()})
         print(f"per-layer search starts at the best uniform merge (trial {uniform_best.number}, "
               f"{cfg.objective.fitness} {uniform_best.values[0]:.3f})")
-        study = search(cfg.study_name, space, cfg.n_trials, x0=start)
+        study = search(cfg.study_name, space, cfg.n_trials, x0=start, sigma0=cfg.space.warm_start_sigma0)
     else:
         study = search(cfg.study_name, space, cfg.n_trials)
 

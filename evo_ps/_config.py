@@ -33,6 +33,7 @@ class SpaceConfig:
     split_components: bool = False
     bounds: dict[str, list[float]] = field(default_factory=dict)
     warm_start_trials: int = 0
+    warm_start_sigma0: Optional[float] = None
 
 
 @dataclass
