@@ -117,7 +117,7 @@ def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_lin
     ("+foo=1", "foo"),
     ("space.granularity=3", "granularity 3 must divide the 4 layers"),
     ("merge=slerp", "slerp"),
-    ("space.bounds={density:[0,2]}", "density bounds must lie in [0, 1]"),
+    ("+space.bounds.density=[0,2]", "density bounds must lie in [0, 1]"),
     ("pool.base=/nonexistent/model", "/nonexistent/model"),
     ("objective.search.limit=0", "limit"),
     ("sampler.sigma0=-1", "sigma0"),
