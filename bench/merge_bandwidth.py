@@ -56,6 +56,20 @@ def uniform_params(names, sources, method, density: float):
     return {k: {key: values[key] for key in method.searched} for k in names}
 
 
+def copy_bound_ms(merger: InMemoryMerger, live: dict, repeats: int) -> float:
+    """The bandwidth bound of one apply: copy what it reads (base + one task vector per source)
+    into the live weights."""
+    inputs = [merger._base] + merger._deltas
+
+    def copy():
+        with torch.no_grad():
+            for tensors in inputs:
+                for k, t in tensors.items():
+                    live[k].view(-1).copy_(t)
+
+    return timed(copy, repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "125m"], choices=sorted(SIZES))
@@ -75,17 +89,9 @@ def main() -> None:
         for name in args.methods:
             method = merge_method(name)
             merger = InMemoryMerger(pool=pool, method=method, chunk_elements=args.chunk)
-            inputs = [merger._base] + merger._deltas  # what apply reads: base + one task vector per source
-
-            def copy_bound():
-                with torch.no_grad():
-                    for tensors in inputs:
-                        for k, t in tensors.items():
-                            live[k].view(-1).copy_(t)
-
             params = uniform_params(pool.param_names, pool.source_names, method, args.density)
             merge_ms = timed(lambda: merger.apply(params, seed=1), args.repeats)
-            copy_ms = timed(copy_bound, args.repeats)
+            copy_ms = copy_bound_ms(merger, live, args.repeats)
             print(f"{size:>5} {n_params / 1e6:7.1f}M params  {name:<16} sources={args.sources} "
                   f"density={args.density}  merge {merge_ms:8.1f} ms  copy bound {copy_ms:8.1f} ms  "
                   f"ratio {merge_ms / copy_ms:5.2f}")

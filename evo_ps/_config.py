@@ -31,7 +31,7 @@ class SpaceConfig:
     uniform: bool = False
     granularity: int = 1
     split_components: bool = False
-    bounds: dict[str, list[float]] = field(default_factory=dict)
+    bounds: dict[str, Any] = field(default_factory=dict)  # checked by build_space
     warm_start_trials: int = 0
     warm_start_sigma0: Optional[float] = None
 
