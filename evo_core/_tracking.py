@@ -60,8 +60,8 @@ class Tracker:
         from mlflow.entities import Metric, Param
 
         nested = self.client.create_run(
-            self.experiment_id, run_name=f"trial-{trial.number:04d}",
-            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name})
+            self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}",
+            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name})
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
         self.client.log_batch(

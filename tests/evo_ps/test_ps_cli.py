@@ -15,7 +15,8 @@ import pytest
 from transformers import AutoModelForCausalLM
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["objective.search.limit=20", "+objective.test.limit=40", "merge=task_arithmetic"]
+SMALL = ["objective.search.limit=20", "+objective.test.limit=40", "merge=task_arithmetic",
+         "space.warm_start_trials=2"]
 
 
 def cli_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -32,7 +33,7 @@ def test_default_study_end_to_end(tmp_path, run_cli):
     out = proc.stdout
     assert f"optuna-dashboard sqlite:///{tmp_path / 'run' / 'study.db'}" in out
     assert "mlflow  run " in out and "mlflow ui --backend-store-uri sqlite:///" in out
-    for row in ("| base |", "| ja |", "| math_wiz |", "| math_abel |", "| best_merge |"):
+    for row in ("| base |", "| ja |", "| math_wiz |", "| math_abel |", "| best_uniform |", "| best_merge |"):
         assert row in out
     assert out.count("trial ") >= 4
     model_dir = tmp_path / "run" / "best_model"
@@ -51,7 +52,9 @@ def test_default_study_end_to_end(tmp_path, run_cli):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and "test.best_merge.acc_ja" in parents[0].data.metrics
     nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(nested) == 4 and all({"acc", "acc_ja", "merge_seconds", "eval_seconds"} <= set(r.data.metrics)
+    studies = sorted(r.data.tags["study"] for r in nested)
+    assert studies == ["toy_ja_math"] * 4 + ["toy_ja_math-uniform"] * 2  # warm start, then per layer
+    assert all({"acc", "acc_ja", "merge_seconds", "eval_seconds"} <= set(r.data.metrics)
                                     for r in nested)
 
     # the same command with a larger budget resumes: the 4 trials are kept, 2 more run
@@ -84,7 +87,9 @@ def test_killed_study_resumes(tmp_path):
         if db.exists():
             with sqlite3.connect(db) as con:
                 try:
-                    done = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+                    done = con.execute(
+                        "select count(*) from trials join studies using (study_id) "
+                        "where study_name = 'toy_ja_math' and state = 'COMPLETE'").fetchone()[0]
                 except sqlite3.OperationalError:
                     continue
             if done >= 3:
