@@ -4,6 +4,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
+from ._study import best_trial
+
 
 class Progress:
     """Optuna callback printing `trial 12/120  acc_ja 0.340  best 0.367 (#7)  merge 0.05s eval 2.1s`."""
@@ -18,6 +20,6 @@ class Progress:
             return
         timing = "  ".join(f"{k.split('_')[0]} {v:.2f}s" for k, v in trial.user_attrs.items()
                            if k.endswith("_seconds") and k != "trial_seconds")
-        best = study.best_trial
+        best = best_trial(study)  # the first objective for multi-objective studies
         print(f"trial {trial.number:4d} ({done}/{self.n_trials})  {self.fitness} {trial.values[0]:.3f}  "
               f"best {best.values[0]:.3f} (#{best.number})  {timing}", flush=True)

@@ -20,9 +20,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import objectives
-from evo_core import (Progress, Tracker, best_trial, load_pool, make_sampler, mlflow_ui_command, open_study,
-                      plot_history, require_models, run_trials, sqlite_url_in, use_weights)
+from evo_core import (Progress, Tracker, best_trial, build_objective, load_pool, make_sampler, mlflow_ui_command,
+                      open_study, plot_history, require_models, run_trials, sqlite_url_in, use_weights)
 from evo_ps import InMemoryMerger, build_space, merge_method, mergekit_yaml, save_merged
 from evo_ps._config import PSConfig, validate
 from evo_ps._plots import plot_layer_params
@@ -45,13 +44,7 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
                         split_components=cfg.space.split_components, uniform=cfg.space.uniform,
                         bounds=cfg.space.bounds)
     merger = InMemoryMerger(pool=pool, method=method)
-    objective = objectives.build(
-        cfg.objective.name, tokenizer=pool.tokenizer,
-        splits={"search": cfg.objective.search, "test": cfg.objective.test},
-        prompt_template=cfg.objective.prompt_template, max_new_tokens=cfg.objective.max_new_tokens,
-        stop_strings=cfg.objective.stop_strings, batch_size=cfg.objective.batch_size,
-        language_detector=cfg.objective.language_detector, primary_metric=cfg.objective.fitness,
-        allow_overlap=cfg.objective.allow_overlap)
+    objective = build_objective(cfg.objective, pool.tokenizer)
 
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+
+from evo_core import ObjectiveConfig, SamplerConfig, TrackingConfig, typed_config
 
 
 @dataclass
@@ -37,35 +38,6 @@ class SpaceConfig:
 
 
 @dataclass
-class ObjectiveConfig:
-    name: str = "mgsm_ja"
-    fitness: str = "acc_ja"
-    prompt_template: str = "???"
-    search: dict[str, Any] = field(default_factory=dict)
-    test: dict[str, Any] = field(default_factory=dict)
-    max_new_tokens: int = 40
-    stop_strings: list[str] = field(default_factory=list)
-    batch_size: int = 16
-    language_detector: str = "fasttext"
-    allow_overlap: bool = False
-
-
-@dataclass
-class SamplerConfig:
-    kind: str = "cmaes"
-    sigma0: Optional[float] = None
-    popsize: Optional[int] = None
-    separable: bool = False
-
-
-@dataclass
-class TrackingConfig:
-    storage: Optional[str] = None
-    mlruns_dir: str = "mlruns"
-    experiment: str = "evo_ps"
-
-
-@dataclass
 class PSConfig:
     pool: PoolConfig = field(default_factory=PoolConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
@@ -83,13 +55,7 @@ class PSConfig:
 
 def validate(cfg: DictConfig) -> PSConfig:
     """The composed config as a typed PSConfig, or a one-line ValueError."""
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    try:
-        typed = OmegaConf.merge(OmegaConf.structured(PSConfig), plain)
-        out: PSConfig = OmegaConf.to_object(typed)
-    except OmegaConfBaseException as err:
-        raise ValueError(f"bad config: {str(err).splitlines()[0]} (at {getattr(err, 'full_key', '?')})") from None
+    out = typed_config(cfg, PSConfig)
     if len(out.pool.sources) < 2:
         raise ValueError(f"pool.sources needs at least two source models; got {sorted(out.pool.sources)}")
     if out.n_trials < 1:

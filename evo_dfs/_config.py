@@ -1,0 +1,98 @@
+"""The schema of `conf/dfs/config.yaml`: unknown keys and wrong types fail before any work.
+
+Hydra composes the YAML; `validate(cfg)` merges it onto these dataclasses (OmegaConf structured
+configs reject unknown keys and mistyped values) and checks what types can't. The objective,
+sampler and tracking groups are shared with evo_ps (conf/); their schemas live in evo_core.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import DictConfig
+
+from evo_core import ObjectiveConfig, SamplerConfig, TrackingConfig, typed_config
+from evo_dfs._path import SCALE_MODELS
+
+ENCODINGS = ("params", "genome")
+# per-trial metrics a multi-objective search may minimise next to the objective's fitness
+MINIMIZABLE = ("path_length", "unique_layers", "n_params")
+# Optuna samplers that handle several objectives
+MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random")
+
+
+@dataclass
+class PoolConfig:
+    sources: dict[str, str] = field(default_factory=dict)  # model A first
+    made_by: dict[str, str] = field(default_factory=dict)  # source -> command that writes it
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass
+class SpaceConfig:
+    repeats: int = 2
+    scales: str = "matrix"
+    wnet_hidden: int = 8
+    indicator_init: float = 0.5
+    encoding: str = "params"
+
+
+@dataclass
+class DFSConfig:
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    minimize: list[str] = field(default_factory=list)
+    study_name: str = "???"
+    seed: int = 0
+    n_trials: int = 100
+    timeout_minutes: Optional[float] = None
+    run_dir: str = "???"
+    torch_threads: Optional[int] = None
+
+    @property
+    def fitness(self) -> list[str]:
+        """The study's objectives in order: the objective's fitness (maximised), then `minimize`."""
+        return [self.objective.fitness, *self.minimize]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] + ["minimize"] * len(self.minimize)
+
+
+def validate(cfg: DictConfig) -> DFSConfig:
+    """The composed config as a typed DFSConfig, or a one-line ValueError."""
+    out = typed_config(cfg, DFSConfig)
+    space, sampler = out.space, out.sampler
+    checks = [
+        (bool(out.pool.sources), "pool.sources needs at least one source model (model A first)"),
+        (set(out.pool.made_by) <= set(out.pool.sources),
+         f"pool.made_by names {sorted(set(out.pool.made_by) - set(out.pool.sources))}, not in pool.sources"),
+        (space.repeats >= 1, f"space.repeats must be >= 1; got {space.repeats}"),
+        (space.scales in SCALE_MODELS, f"unknown space.scales {space.scales!r}; known: {', '.join(SCALE_MODELS)}"),
+        (space.wnet_hidden >= 1, f"space.wnet_hidden must be >= 1; got {space.wnet_hidden}"),
+        (0 < space.indicator_init <= 1, f"space.indicator_init must be in (0, 1]; got {space.indicator_init}"),
+        (space.encoding in ENCODINGS, f"unknown space.encoding {space.encoding!r}; known: {', '.join(ENCODINGS)}"),
+        (space.encoding != "genome" or sampler.kind == "cmaes",
+         f"space.encoding=genome drives CMA-ES itself; it needs sampler=cmaes, not {sampler.kind!r}"),
+        (set(out.minimize) <= set(MINIMIZABLE),
+         f"minimize: unknown {sorted(set(out.minimize) - set(MINIMIZABLE))}; known: {', '.join(MINIMIZABLE)}"),
+        (len(set(out.minimize)) == len(out.minimize), f"minimize lists a metric twice: {out.minimize}"),
+        (not out.minimize or sampler.kind in MULTI_OBJECTIVE_SAMPLERS,
+         f"minimize={out.minimize} makes several objectives; sampler {sampler.kind!r} optimises one "
+         f"(use sampler=nsga2)"),
+        (out.n_trials >= 1, f"n_trials must be >= 1; got {out.n_trials}"),
+        (out.timeout_minutes is None or out.timeout_minutes > 0,
+         f"timeout_minutes must be > 0 or null; got {out.timeout_minutes}"),
+        (out.torch_threads is None or out.torch_threads >= 1,
+         f"torch_threads must be >= 1 or null; got {out.torch_threads}"),
+        (sampler.sigma0 is None or sampler.sigma0 > 0, f"sampler.sigma0 must be > 0; got {sampler.sigma0}"),
+        (sampler.popsize is None or sampler.popsize >= 2, f"sampler.popsize must be >= 2; got {sampler.popsize}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    return out
