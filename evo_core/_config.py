@@ -42,6 +42,21 @@ class TrackingConfig:
     experiment: str = "evo_ps"
 
 
+@dataclass
+class StudyConfig:
+    """What every search's top-level config has besides its own groups."""
+
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    study_name: str = "???"
+    seed: int = 0
+    n_trials: int = 100
+    timeout_minutes: Optional[float] = None
+    run_dir: str = "???"
+    torch_threads: Optional[int] = None
+
+
 def typed_config(cfg: DictConfig, schema: type[Schema]) -> Schema:
     """The Hydra-composed config as an instance of the dataclass `schema`; unknown keys and
     mistyped values raise a one-line ValueError."""

@@ -7,11 +7,10 @@ sampler and tracking groups are shared with evo_ps (conf/); their schemas live i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from omegaconf import DictConfig
 
-from evo_core import ObjectiveConfig, SamplerConfig, TrackingConfig, typed_config
+from evo_core import StudyConfig, typed_config
 from evo_dfs._path import SCALE_MODELS
 
 ENCODINGS = ("params", "genome")
@@ -39,19 +38,10 @@ class SpaceConfig:
 
 
 @dataclass
-class DFSConfig:
+class DFSConfig(StudyConfig):
     pool: PoolConfig = field(default_factory=PoolConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     minimize: list[str] = field(default_factory=list)
-    study_name: str = "???"
-    seed: int = 0
-    n_trials: int = 100
-    timeout_minutes: Optional[float] = None
-    run_dir: str = "???"
-    torch_threads: Optional[int] = None
 
     @property
     def fitness(self) -> list[str]:

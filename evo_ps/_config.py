@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from evo_core import ObjectiveConfig, SamplerConfig, TrackingConfig, typed_config
+from evo_core import StudyConfig, typed_config
 
 
 @dataclass
@@ -38,19 +38,10 @@ class SpaceConfig:
 
 
 @dataclass
-class PSConfig:
+class PSConfig(StudyConfig):
     pool: PoolConfig = field(default_factory=PoolConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    study_name: str = "???"
-    seed: int = 0
-    n_trials: int = 100
-    timeout_minutes: Optional[float] = None
-    run_dir: str = "???"
-    torch_threads: Optional[int] = None
 
 
 def validate(cfg: DictConfig) -> PSConfig:

@@ -215,7 +215,7 @@ def test_genome_encoding_with_the_wnet(tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_nsga2_trades_accuracy_against_path_length(tmp_path, run_cli):
-    run = dfs(run_cli, tmp_path, *TINY, "sampler=nsga2", "sampler.popsize=4", "minimize=[path_length]", "n_trials=5")
+    dfs(run_cli, tmp_path, *TINY, "sampler=nsga2", "sampler.popsize=4", "minimize=[path_length]", "n_trials=5")
     study = optuna.load_study(study_name="dfs_toy_ja_math", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.values[1] == t.user_attrs["path_length"] for t in study.trials)

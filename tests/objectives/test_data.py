@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-import objectives
 from objectives import check_disjoint, load_split, question_key
 
 ROWS = [("ねこは なんびき？", "3"), ("いぬは なんびき？", "2,125"), ("とりは？", "7")]
