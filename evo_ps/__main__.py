@@ -48,13 +48,13 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
 
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
-    progress_of = open_study(name=cfg.study_name, storage_url=storage, sampler=make_sampler(
+    record = open_study(name=cfg.study_name, storage_url=storage, sampler=make_sampler(
         "random", space=space.params, seed=cfg.seed))  # the study's record: its MLflow run id
-    run_id = tracker.start(run_id=progress_of.user_attrs.get("mlflow_run_id"), run_name=f"{cfg.study_name}-seed{cfg.seed}",
+    run_id = tracker.start(run_id=record.user_attrs.get("mlflow_run_id"), run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage,
                                    "method": method.name, "n_params": len(space.params),
                                    **{f"source.{k}": v for k, v in pool.paths.items()}})
-    progress_of.set_user_attr("mlflow_run_id", run_id)
+    record.set_user_attr("mlflow_run_id", run_id)
     print(f"study   {cfg.study_name!r}: {len(space.params)} parameters, storage {storage}")
     print(f"        inspect: optuna-dashboard {storage}")
     print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
