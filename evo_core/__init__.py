@@ -4,6 +4,7 @@ Neither search is known here; `evo_ps` and `evo_dfs` build on this small surface
 """
 from __future__ import annotations
 
+from ._cli import run_cli
 from ._config import (ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, build_objective,
                       typed_config)
 from ._plots import plot_history
@@ -15,7 +16,9 @@ from ._tracking import Tracker, mlflow_ui_command
 from ._weights import PROJECT_ROOT, project_path, sqlite_url_in, use_weights
 
 __all__ = [
-    "ObjectiveConfig", "SamplerConfig", "StudyConfig", "TrackingConfig", "build_objective", "typed_config", "ModelPool", "PROJECT_ROOT", "ParamSpec", "Progress", "Tracker", "best_trial", "check_model_path",
-    "finished_trials", "load_models", "load_pool", "make_sampler", "mlflow_ui_command", "open_study",
-    "paper_popsize", "plot_history", "project_path", "require_models", "run_trials", "sqlite_url_in", "use_weights",
+    "ModelPool", "ObjectiveConfig", "PROJECT_ROOT", "ParamSpec", "Progress", "SamplerConfig",
+    "StudyConfig", "TrackingConfig", "Tracker", "best_trial", "build_objective", "check_model_path",
+    "finished_trials", "load_models", "load_pool", "make_sampler", "mlflow_ui_command",
+    "open_study", "paper_popsize", "plot_history", "project_path", "require_models", "run_cli",
+    "run_trials", "sqlite_url_in", "typed_config", "use_weights",
 ]

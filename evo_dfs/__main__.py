@@ -15,18 +15,17 @@ MLflow -> the best path re-scored on the test split next to every source -> the 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import AutoConfig, AutoTokenizer
 
-from evo_core import (ParamSpec, Progress, Tracker, build_objective, best_trial, load_models, make_sampler, mlflow_ui_command,
-                      open_study, plot_history, require_models, run_trials, sqlite_url_in)
+from evo_core import (ParamSpec, Progress, Tracker, best_trial, build_objective, load_models, make_sampler,
+                      mlflow_ui_command, open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in)
 from evo_dfs import (DFSSpace, GenomeCMA, LayerPath, LayerPathForCausalLM, SlotLayout, export_layer_path, plot_path,
                      unpack_genome, write_model_card)
 from evo_dfs._config import DFSConfig, PoolConfig, validate
@@ -193,12 +192,7 @@ def run(cfg: DFSConfig, resolved: str) -> dict[str, dict[str, float]]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        typed = validate(cfg)
-        run(typed, OmegaConf.to_yaml(cfg))
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # bad input: one line, non-zero exit, nothing half-started
-        sys.exit(f"error: {err}")
+    run_cli(cfg, validate=validate, run=run)
 
 
 if __name__ == "__main__":

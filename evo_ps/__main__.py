@@ -12,16 +12,15 @@ merged model saved (HF dir + mergekit YAML + model card), plots and table logged
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from evo_core import (Progress, Tracker, best_trial, build_objective, load_pool, make_sampler, mlflow_ui_command,
-                      open_study, plot_history, require_models, run_trials, sqlite_url_in, use_weights)
+                      open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in, use_weights)
 from evo_ps import InMemoryMerger, build_space, merge_method, mergekit_yaml, save_merged
 from evo_ps._config import PSConfig, validate
 from evo_ps._plots import plot_layer_params
@@ -134,12 +133,7 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        typed = validate(cfg)
-        run(typed, OmegaConf.to_yaml(cfg))
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        # bad input: one line, non-zero exit, nothing half-started
-        sys.exit(f"error: {err}")
+    run_cli(cfg, validate=validate, run=run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""The shared shape of both command lines: validate the composed config, run, fail in one line."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], run: Callable[[Any, str], Any]) -> None:
+    """`run(validate(cfg), resolved_yaml)`; bad input exits non-zero with one `error: ...` line."""
+    try:
+        run(validate(cfg), OmegaConf.to_yaml(cfg))
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        # bad input: one line, non-zero exit, nothing half-started
+        sys.exit(f"error: {err}")
