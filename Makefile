@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Rebuild the committed zoo from its recipe (about 25 min on 2 cores).
+# Rebuild the committed zoo from its recipe (2,370 training steps; about 45 min measured on a busy 2-core box).
 zoo: $(STAMP)
 	$(PY) -m zoo.build
 
