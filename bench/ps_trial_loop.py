@@ -28,7 +28,8 @@ Densities: at 1 dare_ties is deterministic and both loops must give the same out
 random drops come from different generators, so fitness agrees only within sampling noise: the
 "mask noise" line shows our fitness over --noise-seeds more merge seeds of each trial's values.
 Printed per config: each trial's merge / eval / total seconds and (acc, acc_ja) for both loops and
-how many outputs are identical, the mean per-trial seconds and the ratio (b)/(a), and a merge-only
+how many outputs are identical, the mean per-trial seconds and the ratio (b)/(a), the ceiling of
+that ratio while both loops run the same generation (Amdahl: (b) over our generation alone), a merge-only
 line: InMemoryMerger.apply vs a plain torch copy of the bytes it reads (bench/merge_bandwidth.py's
 bound) and vs mergekit's run_merge.
 """
@@ -224,6 +225,10 @@ def run_config(*, ours: OursLoop, theirs: MergekitEvolveLoop, space, density: fl
     print(f"per trial, mean of trials 1-{trials}: (a) ours {mean_a:.3f} s, (b) mergekit-evolve style {mean_b:.3f} s; "
           f"ratio (b)/(a) = {mean_b / mean_a:.1f}x (merge {mean('b', 'merge') / mean('a', 'merge'):.0f}x, "
           f"eval {mean('b', 'eval') / mean('a', 'eval'):.1f}x, generation alone {mean('b', 'gen') / mean('a', 'gen'):.1f}x)")
+    # Amdahl: both loops generate the same tokens with the same model, so no merge or eval overhead
+    # of ours can bring (a) below its generation time
+    print(f"ceiling: with a free merge and free scoring, (b)/(a) could reach at most (b) / (a)'s generation "
+          f"= {mean_b / mean('a', 'gen'):.1f}x")
     print(f"fitness, all {len(rows)} trials: max |acc diff| {diff['acc']:.3f}, max |acc_ja diff| {diff['acc_ja']:.3f}; "
           f"identical outputs {same}/{n * len(rows)}")
 

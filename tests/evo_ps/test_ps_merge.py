@@ -130,6 +130,33 @@ def test_seeded_reproducible_and_chunk_invariant(pool3, spread):
         assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"]), name
 
 
+def kept_mask(pool, source: str, density: float, seed: int) -> dict[str, torch.Tensor]:
+    """dare_ties with only `source` weighted: the entries its random mask keeps are those that moved."""
+    method = merge_method("dare_ties")
+    space = space_for(pool, method, uniform=True)
+    values = {p.name: (density if p.name.endswith("density") else float(f".{source}." in p.name))
+              for p in space.params}
+    InMemoryMerger(pool=pool, method=method).apply(space.tensor_params(values), seed=seed)
+    return {k: (p.detach() != pool.base[k]).flatten() for k, p in pool.model.named_parameters()}
+
+
+def test_random_masks_are_fair_and_independent(pool3):
+    # masks read one draw table at offsets from (seed, tensor, source): each must keep ~density, and
+    # masks of another source or another seed must overlap as independent draws would (density^2)
+    density = 0.3
+    a3, a4, b3 = (kept_mask(pool3, source, density, seed) for source, seed in (("src_a", 3), ("src_a", 4), ("src_b", 3)))
+    large = [k for k in a3 if a3[k].numel() >= 4096]
+    mask = {key: torch.cat([m[k] for k in large]).float() for key, m in (("a3", a3), ("a4", a4), ("b3", b3))}
+    n = mask["a3"].numel()
+    tolerance = 4 * (density * (1 - density) / n) ** 0.5  # 4 standard errors
+    for key, m in mask.items():
+        assert abs(m.mean() - density) < tolerance, key
+    for x, y in (("a3", "a4"), ("a3", "b3")):
+        assert abs((mask[x] * mask[y]).mean() - density**2) < tolerance, (x, y)
+    for k in large:  # and tensor by tensor, no two masks alike
+        assert not torch.equal(a3[k], a4[k]) and not torch.equal(a3[k], b3[k]), k
+
+
 def test_della_keep_probability_follows_rank(pool2):
     # della keeps large-|delta| entries more often: with density 0.5 and epsilon 0.3, the top half of
     # each row by magnitude survives with p ~ 0.65, the bottom half with p ~ 0.35
