@@ -11,7 +11,7 @@ from ._plots import plot_history
 from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models
 from ._progress import Progress
 from ._study import (ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
-                     run_trials)
+                     run_trials, wait_for_workers)
 from ._tracking import Tracker, mlflow_ui_command
 from ._weights import PROJECT_ROOT, project_path, sqlite_url_in, use_weights
 
@@ -20,5 +20,5 @@ __all__ = [
     "StudyConfig", "TrackingConfig", "Tracker", "best_trial", "build_objective", "check_model_path",
     "finished_trials", "load_models", "load_pool", "make_sampler", "mlflow_ui_command",
     "open_study", "paper_popsize", "plot_history", "project_path", "require_models", "run_cli",
-    "run_trials", "sqlite_url_in", "typed_config", "use_weights",
+    "run_trials", "sqlite_url_in", "typed_config", "use_weights", "wait_for_workers",
 ]

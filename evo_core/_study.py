@@ -9,11 +9,16 @@
 `evaluate(params, seed)` builds the candidate (merge, path, ...) and scores it; it returns a dict of
 metrics that must contain every fitness key. A trial that raises or returns NaN is recorded FAIL and
 the study goes on. Re-running with the same storage resumes: finished trials are kept and only the
-missing ones run. Several workers may share one storage: `n_trials` is the study's total.
+missing ones run. Several workers (processes, machines) may share one storage: `n_trials` is the
+study's total (a worker stops when the study has that many finished, so up to workers - 1 extra
+trials may finish), each trial records which worker ran it, and `wait_for_workers` lets one worker
+wait for the others' running trials before it reads the final result.
 """
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,6 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded on every trial this process runs
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
 
     def objective(trial: optuna.Trial):
         params = {p.name: trial.suggest_float(p.name, p.low, p.high) for p in space}
+        trial.set_user_attr("worker", WORKER)
         started = time.perf_counter()
         metrics = evaluate(params, trial.number)
         trial.set_user_attr("trial_seconds", time.perf_counter() - started)
@@ -127,6 +134,23 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
         return
     study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
                    callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), *on_trial])
+
+
+def wait_for_workers(study: optuna.Study, *, poll_seconds: float = 2.0,
+                     on_wait: Callable[[int], None] = lambda running: None) -> None:
+    """Block while other workers still run trials of `study`; `on_wait(n)` hears each new count of
+    running trials. A killed worker's trial stops blocking once its heartbeat is stale (RDB
+    storages: grace period 30 s); it is then marked FAIL."""
+    reported = 0
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if not running:
+            return
+        if running != reported:
+            on_wait(running)
+            reported = running
+        time.sleep(poll_seconds)
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:

@@ -3,11 +3,18 @@
     python -m evo_ps                              # the embedded default (zoo, toy_ja_math)
     python -m evo_ps +experiment=ja_math          # the paper's 7B setup (GPU)
     python -m evo_ps space=uniform seed=1         # any override; same run_dir = resume
+    python -m evo_ps helper=true                  # one more worker for a running study (any number)
 
 Top to bottom: load the pool once -> build the search space -> prepare the objective once ->
 open (or resume) the Optuna study -> per trial: merge in memory, score on the search split, log to
 MLflow -> the best trial re-scored on the test split next to the base and every source -> the best
 merged model saved (HF dir + mergekit YAML + model card), plots and table logged to MLflow.
+
+Several workers: the same command with `helper=true` (same study name and storage; the default
+SQLite file serves the workers of one machine, an RDB URL in tracking.storage those of several)
+joins a study that a normal ("primary") run owns: it waits for the primary to open the study, logs
+its trials into the primary's MLflow run and only searches. The primary, once its own search is
+over, waits for the helpers' running trials and then writes the table and the model alone.
 """
 from __future__ import annotations
 
@@ -20,12 +27,25 @@ import torch
 from omegaconf import DictConfig
 
 from evo_core import (Progress, Tracker, best_trial, build_objective, load_pool, make_sampler, mlflow_ui_command,
-                      open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in, use_weights)
+                      open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in, use_weights,
+                      wait_for_workers)
 from evo_ps import InMemoryMerger, build_space, merge_method, mergekit_yaml, save_merged
 from evo_ps._config import PSConfig, validate
 from evo_ps._plots import plot_layer_params
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PRIMARY_WAIT_MINUTES = 10  # how long a helper waits for the primary run to open the study
+
+
+def primary_run_id(record, storage: str) -> str:
+    """The MLflow run id the primary worker stored on the study record, once it has."""
+    deadline = time.monotonic() + 60 * PRIMARY_WAIT_MINUTES
+    while (run_id := record.user_attrs.get("mlflow_run_id")) is None:
+        if time.monotonic() > deadline:
+            raise ValueError(f"helper=true: no primary run opened study {record.study_name!r} in {storage} within "
+                             f"{PRIMARY_WAIT_MINUTES} min; start the same command without helper=true")
+        time.sleep(1.0)
+    return run_id
 
 
 def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
@@ -49,7 +69,10 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
     record = open_study(name=cfg.study_name, storage_url=storage, sampler=make_sampler(
         "random", space=space.params, seed=cfg.seed))  # the study's record: its MLflow run id
-    run_id = tracker.start(run_id=record.user_attrs.get("mlflow_run_id"), run_name=f"{cfg.study_name}-seed{cfg.seed}",
+    if cfg.helper:
+        print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
+    run_id = tracker.start(run_id=primary_run_id(record, storage) if cfg.helper else record.user_attrs.get("mlflow_run_id"),
+                           run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage,
                                    "method": method.name, "n_params": len(space.params),
                                    **{f"source.{k}": v for k, v in pool.paths.items()}})
@@ -69,7 +92,8 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
             metrics = objective.score(pool.model, "search")
             return {**metrics, "merge_seconds": merged - started, "eval_seconds": time.perf_counter() - merged}
 
-        sampler = make_sampler(cfg.sampler.kind, space=searched.params, seed=cfg.seed,
+        # helpers must not replay the primary's random stream (CMA-ES reseeds per trial number anyway)
+        sampler = make_sampler(cfg.sampler.kind, space=searched.params, seed=None if cfg.helper else cfg.seed,
                                sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
                                separable=cfg.sampler.separable, x0=x0)
         study = open_study(name=name, storage_url=storage, sampler=sampler)
@@ -94,6 +118,12 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
         study = search(cfg.study_name, space, cfg.n_trials, x0=start, sigma0=cfg.space.warm_start_sigma0)
     else:
         study = search(cfg.study_name, space, cfg.n_trials)
+
+    if cfg.helper:
+        print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
+        return {}
+    wait_for_workers(study, on_wait=lambda running: print(f"waiting for {running} trial(s) of helper workers",
+                                                          flush=True))
 
     # the final table: base, every source and the best merge on the test split
     best = best_trial(study)

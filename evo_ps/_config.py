@@ -42,6 +42,7 @@ class PSConfig(StudyConfig):
     pool: PoolConfig = field(default_factory=PoolConfig)
     merge: MergeConfig = field(default_factory=MergeConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    helper: bool = False
 
 
 def validate(cfg: DictConfig) -> PSConfig:

@@ -14,6 +14,8 @@ import optuna
 import pytest
 from transformers import AutoModelForCausalLM
 
+from evo_core import best_trial
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["objective.search.limit=20", "+objective.test.limit=40", "merge=task_arithmetic",
          "space.warm_start_trials=2"]
@@ -105,6 +107,44 @@ def test_killed_study_resumes(tmp_path):
     assert {t.number: t.params for t in trials if t.number in kept} == kept
     finished = [t for t in trials if t.state.is_finished()]
     assert len(finished) >= 8 and (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study(tmp_path):
+    # a helper started first waits for the primary, then both search one study; the primary waits
+    # for the helper's last trial and writes the final result alone
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "evo_ps", *cli_args(tmp_path, "n_trials=30", *extra)],
+                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    helper = start("helper=true")
+    time.sleep(3)
+    primary = start()
+    outputs = {name: proc.communicate(timeout=900)[0] for name, proc in (("helper", helper), ("primary", primary))}
+    assert helper.returncode == 0, outputs["helper"][-3000:]
+    assert primary.returncode == 0, outputs["primary"][-3000:]
+    assert "helper  done" in outputs["helper"] and "| best_merge |" not in outputs["helper"]
+    assert "| best_merge |" in outputs["primary"]
+
+    trials = [t for t in study(tmp_path).trials if t.state.is_finished()]
+    assert 30 <= len(trials) <= 31  # a worker stops at 30 finished; the other's running trial may add one
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2, workers
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials), "a sample was proposed twice"
+    best = best_trial(study(tmp_path))  # over both workers' trials: the primary waited for the helper's
+    card = (tmp_path / "run" / "best_model" / "README.md").read_text()
+    assert f"(trial {best.number}," in card, card[:300]
+
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    uniform = optuna.load_study(study_name="toy_ja_math-uniform",
+                                storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials
+    assert len(nested) == len(trials) + len([t for t in uniform if t.state.is_finished()])
 
 
 def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
