@@ -1,6 +1,7 @@
-"""Study pictures saved as PNG artifacts (matplotlib, no display)."""
+"""Study pictures saved as PNG artifacts (Optuna's matplotlib backend, no display)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -11,19 +12,16 @@ import optuna  # noqa: E402
 
 
 def plot_history(study: optuna.Study, out_png: Path, *, fitness: str) -> None:
-    """Fitness per trial and the best so far (Optuna's optimization history, for one objective)."""
-    trials = [t for t in study.trials if t.state.name == "COMPLETE"]
-    numbers = [t.number for t in trials]
-    values = [t.values[0] for t in trials]
-    best, running = [], float("-inf")
-    for v in values:
-        running = max(running, v)
-        best.append(running)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.scatter(numbers, values, s=10, alpha=0.6, label="trial")
-    ax.plot(numbers, best, color="crimson", label="best so far")
-    ax.set(xlabel="trial", ylabel=f"{fitness} (search split)", title=study.study_name)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
+    """Optuna's optimization history: fitness per trial and the best so far (the first objective)."""
+    # multi-objective studies: plot the first objective, the fitness the search ranks by
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    # plt.style.context: Optuna switches to its own style; keep it off the other plots
+    with warnings.catch_warnings(), plt.style.context("default"):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = optuna.visualization.matplotlib.plot_optimization_history(
+            study, target=target, target_name=f"{fitness} (search split)")
+        ax.set_title(f"{study.study_name}: optimization history")
+        fig = ax.figure
+        fig.set_size_inches(8, 4)
+        fig.savefig(out_png, dpi=120, bbox_inches="tight")  # the legend sits outside the axes
     plt.close(fig)
