@@ -143,7 +143,9 @@ def wait_for_workers(study: optuna.Study, *, poll_seconds: float = 2.0,
     storages: grace period 30 s); it is then marked FAIL."""
     reported = 0
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if not running:
             return

@@ -83,3 +83,20 @@ def test_missing_fitness_key_fails_the_trial(tmp_path):
     study = study_at(tmp_path, sampler="random")
     run_trials(study, space=SPACE, evaluate=lambda p, s: {"other": 1.0}, fitness=["fit"], n_trials=2)
     assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+
+
+def test_wait_for_workers_blocks_until_other_trials_finish(tmp_path):
+    import threading
+    import time
+
+    from evo_core import wait_for_workers
+
+    study = study_at(tmp_path)
+    run_trials(study, space=SPACE, evaluate=quadratic, fitness=["fit"], n_trials=2)
+    assert all(t.user_attrs["worker"] for t in study.trials)  # every trial names its worker
+    other = study.ask()  # another worker's trial, still running
+    threading.Timer(1.0, lambda: study.tell(other, -1.0)).start()
+    heard, started = [], time.monotonic()
+    wait_for_workers(study, poll_seconds=0.1, on_wait=heard.append)
+    assert time.monotonic() - started >= 0.9 and heard == [1]
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
