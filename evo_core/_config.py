@@ -18,8 +18,8 @@ class ObjectiveConfig:
     name: str = "mgsm_ja"
     fitness: str = "acc_ja"
     prompt_template: str = "???"
-    search: dict[str, Any] = field(default_factory=dict)
-    test: dict[str, Any] = field(default_factory=dict)
+    search: Any = field(default_factory=dict)  # a split spec (dict) or a local file path (str)
+    test: Any = field(default_factory=dict)
     max_new_tokens: int = 40
     stop_strings: list[str] = field(default_factory=list)
     batch_size: int = 16

@@ -92,16 +92,17 @@ def run(cfg: DFSConfig, resolved: str) -> dict[str, dict[str, float]]:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
 
-    # everything a trial needs is built once, here; no same-shape check: only decoder layers are
-    # shared between the sources, and from_sources checks those
-    models = load_models(cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device, same_shapes=False)
-    assert SlotLayout.of(list(models.values()), repeats=layout.repeats) == layout
-    names = list(models)
+    # everything a trial needs is built once, here; the data first (model A's tokenizer), so that
+    # a bad split fails in seconds rather than after loading the models; no same-shape check: only
+    # decoder layers are shared between the sources, and from_sources checks those
+    names = list(cfg.pool.sources)
     tokenizer = AutoTokenizer.from_pretrained(cfg.pool.sources[names[0]])
+    objective = build_objective(cfg.objective, tokenizer)
+    models = load_models(cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device, same_shapes=False)
+    assert SlotLayout.of(list(models.values()), repeats=layout.repeats) == layout and list(models) == names
     start = space.path(space.x0_vector())
     path_model = LayerPathForCausalLM.from_sources(list(models.values()), start.layers, start.scales,
                                                    source_names=names).eval()
-    objective = build_objective(cfg.objective, tokenizer)
 
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     genome_mode = cfg.space.encoding == "genome"

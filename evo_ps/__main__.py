@@ -25,6 +25,7 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig
+from transformers import AutoTokenizer
 
 from evo_core import (Progress, Tracker, best_trial, build_objective, load_pool, make_sampler, mlflow_ui_command,
                       open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in, use_weights,
@@ -55,7 +56,9 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
 
-    # everything a trial needs is built once, here
+    # everything a trial needs is built once, here; the data first, so that a bad split fails in
+    # seconds rather than after minutes of loading 7B models
+    objective = build_objective(cfg.objective, AutoTokenizer.from_pretrained(cfg.pool.base))
     method = merge_method(cfg.merge.method, cfg.merge.options)
     pool = load_pool(base=cfg.pool.base, sources=cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device)
     space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
@@ -63,7 +66,6 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
                         split_components=cfg.space.split_components, uniform=cfg.space.uniform,
                         bounds=cfg.space.bounds)
     merger = InMemoryMerger(pool=pool, method=method)
-    objective = build_objective(cfg.objective, pool.tokenizer)
 
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)

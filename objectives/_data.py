@@ -5,9 +5,10 @@ A split spec is a dict naming a registered source plus that source's keys, and a
 
     {"source": "tsv", "path": "mgsm_ja.tsv"}                      # question<TAB>answer per line
     {"source": "hf", "dataset": "juletxara/mgsm", "name": "ja", "split": "test"}
-    {"source": "hf", "dataset": "SakanaAI/gsm8k-ja-test_250-1319", "split": "test",
-     "answer_field": "answer"}                                     # the paper's search set
+    {"source": "hf", "dataset": "SakanaAI/gsm8k-ja-test_250-1319", "split": "test"}  # the paper's search set
     {"source": "zoo", "task": "ja_math", "split": "search", "limit": 64}
+    "/data/gsm8k_ja_250-1318.jsonl"        # a local file: .tsv, or .jsonl/.json/.csv/.parquet
+                                           # with the columns question and answer_number
 
     items = load_split("search", spec)          # list[(question, answer)], never empty
     check_disjoint({"search": items, "test": test_items})
@@ -82,10 +83,29 @@ def load_zoo(*, task: str, split: str) -> list[Item]:
     return [(str(q), str(a)) for q, a in world.task_items(task, split)]
 
 
-def load_split(split: str, spec: Mapping[str, Any]) -> list[Item]:
-    """Load one split's items; a clear one-line error for a bad spec or empty data."""
+_TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # `datasets` builders
+
+
+def split_spec(split: str, spec: Mapping[str, Any] | str) -> Mapping[str, Any]:
+    """The dict form of a split spec; a string is a local file, read by its suffix."""
+    if isinstance(spec, str):
+        suffix = Path(spec).suffix.lower()
+        if suffix != ".tsv" and suffix not in _TABLE_BUILDERS:
+            raise ValueError(f"split {split!r}: a data file must end in .tsv, {', '.join(_TABLE_BUILDERS)}; "
+                             f"got {spec!r}")
+        if not Path(spec).is_file():
+            raise FileNotFoundError(f"split {split!r}: data file not found: {spec}")
+        if suffix == ".tsv":
+            return {"source": "tsv", "path": spec}
+        return {"source": "hf", "dataset": _TABLE_BUILDERS[suffix], "data_files": spec, "split": "train"}
     if not isinstance(spec, Mapping) or "source" not in spec:
-        raise ValueError(f"split {split!r}: spec must be a dict with a 'source' key, got {spec!r}")
+        raise ValueError(f"split {split!r}: spec must be a file path or a dict with a 'source' key, got {spec!r}")
+    return spec
+
+
+def load_split(split: str, spec: Mapping[str, Any] | str) -> list[Item]:
+    """Load one split's items; a clear one-line error for a bad spec or empty data."""
+    spec = split_spec(split, spec)
     kwargs = {k: v for k, v in spec.items() if k not in ("source", "limit")}
     loader = SOURCES.get(spec["source"])
     try:

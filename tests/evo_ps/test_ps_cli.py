@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from evo_core import best_trial
@@ -147,6 +148,40 @@ def test_two_workers_share_one_study(tmp_path):
     assert len(nested) == len(trials) + len([t for t in uniform if t.state.is_finished()])
 
 
+@pytest.mark.slow
+def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_dirs, mgsm_ja_tsv):
+    # `+experiment=ja_math` as the paper has it (bf16, DARE-TIES per layer, CMA-ES from x0 = 0.5,
+    # the Japanese CoT prompt and stop strings, search set read by the `hf` source, test = MGSM-JA)
+    # with only what can't exist here replaced: tiny models for the 7B ones, a local JSON file in
+    # the search set's columns (question, answer_number) for the hub dataset, the CPU for CUDA
+    import json
+
+    from zoo import world
+
+    search = tmp_path / "gsm8k_ja_stand_in.jsonl"
+    search.write_text("".join(json.dumps({"question": q, "answer_number": a}, ensure_ascii=False) + "\n"
+                              for q, a in world.task_items("ja_math", "search")[:8]), encoding="utf-8")
+    proc = run_cli(
+        "evo_ps", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
+        f"pool.base={tiny_model_dirs['base']}", f"pool.sources.shisa={tiny_model_dirs['src_a']}",
+        f"pool.sources.wizardmath={tiny_model_dirs['src_b']}", f"pool.sources.abel={tiny_model_dirs['src_c']}",
+        "pool.device=cpu", "torch_threads=1", "n_trials=3", "objective.max_new_tokens=6",
+        f"objective.search={search}",  # a local file in place of the hub dataset
+        "+objective.test.limit=5")
+    out = proc.stdout
+    assert "study   'ja_math': 36 parameters" in out  # (4 layers + embed + head) x 3 sources x 2
+    for row in ("| base |", "| shisa |", "| wizardmath |", "| abel |", "| best_merge |"):
+        assert row in out, out[-2000:]
+    assert "| best_uniform |" not in out  # the paper's run starts CMA-ES at x0 = 0.5, no warm start
+    trials = optuna.load_study(study_name="ja_math", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials
+    # Optuna's CMA-ES samples the first trial independently (it learns the space from it), then itself
+    assert len(trials) == 3 and all("cma:generation" in t.system_attrs for t in trials[1:])
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "best_model")
+    assert model.dtype == torch.bfloat16
+    recipe = (tmp_path / "run" / "best_model" / "mergekit_config.yml").read_text()
+    assert "merge_method: dare_ties" in recipe and "dtype: bfloat16" in recipe
+
+
 def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
     started = time.time()
     proc = run_cli("evo_ps", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}",
@@ -165,6 +200,8 @@ def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_lin
     ("+space.bounds.density=[0,2]", "density bounds must lie in [0, 1]"),
     ("pool.base=/nonexistent/model", "/nonexistent/model"),
     ("objective.search.limit=0", "limit"),
+    ("objective.search=/nonexistent/gsm8k_ja.jsonl", "split 'search': data file not found: /nonexistent/gsm8k_ja.jsonl"),
+    ("objective.test=/tmp/mgsm.txt", "split 'test': a data file must end in .tsv"),
     ("sampler.sigma0=-1", "sigma0"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, run_cli, error_line, override, message):

@@ -86,6 +86,21 @@ def test_hf_source_on_local_json(tmp_path):
         load_split("test", {**spec, "question_field": "problem"})
 
 
+def test_a_local_file_path_is_a_spec(tmp_path, write_tsv, monkeypatch):
+    # `objective.search=/data/x.jsonl` on the command line: the file's suffix picks the reader
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    rows = [{"question": q, "answer_number": a} for q, a in ROWS]
+    jsonl, csv = tmp_path / "search.jsonl", tmp_path / "search.csv"
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    csv.write_text("question,answer_number\n" + "".join(f'{q},"{a}"\n' for q, a in ROWS), encoding="utf-8")
+    for path in (write_tsv(ROWS), jsonl, csv):
+        assert load_split("search", str(path)) == ROWS, path
+    with pytest.raises(ValueError, match=r"split 'search': a data file must end in \.tsv, \.jsonl"):
+        load_split("search", str(tmp_path / "search.txt"))
+    with pytest.raises(FileNotFoundError, match="split 'test': data file not found: .*missing.jsonl"):
+        load_split("test", str(tmp_path / "missing.jsonl"))
+
+
 def test_question_key_normalises():
     assert question_key("  Ｔｏｍ　has\n3 apples ") == question_key("tom has 3 APPLES")
     assert question_key("tom has 3 apples") != question_key("tom has 4 apples")
