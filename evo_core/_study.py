@@ -139,19 +139,29 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
 def wait_for_workers(study: optuna.Study, *, poll_seconds: float = 2.0,
                      on_wait: Callable[[int], None] = lambda running: None) -> None:
     """Block while other workers still run trials of `study`; `on_wait(n)` hears each new count of
-    running trials. A killed worker's trial stops blocking once its heartbeat is stale (RDB
-    storages: grace period 30 s); it is then marked FAIL."""
-    reported = 0
+    running trials. Only RDB storages (they have heartbeats) wait: a dead worker's trial stops
+    blocking once its heartbeat is older than the grace period (30 s), and is then marked FAIL."""
+    storage = study._storage  # Optuna's own fail_stale_trials reaches the storage the same way
+    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
+        return  # no heartbeat: a dead worker can't be told from a slow one, so don't wait forever
+    reported, seen = 0, set()
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
-        if running != reported:
-            on_wait(running)
-            reported = running
+        # A worker killed between creating a trial and its first heartbeat leaves a trial that
+        # never goes stale. One heartbeat from here starts its clock; a live worker's own
+        # heartbeats keep its trial fresh anyway.
+        for trial in running:
+            if trial._trial_id not in seen:
+                storage.record_heartbeat(trial._trial_id)
+                seen.add(trial._trial_id)
+        if len(running) != reported:
+            on_wait(len(running))
+            reported = len(running)
         time.sleep(poll_seconds)
 
 

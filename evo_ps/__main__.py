@@ -124,8 +124,9 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
     if cfg.helper:
         print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
         return {}
-    wait_for_workers(study, on_wait=lambda running: print(f"waiting for {running} trial(s) of helper workers",
-                                                          flush=True))
+    wait_for_workers(study, on_wait=lambda running: print(
+        f"waiting for {running} running trial(s) of other workers (a dead worker's trial fails after 30 s)",
+        flush=True))
 
     # the final table: base, every source and the best merge on the test split
     best = best_trial(study)

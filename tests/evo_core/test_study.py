@@ -100,3 +100,19 @@ def test_wait_for_workers_blocks_until_other_trials_finish(tmp_path):
     wait_for_workers(study, poll_seconds=0.1, on_wait=heard.append)
     assert time.monotonic() - started >= 0.9 and heard == [1]
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+
+def test_wait_for_workers_is_not_held_by_a_dead_workers_trial(tmp_path):
+    # a worker killed right after creating a trial leaves it RUNNING with no heartbeat at all
+    import threading
+
+    from evo_core import wait_for_workers
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="s", storage=storage)
+    orphan = study.ask()
+    waiting = threading.Thread(target=wait_for_workers, args=(study,), kwargs={"poll_seconds": 0.2}, daemon=True)
+    waiting.start()
+    waiting.join(timeout=30)  # a failure must not hang the suite
+    assert not waiting.is_alive(), "still waiting for a trial whose worker is gone"
+    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
