@@ -5,7 +5,7 @@
     python -m evo_ps space=uniform seed=1         # any override; same run_dir = resume
     python -m evo_ps helper=true                  # one more worker for a running study (any number)
 
-Top to bottom: load the pool once -> build the search space -> prepare the objective once ->
+Top to bottom: prepare the objective's data once -> load the pool once -> build the search space ->
 open (or resume) the Optuna study -> per trial: merge in memory, score on the search split, log to
 MLflow -> the best trial re-scored on the test split next to the base and every source -> the best
 merged model saved (HF dir + mergekit YAML + model card), plots and table logged to MLflow.
