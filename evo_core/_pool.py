@@ -210,8 +210,9 @@ class ModelPool:
 
 
 def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str = "float32",
-              device: str = "cpu", base_name: str = "base") -> ModelPool:
-    """Load base + at least two sources for parameter-space merging; the live model on `device`."""
+              device: str = "cpu", base_name: str = "base", tokenizer: object | None = None) -> ModelPool:
+    """Load base + at least two sources for parameter-space merging; the live model on `device`.
+    `tokenizer`: the base's, if the caller has already loaded it (else it is loaded here)."""
     if len(sources) < 2:
         raise ValueError(
             f"parameter-space merging needs at least 2 source models; "
@@ -227,7 +228,7 @@ def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str
     live.to(device)
     return ModelPool(
         model=live,
-        tokenizer=AutoTokenizer.from_pretrained(paths[base_name]),
+        tokenizer=tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(paths[base_name]),
         config=live.config,
         base=host_base,
         sources=host_sources,

@@ -58,9 +58,11 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
 
     # everything a trial needs is built once, here; the data first, so that a bad split fails in
     # seconds rather than after minutes of loading 7B models
-    objective = build_objective(cfg.objective, AutoTokenizer.from_pretrained(cfg.pool.base))
+    tokenizer = AutoTokenizer.from_pretrained(cfg.pool.base)
+    objective = build_objective(cfg.objective, tokenizer)
     method = merge_method(cfg.merge.method, cfg.merge.options)
-    pool = load_pool(base=cfg.pool.base, sources=cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device)
+    pool = load_pool(base=cfg.pool.base, sources=cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device,
+                     tokenizer=tokenizer)
     space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
                         num_layers=pool.num_layers, granularity=cfg.space.granularity,
                         split_components=cfg.space.split_components, uniform=cfg.space.uniform,

@@ -27,8 +27,8 @@ Embeddings, norms and lm_head are merged like any other tensor (same vocabulary)
 Deviations, all below measurement: the Bernoulli keep-probability is quantized to 1/65536 (masks
 come from 16-bit random integers: ~20x cheaper than torch.bernoulli on CPU); della's per-element
 rank term is cached in float16; ties keeps every element tied with the k-th largest |d| (the
-threshold is looked up in |d| sorted once per study); linear
-with weights summing to 0 divides by 1 (mergekit gives inf/NaN). Arithmetic is float32 (float64
+threshold is looked up in |d| sorted once per study); linear with weights summing to 0 divides by 1
+(mergekit gives inf/NaN). Arithmetic is float32 (float64
 for float64 pools) on chunks of `chunk_elements`, so half-precision pools are merged in float32
 (their task vectors are stored in the pool dtype, as mergekit's own half-precision merge has them).
 
@@ -130,8 +130,9 @@ class InMemoryMerger:
 
     Resident on the pool's device: the base and one task vector per source (pool dtype), plus
     scratch for one chunk and, for sparsifying methods, one 0/1 keep mask per source for the largest
-    tensor. Ties also keeps each task vector's |d| sorted, in CPU memory (one more copy of them). chunk_elements: elements per step (multiple of 4); default 2**18 on CPU (the chunk's
-    scratch stays in cache; fastest measured), 2**24 elsewhere.
+    tensor. Ties also keeps each task vector's |d| sorted, in CPU memory (one more copy of them).
+    chunk_elements: elements per step (multiple of 4); default 2**18 on CPU (the chunk's scratch
+    stays in cache; fastest measured), 2**24 elsewhere.
     """
 
     def __init__(self, *, pool, method: MergeMethod | str, chunk_elements: int | None = None):
@@ -305,7 +306,7 @@ class InMemoryMerger:
                 mags = _abs(delta[lo:hi], out=self._scratch[: hi - lo])
                 torch.ge(mags, threshold, out=keep[lo:hi])
                 if rescale:
-                    kept += torch.dot(mags, keep[lo:hi]) if mags.dtype == keep.dtype else mags.mul_(keep[lo:hi]).sum()
+                    kept += _kept_mass(mags, keep[lo:hi])
             return kept.item()
         gen = self._gens[i]
         gen.manual_seed(_seed_for(seed, k, self.sources[i]))
@@ -323,8 +324,13 @@ class InMemoryMerger:
             torch.lt(draws, threshold, out=keep[lo:hi])
             if rescale:
                 mags = _abs(delta[lo:hi], out=self._scratch[: hi - lo])
-                kept += torch.dot(mags, keep[lo:hi]) if mags.dtype == keep.dtype else mags.mul_(keep[lo:hi]).sum()
+                kept += _kept_mass(mags, keep[lo:hi])
         return kept.item()
+
+
+def _kept_mass(mags: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """sum(|d| * keep) for one chunk (a dot product when the dtypes allow; `mags` is scratch)."""
+    return torch.dot(mags, keep) if mags.dtype == keep.dtype else mags.mul_(keep).sum()
 
 
 def _abs(x: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
