@@ -1,19 +1,29 @@
 # Two commands on a fresh machine (no GPU, no model hub):
 #   make demo   install, then run the default evolutionary merge on the embedded zoo
 #   make test   install, then run the whole test suite
+#
+# Installs come from requirements.lock (exact versions, sha256 hashes), so a fresh machine next
+# month gets today's versions. Refreshing the lock is a deliberate step: `make lock`, run the
+# suite, commit requirements.lock. `make test-latest` checks the exported DFS model against the
+# newest transformers release in a throwaway venv, before the pin moves.
 PY_BASE ?= python3
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
+LOCK    := requirements.lock
+# torch stays outside the lock: 2.13.0 is the CPU wheel on our machines (a bare "torch" pulls a
+# multi-GB CUDA build). With a GPU, set your own: make install TORCH='torch==2.13.0'
+TORCH   ?= torch==2.13.0
+UV      := uv==0.13.9
 
-.PHONY: demo test install zoo bench clean-venv
+.PHONY: demo test install lock test-latest results zoo bench clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PY_BASE) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# the CPU wheel; a bare "torch" would pull a multi-GB CUDA build
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q '$(TORCH)'
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,9 +34,38 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Re-resolve every dependency (pyproject.toml + the dev extra) against today's registry.
+lock:
+	$(PY_BASE) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install -q '$(UV)'
+	echo '$(TORCH)' > $(VENV)-lock/torch.txt
+	$(VENV)-lock/bin/uv pip compile pyproject.toml --extra dev --generate-hashes \
+	  --python-version 3.11 --python-platform x86_64-manylinux_2_28 --find-links /opt/wheels \
+	  --no-emit-package torch -c $(VENV)-lock/torch.txt --custom-compile-command 'make lock' -o $(LOCK)
+
+# The layer-path model (in memory and exported) and the generation loop on the newest transformers
+# release, in a throwaway venv: the locked set, then transformers upgraded past the pin. Any other
+# release: make test-latest LATEST='transformers==5.23.0'. FutureWarnings count as failures.
+LATEST  ?= transformers
+LATEST_TESTS := tests/evo_dfs/test_dfs_model.py tests/evo_dfs/test_dfs_export.py tests/objectives/test_generation.py
+test-latest:
+	rm -rf $(VENV)-latest
+	$(PY_BASE) -m venv $(VENV)-latest
+	$(VENV)-latest/bin/pip install -q '$(TORCH)'
+	$(VENV)-latest/bin/pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(VENV)-latest/bin/pip install -q --no-deps -e .
+	$(VENV)-latest/bin/pip install -q --upgrade '$(LATEST)'
+	$(VENV)-latest/bin/python -c 'import transformers; print("transformers", transformers.__version__)'
+	$(VENV)-latest/bin/python -m pytest -q -p no:cacheprovider -W error::FutureWarning $(LATEST_TESTS)
+	rm -rf $(VENV)-latest
+
+# Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
+results: $(STAMP)
+	$(PY) -m bench.results
+
 # Rebuild the committed zoo from its recipe (2,370 training steps; about 45 min measured on a busy 2-core box).
 zoo: $(STAMP)
 	$(PY) -m zoo.build
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV)-lock $(VENV)-latest

@@ -11,14 +11,14 @@ from ._plots import plot_history
 from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models
 from ._progress import Progress
 from ._study import (ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
-                     run_trials, wait_for_workers)
-from ._tracking import Tracker, mlflow_ui_command
+                     run_trials, start_point, wait_for_workers)
+from ._tracking import Tracker, markdown_table, mlflow_ui_command
 from ._weights import PROJECT_ROOT, project_path, sqlite_url_in, use_weights
 
 __all__ = [
     "ModelPool", "ObjectiveConfig", "PROJECT_ROOT", "ParamSpec", "Progress", "SamplerConfig",
     "StudyConfig", "TrackingConfig", "Tracker", "best_trial", "build_objective", "check_model_path",
-    "finished_trials", "load_models", "load_pool", "make_sampler", "mlflow_ui_command",
+    "finished_trials", "load_models", "load_pool", "make_sampler", "markdown_table", "mlflow_ui_command",
     "open_study", "paper_popsize", "plot_history", "project_path", "require_models", "run_cli",
-    "run_trials", "sqlite_url_in", "typed_config", "use_weights", "wait_for_workers",
+    "run_trials", "sqlite_url_in", "start_point", "typed_config", "use_weights", "wait_for_workers",
 ]

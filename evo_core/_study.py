@@ -52,10 +52,14 @@ def paper_popsize(n_params: int) -> int:
     return 4 + math.floor(3 * math.log(n_params))
 
 
+def start_point(space: Sequence[ParamSpec], x0: dict[str, float] | None = None) -> dict[str, float]:
+    """CMA-ES's x0: each spec's start if it has one, else the middle of its range (0.5 on [0, 1], the
+    paper's); entries of `x0` override."""
+    return {p.name: (p.init if p.init is not None else (p.low + p.high) / 2) for p in space} | (x0 or {})
+
+
 def _cmaes(space, seed, *, sigma0=None, popsize=None, separable=False, x0=None, **_):
-    # x0: the spec's start if it has one, else the middle of the range (0.5 on [0, 1], the paper's)
-    start = {p.name: (p.init if p.init is not None else (p.low + p.high) / 2) for p in space}
-    start.update(x0 or {})
+    start = start_point(space, x0)
     with warnings.catch_warnings():
         # Optuna >= 4.9 marks x0/sigma0 deprecated (removal in 6.0); they are the paper's settings
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*(x0|sigma0)")

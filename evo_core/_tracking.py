@@ -20,6 +20,15 @@ import optuna
 from optuna.trial import FrozenTrial
 
 
+def markdown_table(table: dict[str, dict[str, float]]) -> str:
+    """model -> metrics as the Markdown table the CLIs print (and the docs show: bench/results.py):
+    scores in [0, 1] as percentages with one decimal, other numbers as they are."""
+    metrics = sorted({m for row in table.values() for m in row})
+    lines = ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    lines += [f"| {model} | " + " | ".join(_cell(row.get(m)) for m in metrics) + " |" for model, row in table.items()]
+    return "\n".join(lines) + "\n"
+
+
 def mlflow_ui_command(mlruns_dir: Path) -> str:
     return f"mlflow ui --backend-store-uri sqlite:///{mlruns_dir / 'mlflow.db'}"
 
@@ -76,13 +85,10 @@ class Tracker:
     def log_table(self, table: dict[str, dict[str, float]], *, prefix: str) -> str:
         """Log a comparison table (model -> metrics) as metrics `prefix.model.metric` and as a
         Markdown artifact; returns the Markdown."""
-        metrics = sorted({m for row in table.values() for m in row})
-        lines = ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         for model, row in table.items():
-            lines.append(f"| {model} | " + " | ".join(_cell(row.get(m)) for m in metrics) + " |")
             for metric, value in row.items():
                 self.client.log_metric(self.run_id, f"{prefix}.{model}.{metric}", float(value))
-        markdown = "\n".join(lines) + "\n"
+        markdown = markdown_table(table)
         self.client.log_text(self.run_id, markdown, f"{prefix}_table.md")
         return markdown
 

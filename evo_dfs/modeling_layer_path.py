@@ -13,7 +13,7 @@ the hop from layer i into layer j). A stored layer may be visited by several hop
 KV cache: every HOP has its own cache entry. To HF's cache and `generate` machinery this model looks
 like a decoder with `config.num_hidden_layers == len(path_layers)` layers (and per-hop `layer_types`),
 so `DynamicCache(config=model.config)` -- what `generate` builds -- has one entry per hop. The stored
-layers still call `past_key_values.update(k, v, self.layer_idx)` with their own index; each hop gets a
+layers still call `cache.update(k, v, self.layer_idx)` with their own index; each hop gets a
 thin view of the cache that redirects that update to the hop's entry, so the shared layers are never
 mutated.
 
@@ -34,6 +34,10 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 # attention type of a hop -> HF mask builder; the keys are HF's `layer_types` values
+# transformers 5.24 renamed the cache argument and output field `past_key_values` -> `cache` (the old
+# name is deprecated, to be removed in 5.40). Speak whichever the installed release speaks, so the
+# exported model runs on 5.0 and on the newest release alike.
+_CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 _MASK_BUILDERS = {
     "full_attention": create_causal_mask,
     "sliding_attention": create_sliding_window_causal_mask,
@@ -118,7 +122,7 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _supports_sdpa = True
     _supports_flash_attn = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]  # the names of 5.24+ and 5.0-5.23
 
     def __init__(self, config: LayerPathConfig):
         super().__init__(config)
@@ -202,30 +206,33 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
     def get_input_embeddings(self):
         return self.model.embed_tokens
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None,
                 inputs_embeds=None, labels=None, use_cache=None, logits_to_keep=0,
-                **kwargs) -> CausalLMOutputWithPast:
+                past_key_values=None, **kwargs) -> CausalLMOutputWithPast:
+        # `cache` is what transformers >= 5.24 passes, `past_key_values` what 5.0-5.23 pass
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if cache is not None and past_key_values is not None:
+            raise ValueError("pass the cache as `cache` or as `past_key_values`, not both")
+        cache = cache if cache is not None else past_key_values
         config, base = self.config, self.model
         if inputs_embeds is None:
             inputs_embeds = base.embed_tokens(input_ids)
         use_cache = config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=config)
-        if past_key_values is not None and past_key_values.layers and \
-                len(past_key_values.layers) != config.num_hidden_layers:
-            raise ValueError(f"cache has {len(past_key_values.layers)} entries, the path "
-                             f"{config.num_hidden_layers} hops (was the path changed mid-generation?)")
+        if use_cache and cache is None:
+            cache = DynamicCache(config=config)
+        if cache is not None and cache.layers and len(cache.layers) != config.num_hidden_layers:
+            raise ValueError(f"cache has {len(cache.layers)} entries, the path {config.num_hidden_layers} "
+                             "hops (was the path changed mid-generation?)")
         if position_ids is None:
-            seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            seen = cache.get_seq_length() if cache is not None else 0
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device).unsqueeze(0) + seen
 
         hop_types = config.hop_attention_types()
         # built from the whole cache, before any hop adds this step's tokens (as the HF base models do)
         masks = {kind: _MASK_BUILDERS[kind](config=config, inputs_embeds=inputs_embeds,
-                                            attention_mask=attention_mask, past_key_values=past_key_values,
-                                            position_ids=position_ids)
+                                            attention_mask=attention_mask, position_ids=position_ids,
+                                            **{_CACHE: cache})
                  for kind in set(hop_types)}
         # RoPE depends only on positions: model A's rotary embedding, computed once for all hops
         position_embeddings = base.rotary_emb(inputs_embeds, position_ids)
@@ -234,10 +241,10 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
         for hop, (index, scale) in enumerate(zip(config.path_layers, config.path_scales)):
             if scale != 1.0:
                 hidden = hidden * scale
+            hop_cache = None if cache is None else _HopCache(cache, hop)
             out = base.layers[index](
                 hidden, attention_mask=masks[hop_types[hop]], position_ids=position_ids,
-                past_key_values=None if past_key_values is None else _HopCache(past_key_values, hop),
-                use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
+                use_cache=use_cache, position_embeddings=position_embeddings, **{_CACHE: hop_cache}, **kwargs)
             hidden = out[0] if isinstance(out, tuple) else out
         hidden = base.norm(hidden)
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
@@ -245,4 +252,4 @@ class LayerPathForCausalLM(PreTrainedModel, GenerationMixin):
         loss = None if labels is None else self.loss_function(logits=logits, labels=labels,
                                                                vocab_size=config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits,
-                                      past_key_values=past_key_values if use_cache else None)
+                                      **{_CACHE: cache if use_cache else None})

@@ -28,23 +28,23 @@ from omegaconf import DictConfig
 from transformers import AutoTokenizer
 
 from evo_core import (Progress, Tracker, best_trial, build_objective, load_pool, make_sampler, mlflow_ui_command,
-                      open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in, use_weights,
+                      open_study, plot_history, require_models, run_cli, run_trials, sqlite_url_in, start_point, use_weights,
                       wait_for_workers)
 from evo_ps import InMemoryMerger, build_space, merge_method, mergekit_yaml, save_merged
 from evo_ps._config import PSConfig, validate
 from evo_ps._plots import plot_layer_params
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-PRIMARY_WAIT_MINUTES = 10  # how long a helper waits for the primary run to open the study
 
 
-def primary_run_id(record, storage: str) -> str:
+def primary_run_id(record, storage: str, wait_minutes: float) -> str:
     """The MLflow run id the primary worker stored on the study record, once it has."""
-    deadline = time.monotonic() + 60 * PRIMARY_WAIT_MINUTES
+    deadline = time.monotonic() + 60 * wait_minutes
     while (run_id := record.user_attrs.get("mlflow_run_id")) is None:
         if time.monotonic() > deadline:
             raise ValueError(f"helper=true: no primary run opened study {record.study_name!r} in {storage} within "
-                             f"{PRIMARY_WAIT_MINUTES} min; start the same command without helper=true")
+                             f"{wait_minutes:g} min (helper_wait_minutes); start the same command without "
+                             f"helper=true")
         time.sleep(1.0)
     return run_id
 
@@ -75,7 +75,7 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
         "random", space=space.params, seed=cfg.seed))  # the study's record: its MLflow run id
     if cfg.helper:
         print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
-    run_id = tracker.start(run_id=primary_run_id(record, storage) if cfg.helper else record.user_attrs.get("mlflow_run_id"),
+    run_id = tracker.start(run_id=primary_run_id(record, storage, cfg.helper_wait_minutes) if cfg.helper else record.user_attrs.get("mlflow_run_id"),
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage,
                                    "method": method.name, "n_params": len(space.params),
@@ -101,8 +101,10 @@ def run(cfg: PSConfig, resolved: str) -> dict[str, dict[str, float]]:
                                sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
                                separable=cfg.sampler.separable, x0=x0)
         study = open_study(name=name, storage_url=storage, sampler=sampler)
-        if x0 is not None and not study.trials:
-            study.enqueue_trial(x0)
+        # CMA-ES's first trial is its start point, as in the paper (Optuna's own CmaEsSampler would
+        # draw trial 0 at random and only then start from x0); a given start is evaluated first too
+        if not study.trials and (x0 is not None or cfg.sampler.kind == "cmaes"):
+            study.enqueue_trial(start_point(searched.params, x0))
         run_trials(study, space=searched.params, evaluate=evaluate, fitness=[cfg.objective.fitness],
                    n_trials=n_trials, timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
                    on_trial=[Progress(n_trials=n_trials, fitness=cfg.objective.fitness), tracker.log_trial])

@@ -43,6 +43,7 @@ class PSConfig(StudyConfig):
     merge: MergeConfig = field(default_factory=MergeConfig)
     space: SpaceConfig = field(default_factory=SpaceConfig)
     helper: bool = False
+    helper_wait_minutes: float = 10.0
 
 
 def validate(cfg: DictConfig) -> PSConfig:
@@ -58,6 +59,8 @@ def validate(cfg: DictConfig) -> PSConfig:
         raise ValueError(f"space.warm_start_trials must be >= 0; got {out.space.warm_start_trials}")
     if out.torch_threads is not None and out.torch_threads < 1:
         raise ValueError(f"torch_threads must be >= 1 or null; got {out.torch_threads}")
+    if out.helper_wait_minutes <= 0:
+        raise ValueError(f"helper_wait_minutes must be > 0; got {out.helper_wait_minutes}")
     if out.sampler.sigma0 is not None and out.sampler.sigma0 <= 0:
         raise ValueError(f"sampler.sigma0 must be > 0; got {out.sampler.sigma0}")
     return out

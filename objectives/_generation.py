@@ -7,9 +7,10 @@
     batches = plan_batches(prompt_ids, pad_id=tokenizer.pad_token_id, batch_size=16)
     outputs = run_batches(model, tokenizer, batches, max_new_tokens=48, stop_strings=["\\n"])
 
-The model is only called as model(input_ids=, attention_mask=, position_ids=, past_key_values=,
-use_cache=True) and must return .logits and .past_key_values (with past_key_values=None on the
-first call it builds its own cache, e.g. an HF DynamicCache). So the same loop drives HF models
+The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
+use_cache=True) and must return .logits and .<cache>, where <cache> is the installed transformers'
+name for the KV cache (`CACHE_ARG`: `cache` from 5.24 on, `past_key_values` before); with None on
+the first call the model builds its own cache, e.g. an HF DynamicCache. So the same loop drives HF models
 and the data-flow (layer-path) models. Not HF `generate`: that one is tied to HF model classes.
 
 Semantics (equal to HF `generate(do_sample=False)`): prompts are left-padded, positions come
@@ -26,7 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
+# transformers 5.24 renamed `past_key_values` to `cache` (argument and output field); the old name
+# still works there but warns, and goes in 5.40
+CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 @dataclass(frozen=True)
 class Batch:
@@ -156,11 +161,11 @@ def _generate_batch(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past,
             use_cache=True,
+            **{CACHE_ARG: past},
             **extra,
         )
-        past = out.past_key_values
+        past = getattr(out, CACHE_ARG)
         next_tokens = out.logits[:, -1, :].argmax(dim=-1)
         for row, token in enumerate(next_tokens.tolist()):
             if done[row]:

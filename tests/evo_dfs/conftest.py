@@ -5,6 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from objectives import CACHE_ARG
+
 PROMPTS = ["1+1=", "こんにちは、3つ", "ab"]  # different lengths -> left padding
 
 
@@ -16,10 +18,10 @@ def greedy_tokens(model, input_ids, attention_mask, steps: int, *, use_cache: bo
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         if use_cache and past is not None:
             out = model(input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],
-                        past_key_values=past, use_cache=True)
+                        use_cache=True, **{CACHE_ARG: past})
         else:
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=use_cache)
-        past = out.past_key_values
+        past = getattr(out, CACHE_ARG)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         new.append(nxt)
         ids = torch.cat([ids, nxt], dim=1)

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -132,11 +131,9 @@ def test_full_cma_es_on_thousands_of_values_is_refused(tiny_model_dirs):
                               "pool.sources.wizardmath=WizardLMTeam/WizardMath-7B-V1.1;"),
 ])
 def test_cli_fails_fast_with_one_line_and_no_study(tmp_path, run_cli, error_line, overrides, message):
-    started = time.time()
     proc = dfs(run_cli, tmp_path, *overrides, ok=False)
     assert error_line(proc).startswith(message)
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
-    assert time.time() - started < 60
 
 
 # ---- searches on the zoo ----------------------------------------------------------------------------

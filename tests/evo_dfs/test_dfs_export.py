@@ -32,18 +32,21 @@ except ImportError:
     pass
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.modeling_outputs import CausalLMOutputWithPast
 d = sys.argv[2]
 model = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True, dtype=torch.float32).eval()
 tok = AutoTokenizer.from_pretrained(d, trust_remote_code=True)  # config.json has an auto_map
 enc = tok(json.loads(sys.argv[3]), return_tensors="pt", padding=True)
 ids, mask, steps = enc["input_ids"], enc["attention_mask"], int(sys.argv[4])
 past, new = None, []
+# the installed transformers' name for the KV cache (`cache` from 5.24, `past_key_values` before)
+cache_arg = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 with torch.no_grad():
     for _ in range(steps):  # the objectives' loop: positions from the mask, cache fed back
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         feed, fpos = (ids, pos) if past is None else (ids[:, -1:], pos[:, -1:])
-        out = model(input_ids=feed, attention_mask=mask, position_ids=fpos, past_key_values=past, use_cache=True)
-        past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        out = model(input_ids=feed, attention_mask=mask, position_ids=fpos, use_cache=True, **{cache_arg: past})
+        past, nxt = getattr(out, cache_arg), out.logits[:, -1].argmax(-1, keepdim=True)
         new.append(nxt)
         ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
     gen = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], do_sample=False,

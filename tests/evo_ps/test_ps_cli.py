@@ -84,8 +84,7 @@ def test_killed_study_resumes(tmp_path):
     proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     db = tmp_path / "run" / "study.db"
-    deadline = time.time() + 600
-    while time.time() < deadline:  # kill it once 3 trials are finished
+    while proc.poll() is None:  # kill it once 3 trials are finished (pytest-timeout bounds the wait)
         time.sleep(0.5)
         if db.exists():
             with sqlite3.connect(db) as con:
@@ -113,23 +112,29 @@ def test_killed_study_resumes(tmp_path):
 @pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
     # a helper started first waits for the primary, then both search one study; the primary waits
-    # for the helper's last trial and writes the final result alone
+    # for the helper's last trial and writes the final result alone. No step depends on the
+    # machine's speed: the primary starts once the helper says it is waiting, the helper waits as
+    # long as the test may run (pytest-timeout bounds it)
     def start(*extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "evo_ps", *cli_args(tmp_path, "n_trials=30", *extra)],
+        return subprocess.Popen([sys.executable, "-m", "evo_ps", *cli_args(tmp_path, "n_trials=16", *extra)],
                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
 
-    helper = start("helper=true")
-    time.sleep(3)
+    helper = start("helper=true", "helper_wait_minutes=120")
+    helper_out = []
+    for line in helper.stdout:  # until the helper is waiting for its primary
+        helper_out.append(line)
+        if line.startswith("helper  joining"):
+            break
     primary = start()
-    outputs = {name: proc.communicate(timeout=900)[0] for name, proc in (("helper", helper), ("primary", primary))}
+    outputs = {"helper": "".join(helper_out) + helper.communicate()[0], "primary": primary.communicate()[0]}
     assert helper.returncode == 0, outputs["helper"][-3000:]
     assert primary.returncode == 0, outputs["primary"][-3000:]
     assert "helper  done" in outputs["helper"] and "| best_merge |" not in outputs["helper"]
     assert "| best_merge |" in outputs["primary"]
 
     trials = [t for t in study(tmp_path).trials if t.state.is_finished()]
-    assert 30 <= len(trials) <= 31  # a worker stops at 30 finished; the other's running trial may add one
+    assert 16 <= len(trials) <= 17  # a worker stops at 16 finished; the other's running trial may add one
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2, workers
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials), "a sample was proposed twice"
@@ -174,8 +179,9 @@ def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_
         assert row in out, out[-2000:]
     assert "| best_uniform |" not in out  # the paper's run starts CMA-ES at x0 = 0.5, no warm start
     trials = optuna.load_study(study_name="ja_math", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials
-    # Optuna's CMA-ES samples the first trial independently (it learns the space from it), then itself
-    assert len(trials) == 3 and all("cma:generation" in t.system_attrs for t in trials[1:])
+    # the paper's first trial is x0 = 0.5 everywhere; CMA-ES proposes every trial after it
+    assert len(trials) == 3 and set(trials[0].params.values()) == {0.5}
+    assert all("cma:generation" in t.system_attrs for t in trials[1:])
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "best_model")
     assert model.dtype == torch.bfloat16
     recipe = (tmp_path / "run" / "best_model" / "mergekit_config.yml").read_text()
@@ -183,14 +189,12 @@ def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_
 
 
 def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
-    started = time.time()
     proc = run_cli("evo_ps", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}",
                    f"tracking.mlruns_dir={tmp_path / 'mlruns'}", ok=False,
                    env={"HF_HUB_OFFLINE": "1"})
     line = error_line(proc)
     assert "mistralai/Mistral-7B-v0.1" in line or "shisa" in line, line
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
-    assert time.time() - started < 120
 
 
 @pytest.mark.parametrize("override, message", [

@@ -12,7 +12,7 @@ import torch
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from objectives import greedy_generate
+from objectives import CACHE_ARG, greedy_generate
 
 PROMPTS = ["Q: 1+1\nA:", "こたえは", "a", "The quick brown fox jumps over", "xyz 123 456", "ねこ と いぬ"]
 
@@ -98,11 +98,12 @@ class ForwardOnly(torch.nn.Module):
         self.inner = inner
         self.calls = []
 
-    def forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache):
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, **cache):
         self.calls.append(input_ids.shape)
+        assert list(cache) == [CACHE_ARG], cache.keys()
         out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=past_key_values, use_cache=use_cache)
-        return SimpleNamespace(logits=out.logits, past_key_values=out.past_key_values)
+                         use_cache=use_cache, **cache)
+        return SimpleNamespace(logits=out.logits, **{CACHE_ARG: getattr(out, CACHE_ARG)})
 
 
 def test_forward_only_model(model, tok):

@@ -1,0 +1,174 @@
+"""Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
+
+    python -m bench.results                        # every block: 9 studies, about 40 min on 2 cores
+    python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
+    python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
+
+`make results` runs the first. A block is a table in the docs, between the lines
+`<!-- results:NAME -->` and `<!-- /results:NAME -->`, in README.md or any docs/*.md. Its figures come
+from the `test_table.json` that its runs wrote (each run is a fresh run dir under outputs/results/,
+the same command a user types plus that dir); they are kept in docs/results/NAME.json, and the
+block is rendered from that file alone. So no figure in the docs is copied by hand, and
+tests/bench/test_results.py fails when a block and its JSON disagree.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from evo_core import markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "outputs" / "results"
+DATA = ROOT / "docs" / "results"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@dataclass(frozen=True)
+class Run:
+    """`python -m module overrides...` in its own run dir (and MLflow store: parallel runs must not
+    race on one fresh database); `after` runs first (its outputs are this run's inputs)."""
+
+    module: str
+    overrides: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+
+UNIFORM_120 = ("space=uniform", "n_trials=120", "study_name=toy_uniform120")
+RUNS = {
+    "ps_seed0": Run("evo_ps"),  # = make demo
+    "ps_seed1": Run("evo_ps", ("seed=1",)),
+    "ps_seed2": Run("evo_ps", ("seed=2",)),
+    "uniform120_seed0": Run("evo_ps", UNIFORM_120),
+    "uniform120_seed1": Run("evo_ps", (*UNIFORM_120, "seed=1")),
+    "uniform120_seed2": Run("evo_ps", (*UNIFORM_120, "seed=2")),
+    "dfs": Run("evo_dfs"),
+    "hybrid": Run("evo_dfs", ("+experiment=toy_hybrid", f"pool.sources.ps_merge={OUT / 'ps_seed0' / 'best_model'}"),
+                  after=("ps_seed0",)),
+}
+
+Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
+
+
+def uniform_vs_per_layer(tables: Tables) -> str:
+    """The same budget (120 evaluations) spent on the uniform space alone, or on 40 uniform + 80
+    per-layer trials (the default study), over three seeds: the best merges' test scores."""
+    seeds = (0, 1, 2)
+    arms = {"uniform: one weight + density per source, 120 trials": "uniform120",
+            "per-layer: 40 uniform + 80 per-layer trials (the default)": "ps"}
+    lines = ["| search (120 evaluations each) | " + " | ".join(f"seed {s} acc / acc_ja" for s in seeds)
+             + " | mean acc_ja (spread) |", "|---" * (len(seeds) + 2) + "|"]
+    for arm, prefix in arms.items():
+        rows = [tables[f"{prefix}_seed{s}"]["best_merge"] for s in seeds]
+        ja = [100 * r["acc_ja"] for r in rows]
+        lines.append(f"| {arm} | " + " | ".join(f"{100 * r['acc']:.1f} / {100 * r['acc_ja']:.1f}" for r in rows)
+                     + f" | {statistics.mean(ja):.1f} ({min(ja):.1f}-{max(ja):.1f}) |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Block:
+    runs: tuple[str, ...]
+    render: Callable[[Tables], str]
+
+
+BLOCKS = {
+    "ps_demo": Block(("ps_seed0",), lambda t: markdown_table(t["ps_seed0"])),
+    "uniform_vs_per_layer": Block(tuple(f"{arm}_seed{s}" for arm in ("uniform120", "ps") for s in (0, 1, 2)),
+                                  uniform_vs_per_layer),
+    "dfs_demo": Block(("dfs",), lambda t: markdown_table(t["dfs"])),
+    "hybrid_demo": Block(("hybrid",), lambda t: markdown_table(t["hybrid"])),
+}
+
+
+def run_all(names: list[str], jobs: int) -> dict[str, float]:
+    """Run these studies from scratch, `jobs` at a time, each after the runs it needs; -> seconds each."""
+    seconds: dict[str, float] = {}
+    pending = list(names)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending:  # in waves: a run starts once every run it needs is done
+            wave = [n for n in pending if all(dep not in pending for dep in RUNS[n].after)]
+            assert wave, f"circular `after` among {pending}"
+            seconds.update(zip(wave, pool.map(run_one, wave)))
+            pending = [n for n in pending if n not in wave]
+    return seconds
+
+
+def run_one(name: str) -> float:
+    run = RUNS[name]
+    run_dir = OUT / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    command = [sys.executable, "-m", run.module, *run.overrides, f"run_dir={run_dir}",
+               f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
+    print(f"run     {name}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    with open(run_dir / "output.log", "w") as log:
+        proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: run {name} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
+    elapsed = time.perf_counter() - started
+    print(f"done    {name} in {elapsed / 60:.1f} min", flush=True)
+    return elapsed
+
+
+def load(block: str) -> Tables:
+    return json.loads((DATA / f"{block}.json").read_text())
+
+
+def render_docs(blocks: list[str], *, write: bool) -> list[str]:
+    """Put each block's rendering between its markers in every doc; -> the places that differed."""
+    differing = []
+    for doc in DOCS:
+        text = original = doc.read_text()
+        for block in blocks:
+            wanted = BLOCKS[block].render(load(block))
+            marked = re.compile(rf"(<!-- results:{block} -->\n)(.*?)(<!-- /results:{block} -->)", re.S)
+            differing += [f"{doc.relative_to(ROOT)}: {block}" for m in marked.finditer(text) if m[2] != wanted]
+            text = marked.sub(lambda m: m[1] + wanted + m[3], text)
+        if write and text != original:
+            doc.write_text(text)
+    return differing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("blocks", nargs="*", help=f"default: all of {', '.join(BLOCKS)}")
+    parser.add_argument("--check", action="store_true", help="run nothing; exit 1 if a doc differs from its JSON")
+    parser.add_argument("--jobs", type=int, default=2, help="studies at a time (each uses one CPU thread)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.blocks) - set(BLOCKS))
+    if unknown:
+        raise SystemExit(f"error: unknown blocks {unknown}; known: {', '.join(BLOCKS)}")
+    blocks = args.blocks or list(BLOCKS)
+    if args.check:
+        differing = render_docs(blocks, write=False)
+        print("\n".join(f"differs: {d}" for d in differing) or "the docs show docs/results/ exactly")
+        raise SystemExit(1 if differing else 0)
+
+    needed = {run for block in blocks for run in BLOCKS[block].runs}
+    needed |= {dep for run in needed for dep in RUNS[run].after}
+    seconds = run_all([name for name in RUNS if name in needed], args.jobs)
+    DATA.mkdir(parents=True, exist_ok=True)
+    for block in blocks:
+        tables = {run: json.loads((OUT / run / "test_table.json").read_text()) for run in BLOCKS[block].runs}
+        (DATA / f"{block}.json").write_text(json.dumps(tables, indent=2) + "\n")
+    render_docs(blocks, write=True)
+    timings = DATA / "run_seconds.json"  # wall time of each run, as measured here
+    known = json.loads(timings.read_text()) if timings.exists() else {}
+    timings.write_text(json.dumps(known | {k: round(v) for k, v in seconds.items()}, indent=2) + "\n")
+    print(f"rewrote {', '.join(blocks)} in {', '.join(str(d.relative_to(ROOT)) for d in DOCS)}")
+
+
+if __name__ == "__main__":
+    main()
