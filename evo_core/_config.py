@@ -8,8 +8,6 @@ from typing import Any, Optional, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import objectives
-
 Schema = TypeVar("Schema")
 
 
@@ -70,6 +68,8 @@ def typed_config(cfg: DictConfig, schema: type[Schema]) -> Schema:
 
 def build_objective(spec: ObjectiveConfig, tokenizer, splits=("search", "test")):
     """The objective an `objective` config group describes, its data prepared once."""
+    import objectives
+
     return objectives.build(
         spec.name, tokenizer=tokenizer, splits={name: getattr(spec, name) for name in splits},
         prompt_template=spec.prompt_template, max_new_tokens=spec.max_new_tokens, stop_strings=spec.stop_strings,

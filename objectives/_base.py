@@ -32,7 +32,7 @@ from ._generation import Batch, pad_token_id, plan_batches, run_batches
 from ._language import JA_THRESHOLD
 from ._language import language_detector as load_detector
 from ._prompts import fill, resolve_template
-from ._registry import Registry
+from evo_core import Registry
 
 OBJECTIVES: Registry[type["GenerativeObjective"]] = Registry("objective")
 register = OBJECTIVES.register

@@ -22,7 +22,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ._registry import Registry
+from evo_core import Registry
 
 Item = tuple[str, str]  # (question, gold answer as written in the data)
 

@@ -18,7 +18,7 @@ import functools
 import unicodedata
 from typing import Callable
 
-from ._registry import Registry
+from evo_core import Registry
 
 JA_THRESHOLD = 0.5  # an output is Japanese when P(ja) > this (the paper's rule)
 
