@@ -46,11 +46,13 @@ def trial_part(limit: int, repeats: int, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
+    import objectives  # noqa: F401  (registers the built-in objectives)
+    from evo_core import build_objective, load_models, register_resolvers
     from evo_dfs import LayerPathForCausalLM
-    from evo_core import load_models
-    from evo_dfs.__main__ import build_objective, check_sources
     from evo_dfs._config import validate
+    from evo_dfs._search import check_sources
 
+    register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "dfs"), version_base="1.3"):
         cfg = validate(compose("config", overrides=[f"objective.search.limit={limit}", *overrides]))
     check_sources(cfg.pool)

@@ -287,7 +287,7 @@ def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: i
         settings["name"], tokenizer=pool.tokenizer, splits={"search": settings["search"]},
         prompt_template=settings["prompt_template"], max_new_tokens=settings["max_new_tokens"],
         stop_strings=settings["stop_strings"], batch_size=batch_size,
-        language_detector=settings["language_detector"], primary_metric=settings["fitness"])
+        language_detector=settings["language_detector"])
     ours = OursLoop(pool=pool, method=merge, objective=objective)
     theirs = MergekitEvolveLoop(method=merge, base=base, sources=sources, settings=settings,
                                 batch_size=batch_size, workdir=workdir)

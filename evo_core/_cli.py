@@ -1,20 +1,47 @@
-"""The shared shape of both command lines: validate the composed config, run, fail in one line."""
+"""The one command-line shape of every search: Hydra composes the config, the lifecycle runs it.
+
+    # evo_ps/__main__.py
+    cli_main(conf_dir=CONF_DIR, validate=validate, search=PSSearch)
+
+Process-wide settings (Optuna's verbosity, the `${project:...}` config resolver, no progress bars)
+are made here, when a command starts, not on import. Bad input exits non-zero with one `error:` line.
+"""
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ._weights import register_resolvers
 
-def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], run: Callable[[Any, str], Any]) -> None:
-    """`run(validate(cfg), resolved_yaml)`; bad input exits non-zero with one `error: ...` line."""
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the study's output
+def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
+    """`run_study(validate(cfg), search(typed))`; bad input exits non-zero with one `error: ...` line."""
+    from ._lifecycle import run_study
+
     try:
-        run(validate(cfg), OmegaConf.to_yaml(cfg))
+        typed = validate(cfg)
+        run_study(typed, search(typed), resolved=OmegaConf.to_yaml(cfg))
     except (ValueError, FileNotFoundError, KeyError) as err:
         # bad input: one line, non-zero exit, nothing half-started
         sys.exit(f"error: {err}")
+
+
+def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
+    """`python -m <search> [+experiment=NAME] [key=value ...]` on `conf_dir/config.yaml`."""
+    import hydra
+    import optuna
+    from transformers.utils import logging as hf_logging
+
+    register_resolvers()  # Hydra resolves run_dir (hence ${project:...}) before it calls us
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the study's output
+
+    @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
+    def main(cfg: DictConfig) -> None:
+        run_cli(cfg, validate=validate, search=search)
+
+    main()

@@ -1,5 +1,5 @@
 """Config schema parts both searches share (the `objective`, `sampler` and `tracking` groups of
-conf/), the typed merge that makes configs strict, and the objective a config group describes."""
+conf/) and the typed merge that makes configs strict."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +22,9 @@ class ObjectiveConfig:
     stop_strings: list[str] = field(default_factory=list)
     batch_size: int = 16
     language_detector: str = "fasttext"
+    chat_template: bool = False  # wrap prompts in the tokenizer's chat template (instruct models)
     allow_overlap: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # the objective's own, e.g. answer_pattern
 
 
 @dataclass
@@ -53,25 +55,45 @@ class StudyConfig:
     timeout_minutes: Optional[float] = None
     run_dir: str = "???"
     torch_threads: Optional[int] = None
+    helper: bool = False  # true: one more worker for the study a normal run of the same command owns
+    helper_wait_minutes: float = 10.0  # how long a helper waits for that run to open the study
+
+    @property
+    def fitness(self) -> list[str]:
+        """The study's objectives in order (a multi-objective search adds to the objective's fitness)."""
+        return [self.objective.fitness]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] * len(self.fitness)
+
+    def check(self) -> None:
+        """What every search checks before anything loads; a one-line ValueError."""
+        checks = [
+            (self.n_trials >= 1, f"n_trials must be >= 1; got {self.n_trials}"),
+            (self.timeout_minutes is None or self.timeout_minutes > 0,
+             f"timeout_minutes must be > 0 or null; got {self.timeout_minutes}"),
+            (self.torch_threads is None or self.torch_threads >= 1,
+             f"torch_threads must be >= 1 or null; got {self.torch_threads}"),
+            (self.helper_wait_minutes > 0, f"helper_wait_minutes must be > 0; got {self.helper_wait_minutes}"),
+            (self.sampler.sigma0 is None or self.sampler.sigma0 > 0,
+             f"sampler.sigma0 must be > 0; got {self.sampler.sigma0}"),
+            (self.sampler.popsize is None or self.sampler.popsize >= 2,
+             f"sampler.popsize must be >= 2; got {self.sampler.popsize}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 def typed_config(cfg: DictConfig, schema: type[Schema]) -> Schema:
     """The Hydra-composed config as an instance of the dataclass `schema`; unknown keys and
-    mistyped values raise a one-line ValueError."""
+    mistyped values raise a one-line ValueError, and so does `schema.check()`."""
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         plain.pop("hydra", None)
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), plain))
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), plain))
     except OmegaConfBaseException as err:
         raise ValueError(f"bad config: {str(err).splitlines()[0]} (at {getattr(err, 'full_key', '?')})") from None
-
-
-def build_objective(spec: ObjectiveConfig, tokenizer, splits=("search", "test")):
-    """The objective an `objective` config group describes, its data prepared once."""
-    import objectives
-
-    return objectives.build(
-        spec.name, tokenizer=tokenizer, splits={name: getattr(spec, name) for name in splits},
-        prompt_template=spec.prompt_template, max_new_tokens=spec.max_new_tokens, stop_strings=spec.stop_strings,
-        batch_size=spec.batch_size, language_detector=spec.language_detector, primary_metric=spec.fitness,
-        allow_overlap=spec.allow_overlap)
+    typed.check()
+    return typed

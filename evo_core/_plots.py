@@ -4,17 +4,15 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
 
 
 def plot_history(study: optuna.Study, out_png: Path, *, fitness: str) -> None:
     """Optuna's optimization history: fitness per trial and the best so far (the first objective)."""
     # multi-objective studies: plot the first objective, the fitness the search ranks by
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+    plt.switch_backend("Agg")  # files only, whatever backend the caller's environment picked
     # plt.style.context: Optuna switches to its own style; keep it off the other plots
     with warnings.catch_warnings(), plt.style.context("default"):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

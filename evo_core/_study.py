@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ._registry import Registry
+
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-WORKER = f"{socket.gethostname()}:{os.getpid()}"  # recorded on every trial this process runs
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,14 @@ def _nsga2(space, seed, *, popsize=None, **_):
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=popsize or 50)
 
 
-SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
-    "cmaes": _cmaes, "tpe": _tpe, "random": _random, "nsga2": _nsga2}
+SAMPLERS: Registry[Callable[..., optuna.samplers.BaseSampler]] = Registry("sampler")
+for _name, _factory in {"cmaes": _cmaes, "tpe": _tpe, "random": _random, "nsga2": _nsga2}.items():
+    SAMPLERS.register(_name, _factory)
 
 
-def make_sampler(kind: str, *, space: Sequence[ParamSpec], seed: int, **options) -> optuna.samplers.BaseSampler:
-    """A sampler by name (cmaes, tpe, random, nsga2); options: sigma0, popsize, separable, x0."""
-    if kind not in SAMPLERS:
-        raise ValueError(f"unknown sampler {kind!r}; known: {', '.join(sorted(SAMPLERS))}")
-    return SAMPLERS[kind](space, seed, **options)
+def make_sampler(kind: str, *, space: Sequence[ParamSpec], seed: int | None, **options) -> optuna.samplers.BaseSampler:
+    """A registered sampler by name (cmaes, tpe, random, nsga2); options: sigma0, popsize, separable, x0."""
+    return SAMPLERS.get(kind)(space, seed, **options)
 
 
 def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSampler,
@@ -102,7 +102,6 @@ def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSamp
             storage = optuna.storages.RDBStorage(
                 storage_url, heartbeat_interval=10, grace_period=30,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                directions=list(directions), load_if_exists=True)
 
@@ -118,15 +117,16 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     """Run trials until the study holds `n_trials` finished ones (or `timeout` seconds pass)."""
     fitness = list(fitness)
     assert len(fitness) == len(study.directions), "one fitness key per study direction"
+    worker = f"{socket.gethostname()}:{os.getpid()}"  # recorded on every trial this process runs
 
     def objective(trial: optuna.Trial):
         params = {p.name: trial.suggest_float(p.name, p.low, p.high) for p in space}
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("worker", worker)
         started = time.perf_counter()
         metrics = evaluate(params, trial.number)
         trial.set_user_attr("trial_seconds", time.perf_counter() - started)
-        for key, value in metrics.items():
-            trial.set_user_attr(key, float(value))
+        for key, value in metrics.items():  # numbers as floats; per-item scores as they are
+            trial.set_user_attr(key, value if isinstance(value, (dict, list)) else float(value))
         missing = [k for k in fitness if k not in metrics]
         if missing:
             raise KeyError(f"evaluate() returned no {missing}; it returned {sorted(metrics)}")

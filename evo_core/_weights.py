@@ -21,10 +21,12 @@ def sqlite_url_in(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def register_resolvers() -> None:
+    """`${project:...}` in configs; commands and tests call this before composing one."""
+    if not OmegaConf.has_resolver("project"):
+        OmegaConf.register_new_resolver("project", project_path)
+
+
 def project_path(relative: str) -> str:
     """`${project:zoo/models/base}` in configs: a path inside the project, wherever it runs from."""
     return str((PROJECT_ROOT / relative).resolve())
-
-
-if not OmegaConf.has_resolver("project"):
-    OmegaConf.register_new_resolver("project", project_path)

@@ -52,37 +52,33 @@ class DFSConfig(StudyConfig):
     def directions(self) -> list[str]:
         return ["maximize"] + ["minimize"] * len(self.minimize)
 
+    def check(self) -> None:
+        super().check()
+        space, sampler = self.space, self.sampler
+        checks = [
+            (bool(self.pool.sources), "pool.sources needs at least one source model (model A first)"),
+            (set(self.pool.made_by) <= set(self.pool.sources),
+             f"pool.made_by names {sorted(set(self.pool.made_by) - set(self.pool.sources))}, not in pool.sources"),
+            (space.repeats >= 1, f"space.repeats must be >= 1; got {space.repeats}"),
+            (space.scales in SCALE_MODELS, f"unknown space.scales {space.scales!r}; known: {', '.join(SCALE_MODELS)}"),
+            (space.wnet_hidden >= 1, f"space.wnet_hidden must be >= 1; got {space.wnet_hidden}"),
+            (0 < space.indicator_init <= 1, f"space.indicator_init must be in (0, 1]; got {space.indicator_init}"),
+            (space.encoding in ENCODINGS,
+             f"unknown space.encoding {space.encoding!r}; known: {', '.join(ENCODINGS)}"),
+            (space.encoding != "genome" or sampler.kind == "cmaes",
+             f"space.encoding=genome drives CMA-ES itself; it needs sampler=cmaes, not {sampler.kind!r}"),
+            (set(self.minimize) <= set(MINIMIZABLE),
+             f"minimize: unknown {sorted(set(self.minimize) - set(MINIMIZABLE))}; known: {', '.join(MINIMIZABLE)}"),
+            (len(set(self.minimize)) == len(self.minimize), f"minimize lists a metric twice: {self.minimize}"),
+            (not self.minimize or sampler.kind in MULTI_OBJECTIVE_SAMPLERS,
+             f"minimize={self.minimize} makes several objectives; sampler {sampler.kind!r} optimises one "
+             f"(use sampler=nsga2)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 def validate(cfg: DictConfig) -> DFSConfig:
     """The composed config as a typed DFSConfig, or a one-line ValueError."""
-    out = typed_config(cfg, DFSConfig)
-    space, sampler = out.space, out.sampler
-    checks = [
-        (bool(out.pool.sources), "pool.sources needs at least one source model (model A first)"),
-        (set(out.pool.made_by) <= set(out.pool.sources),
-         f"pool.made_by names {sorted(set(out.pool.made_by) - set(out.pool.sources))}, not in pool.sources"),
-        (space.repeats >= 1, f"space.repeats must be >= 1; got {space.repeats}"),
-        (space.scales in SCALE_MODELS, f"unknown space.scales {space.scales!r}; known: {', '.join(SCALE_MODELS)}"),
-        (space.wnet_hidden >= 1, f"space.wnet_hidden must be >= 1; got {space.wnet_hidden}"),
-        (0 < space.indicator_init <= 1, f"space.indicator_init must be in (0, 1]; got {space.indicator_init}"),
-        (space.encoding in ENCODINGS, f"unknown space.encoding {space.encoding!r}; known: {', '.join(ENCODINGS)}"),
-        (space.encoding != "genome" or sampler.kind == "cmaes",
-         f"space.encoding=genome drives CMA-ES itself; it needs sampler=cmaes, not {sampler.kind!r}"),
-        (set(out.minimize) <= set(MINIMIZABLE),
-         f"minimize: unknown {sorted(set(out.minimize) - set(MINIMIZABLE))}; known: {', '.join(MINIMIZABLE)}"),
-        (len(set(out.minimize)) == len(out.minimize), f"minimize lists a metric twice: {out.minimize}"),
-        (not out.minimize or sampler.kind in MULTI_OBJECTIVE_SAMPLERS,
-         f"minimize={out.minimize} makes several objectives; sampler {sampler.kind!r} optimises one "
-         f"(use sampler=nsga2)"),
-        (out.n_trials >= 1, f"n_trials must be >= 1; got {out.n_trials}"),
-        (out.timeout_minutes is None or out.timeout_minutes > 0,
-         f"timeout_minutes must be > 0 or null; got {out.timeout_minutes}"),
-        (out.torch_threads is None or out.torch_threads >= 1,
-         f"torch_threads must be >= 1 or null; got {out.torch_threads}"),
-        (sampler.sigma0 is None or sampler.sigma0 > 0, f"sampler.sigma0 must be > 0; got {sampler.sigma0}"),
-        (sampler.popsize is None or sampler.popsize >= 2, f"sampler.popsize must be >= 2; got {sampler.popsize}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(message)
-    return out
+    return typed_config(cfg, DFSConfig)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evo_core import Registry
+
 
 @dataclass(frozen=True)
 class SlotLayout:
@@ -166,14 +168,14 @@ class WNet:
         return [1.0] + [float(s) for s in rest]
 
 
-SCALE_MODELS = {cls.name: cls for cls in (MatrixScales, WNet)}
+SCALE_MODELS: Registry[type] = Registry("scale model")
+for _cls in (MatrixScales, WNet):
+    SCALE_MODELS.register(_cls.name, _cls)
 
 
 def make_scale_model(name: str, layout: SlotLayout, **kwargs):
     """Scale parametrisation by name ("matrix", "wnet"); kwargs go to its constructor (WNet: hidden, seed)."""
-    if name not in SCALE_MODELS:
-        raise ValueError(f"unknown scale model {name!r}; known: {sorted(SCALE_MODELS)}")
-    return SCALE_MODELS[name](layout, **kwargs)
+    return SCALE_MODELS.get(name)(layout, **kwargs)
 
 
 def layer_path(indicator, scale_params, scale_model) -> LayerPath:

@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ._space import SearchSpace  # noqa: E402
+from ._space import SearchSpace
 
 
 def plot_layer_params(space: SearchSpace, values: Mapping[str, float], out_png: Path) -> None:
+    plt.switch_backend("Agg")  # files only, whatever backend the caller's environment picked
     rows = sorted({(s.source or "shared", s.key) for s in space.slots}, key=lambda r: (r[1], r[0]))
     grid = np.full((len(rows), len(space.groups)), np.nan)
     for slot in space.slots:

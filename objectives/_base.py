@@ -10,14 +10,18 @@ tokenizer work inside a trial).
                                    "test": {"source": "tsv", "path": "mgsm_ja.tsv"}},
                            prompt_template="Q: {question}\\nA:", max_new_tokens=48,
                            stop_strings=["\\n\\n"], batch_size=16)
-    obj.score(model, "search")           # {"acc": 0.4, "acc_ja": 0.35, "n": 250}
+    obj.score_items(model, "search")     # {"acc": [1.0, 0.0, ...], "acc_ja": [1.0, 0.0, ...]}
+    obj.score(model, "search")           # their means: {"acc": 0.4, "acc_ja": 0.35, "n": 250}
     obj.score_outputs(texts, "test")     # the same metrics for given outputs
     obj.records(texts, "test")           # per-item dicts, for logging
 
-Metrics: acc = share of outputs whose prediction equals the gold answer; acc_ja = share that are
-right AND Japanese (P(ja) > 0.5, see _language.py); n = number of items. `primary_metric`
-(default "acc_ja", the paper's fitness) is the one a single-objective search maximises;
-`fitness_keys` lists every metric that is a fitness (fractions in [0, 1], higher is better).
+This is evo_core's objective contract (evo_core/_objective.py) for generated text. Metrics, per
+item: acc = 1 if the prediction equals the gold answer; acc_ja = 1 if right AND Japanese (P(ja) >
+0.5, see _language.py). Their means are the aggregate scores; `default_fitness` ("acc_ja", the
+paper's) is what a search maximises unless the config names another metric.
+
+chat_template=True wraps each filled prompt in the tokenizer's own chat template (one user turn,
+generation prompt added): instruction-tuned models expect it; the paper's raw templates do not.
 
 A registered objective subclasses GenerativeObjective and says only how to read a gold answer
 (`parse_gold`) and an output (`predict`); an output is right when its prediction equals the gold.
@@ -27,14 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping, Sequence
 
+from evo_core import OBJECTIVES, Metric, mean_scores
+
 from ._data import Item, check_disjoint, load_split
 from ._generation import Batch, pad_token_id, plan_batches, run_batches
 from ._language import JA_THRESHOLD
 from ._language import language_detector as load_detector
 from ._prompts import fill, resolve_template
-from evo_core import Registry
 
-OBJECTIVES: Registry[type["GenerativeObjective"]] = Registry("objective")
 register = OBJECTIVES.register
 get = OBJECTIVES.get
 names = OBJECTIVES.names
@@ -52,8 +56,8 @@ class _Split:
 
 
 class GenerativeObjective:
-    metric_keys: ClassVar[tuple[str, ...]] = ("acc", "acc_ja", "n")
-    fitness_keys: ClassVar[tuple[str, ...]] = ("acc", "acc_ja")
+    metrics: ClassVar[tuple[Metric, ...]] = (Metric("acc"), Metric("acc_ja"))
+    default_fitness: ClassVar[str] = "acc_ja"
     default_prompt_template: ClassVar[str] = "plain"
     default_stop_strings: ClassVar[tuple[str, ...]] = ()
     default_max_new_tokens: ClassVar[int] = 256
@@ -68,14 +72,14 @@ class GenerativeObjective:
         stop_strings: Sequence[str] | None = None,
         batch_size: int = 8,
         language_detector: str = "fasttext",
-        primary_metric: str = "acc_ja",
+        chat_template: bool = False,
         allow_overlap: bool = False,
     ):
         # cheap argument checks first, before any data is read
         if not splits:
             raise ValueError("splits must name at least one split, e.g. {'search': spec, 'test': spec}")
-        if primary_metric not in self.fitness_keys:
-            raise ValueError(f"unknown primary_metric {primary_metric!r}; known: {', '.join(self.fitness_keys)}")
+        if chat_template and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("objective.chat_template=true but the tokenizer has no chat template")
         self.max_new_tokens = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
@@ -87,7 +91,7 @@ class GenerativeObjective:
         if "" in self.stop_strings:
             raise ValueError("stop_strings must not contain the empty string")
         self.prompt_template = resolve_template(prompt_template or self.default_prompt_template)
-        self.primary_metric = primary_metric
+        self.chat_template = chat_template
         self.tokenizer = tokenizer
         self._ja_probability = load_detector(language_detector)
 
@@ -103,8 +107,7 @@ class GenerativeObjective:
                     golds.append(self.parse_gold(answer))
                 except ValueError as err:
                     raise ValueError(f"split {name!r} item {i}: {err}") from None
-            prompts = [fill(self.prompt_template, q) for q, _ in split_items]
-            prompt_ids = tokenizer(prompts)["input_ids"]
+            prompt_ids = [self.prompt_ids(q) for q, _ in split_items]
             self._splits[name] = _Split(split_items, golds, plan_batches(prompt_ids, pad_id=pad, batch_size=batch_size))
 
     # -- what a registered objective defines ------------------------------------------------
@@ -117,7 +120,14 @@ class GenerativeObjective:
         raise NotImplementedError
 
     # -- public API --------------------------------------------------------------------------
-    @property
+    def prompt_ids(self, question: str) -> list[int]:
+        """The token ids the model is prompted with for one question."""
+        prompt = fill(self.prompt_template, question)
+        if self.chat_template:
+            return list(self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                                           add_generation_prompt=True, return_dict=False))
+        return self.tokenizer(prompt)["input_ids"]
+
     def split_names(self) -> list[str]:
         return list(self._splits)
 
@@ -133,17 +143,19 @@ class GenerativeObjective:
             stop_strings=self.stop_strings,
         )
 
+    def score_items(self, model: Any, split: str) -> dict[str, list[float]]:
+        return self.item_scores(self.generate(model, split), split)
+
     def score(self, model: Any, split: str) -> dict[str, float | int]:
-        return self.score_outputs(self.generate(model, split), split)
+        return mean_scores(self.score_items(model, split))
+
+    def item_scores(self, outputs: Sequence[str], split: str) -> dict[str, list[float]]:
+        records = self.records(outputs, split)
+        return {"acc": [float(r["correct"]) for r in records],
+                "acc_ja": [float(r["correct"] and r["japanese"]) for r in records]}
 
     def score_outputs(self, outputs: Sequence[str], split: str) -> dict[str, float | int]:
-        records = self.records(outputs, split)
-        n = len(records)
-        return {
-            "acc": sum(r["correct"] for r in records) / n,
-            "acc_ja": sum(r["correct"] and r["japanese"] for r in records) / n,
-            "n": n,
-        }
+        return mean_scores(self.item_scores(outputs, split))
 
     def records(self, outputs: Sequence[str], split: str) -> list[dict[str, Any]]:
         data = self._split(split)

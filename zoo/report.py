@@ -34,7 +34,7 @@ def task_objective(task: str, tokenizer, *, search_limit: int | None = None):
     search = {"source": "zoo", "task": task, "split": "search"}
     if search_limit:
         search["limit"] = search_limit
-    return objectives.build(name, tokenizer=tokenizer, primary_metric="acc",
+    return objectives.build(name, tokenizer=tokenizer,
                             splits={"search": search, "test": {"source": "zoo", "task": task, "split": "test"}},
                             **GENERATION)
 

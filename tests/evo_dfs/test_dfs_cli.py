@@ -16,10 +16,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import evo_core  # noqa: F401  (registers the ${project:...} resolver)
+import objectives  # noqa: F401  (registers the built-in objectives)
+from evo_core import register_resolvers
 from evo_dfs import DFSSpace, SlotLayout, unpack_genome
-from evo_dfs.__main__ import build_space, check_sources
 from evo_dfs._config import validate
+from evo_dfs._search import check_sources, dfs_space
+
+register_resolvers()
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = REPO_ROOT / "conf" / "dfs"
@@ -33,9 +36,10 @@ import json, sys, torch
 torch.set_num_threads(1)
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
-import evo_core
-from evo_dfs.__main__ import build_objective
+import objectives
+from evo_core import build_objective, register_resolvers
 from evo_dfs._config import validate
+register_resolvers()
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True).eval()
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)  # config.json has an auto_map
 with initialize_config_dir(config_dir=sys.argv[2], version_base="1.3"):
@@ -117,11 +121,11 @@ def test_full_cma_es_on_thousands_of_values_is_refused(tiny_model_dirs):
     # 8 four-layer sources: M = 32, a 32 x 32 W -> 1,088 values (read from the configs, no weights)
     cfg.pool.sources = {f"m{k}": str(tiny_model_dirs[name]) for k, name in enumerate(["src_a", "src_b"] * 4)}
     with pytest.raises(ValueError, match="full CMA-ES on 1088 values is impractical.*separable=true"):
-        build_space(cfg)
+        dfs_space(cfg)
     cfg.sampler.separable = True
-    assert build_space(cfg).dim == 1088
+    assert dfs_space(cfg).dim == 1088
     cfg.sampler.separable, cfg.space.scales = False, "wnet"
-    assert build_space(cfg).dim == 64 + 41
+    assert dfs_space(cfg).dim == 64 + 41
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -72,5 +72,5 @@ def test_wnet_flat_params_start_at_unit_scales_and_depend_on_i_j_t():
 def test_scale_model_registry():
     assert set(SCALE_MODELS) == {"matrix", "wnet"}
     assert make_scale_model("wnet", LAYOUT, hidden=2).num_params == 11
-    with pytest.raises(ValueError, match="known: \\['matrix', 'wnet'\\]"):
+    with pytest.raises(ValueError, match="unknown scale model 'mlp'; known: matrix, wnet"):
         make_scale_model("mlp", LAYOUT)

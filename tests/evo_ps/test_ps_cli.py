@@ -174,7 +174,7 @@ def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_
         f"objective.search={search}",  # a local file in place of the hub dataset
         "+objective.test.limit=5")
     out = proc.stdout
-    assert "study   'ja_math': 36 parameters" in out  # (4 layers + embed + head) x 3 sources x 2
+    assert "space   36 parameters" in out  # (4 layers + embed + head) x 3 sources x 2
     for row in ("| base |", "| shisa |", "| wizardmath |", "| abel |", "| best_merge |"):
         assert row in out, out[-2000:]
     assert "| best_uniform |" not in out  # the paper's run starts CMA-ES at x0 = 0.5, no warm start

@@ -64,7 +64,7 @@ def test_mgsm_ja_defaults_are_the_papers(mgsm):
     assert mgsm.prompt_template == objectives.MGSM_JA_PROMPT_TEMPLATE
     assert mgsm.stop_strings == ("Instruction:", "Instruction", "Response:", "Response")
     assert mgsm.max_new_tokens == 1024
-    assert mgsm.primary_metric == "acc_ja" and mgsm.fitness_keys == ("acc", "acc_ja")
+    assert mgsm.default_fitness == "acc_ja" and [m.name for m in mgsm.metrics] == ["acc", "acc_ja"]
 
 
 def test_score_outputs_checks_length_and_split(mgsm):
@@ -104,7 +104,7 @@ def test_score_model_without_data_or_tokenizer_work(tiny_model, tok, write_tsv):
     prompts = [f"Q: {q}\nA:" for q, _ in ROWS]
     assert outputs == greedy_generate(tiny_model, tok, prompts, max_new_tokens=6, stop_strings=["\n"], batch_size=3)
     assert metrics == obj.score_outputs(outputs, "search")
-    assert set(metrics) == set(obj.metric_keys) and metrics["n"] == 3
+    assert set(metrics) == {m.name for m in obj.metrics} | {"n"} and metrics["n"] == 3
     assert 0.0 <= metrics["acc_ja"] <= metrics["acc"] <= 1.0
 
 
@@ -139,7 +139,7 @@ def test_overlapping_splits_are_refused(tok, write_tsv):
         objectives.build("mgsm_ja", tokenizer=tok, splits=splits)
     assert "\n" not in str(err.value)
     obj = objectives.build("mgsm_ja", tokenizer=tok, splits=splits, allow_overlap=True)
-    assert obj.split_names == ["search", "test"]
+    assert obj.split_names() == ["search", "test"]
 
 
 def test_bad_inputs(tok, write_tsv, tmp_path):
@@ -153,8 +153,6 @@ def test_bad_inputs(tok, write_tsv, tmp_path):
         tsv_objective("mgsm_ja", tok, write_tsv, [("q", "1"), ("q2", "たくさん")])
     with pytest.raises(ValueError, match="neither a known name"):
         tsv_objective("mgsm_ja", tok, write_tsv, prompt_template="Q: {input}")
-    with pytest.raises(ValueError, match="unknown primary_metric 'f1'"):
-        tsv_objective("mgsm_ja", tok, write_tsv, primary_metric="f1")
     with pytest.raises(ValueError, match="unknown language detector"):
         tsv_objective("mgsm_ja", tok, write_tsv, language_detector="cld3")
     with pytest.raises(ValueError, match="must be a list of strings"):
@@ -165,8 +163,8 @@ def test_bad_inputs(tok, write_tsv, tmp_path):
 
 def test_templates_and_script_detector(tok, write_tsv):
     obj = tsv_objective("mgsm_ja", tok, write_tsv, prompt_template='{"q": "{question}"}',
-                        language_detector="script", primary_metric="acc")
-    assert obj.prompt_template == '{"q": "{question}"}' and obj.primary_metric == "acc"
+                        language_detector="script")
+    assert obj.prompt_template == '{"q": "{question}"}'
     sheet = [f"こたえは {g} です。" for _, g in ROWS]
     assert obj.score_outputs(sheet, "search") == {"acc": 1.0, "acc_ja": 1.0, "n": 3}
 
@@ -181,7 +179,7 @@ def test_templates_and_script_detector(tok, write_tsv):
 def test_zoo_tasks(objective, task, sheet, tok):
     obj = objectives.build(objective, tokenizer=tok, prompt_template=PROMPT,
                            splits={s: {"source": "zoo", "task": task, "split": s} for s in ("search", "test")})
-    for split in obj.split_names:
+    for split in obj.split_names():
         metrics = obj.score_outputs([sheet.format(a) for _, a in obj.items(split)], split)
         assert metrics["acc"] == 1.0
         assert metrics["acc_ja"] == (0.0 if task == "en_math" else 1.0)

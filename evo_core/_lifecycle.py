@@ -1,0 +1,188 @@
+"""One study lifecycle for every search: a search plugs in as a small object, the rest is here.
+
+    class MySearch:                                   # see evo_ps/_search.py, evo_dfs/_search.py
+        def __init__(self, cfg): ...                  # the validated config; nothing loaded yet
+        def check(self): ...                          # what can fail before anything loads
+        tokenizer_path: str                           # whose tokenizer prompts the models
+        def load(self, tokenizer): ...                # the models, once
+        def signature(self) -> dict: ...              # what a resumed study must share with its first run
+        def search(self, phases) -> optuna.Study:     # one or more phases.run(...); the main study
+        def table_models(self, best):                 # (row name, model, extra columns) for the test table
+        def export(self, best, study, table) -> list[Path]:   # best model, card, plots: MLflow artifacts
+
+    run_study(cfg, MySearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
+
+Top to bottom: check -> the objective's data (a bad split fails in seconds, before the models) ->
+load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
+joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
+the objective scores it item by item, MLflow logs it) -> a helper stops here; the primary waits for
+the helpers' running trials -> the best trial's test table next to the search's baselines ->
+export and artifacts.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+
+from ._objective import Objective, build_objective, mean_scores
+from ._plots import plot_history
+from ._progress import Progress
+from ._study import SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, run_trials, start_point, wait_for_workers
+from ._tracking import Tracker, mlflow_ui_command
+from ._weights import sqlite_url_in
+
+# a candidate: the model to score, and extra per-trial metrics (timings, path length, ...)
+Candidate = tuple[Any, dict[str, float]]
+
+
+class Search(Protocol):
+    tokenizer_path: str
+
+    def check(self) -> None: ...
+
+    def load(self, tokenizer: Any) -> None: ...
+
+    def signature(self) -> dict[str, Any]: ...
+
+    def search(self, phases: Phases) -> optuna.Study: ...
+
+    def table_models(self, best: FrozenTrial) -> Iterable[tuple[str, Any, dict[str, float]]]: ...
+
+    def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]: ...
+
+
+@dataclass
+class Phases:
+    """Runs a search's phases as resumable Optuna studies on the lifecycle's storage and tracker."""
+
+    cfg: Any
+    objective: Objective
+    storage: str
+    tracker: Tracker
+    fitness: list[str] = field(default_factory=list)  # the study's objectives, in order
+
+    def run(self, *, name: str, params: Sequence[ParamSpec], candidate: Callable[[dict[str, float], int], Candidate],
+            n_trials: int, x0: dict[str, float] | None = None, sigma0: float | None = None,
+            sampler: optuna.samplers.BaseSampler | None = None, directions: Sequence[str] = ("maximize",)) -> optuna.Study:
+        """One study `name` over `params` until it holds `n_trials` finished trials. CMA-ES's first
+        trial is its start point x0, as in the paper (Optuna's own sampler would draw trial 0 at random)."""
+        cfg = self.cfg
+        if sampler is None:  # helpers must not replay the primary's random stream
+            sampler = make_sampler(cfg.sampler.kind, space=params, seed=None if cfg.helper else cfg.seed,
+                                   sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
+                                   separable=cfg.sampler.separable, x0=x0)
+        study = open_study(name=name, storage_url=self.storage, sampler=sampler, directions=directions)
+        if params and not study.trials and (x0 is not None or cfg.sampler.kind == "cmaes"):
+            study.enqueue_trial(start_point(params, x0))
+
+        def evaluate(values: dict[str, float], number: int) -> dict[str, Any]:
+            model, extra = candidate(values, number)
+            started = time.perf_counter()
+            items = self.objective.score_items(model, "search")
+            return {**mean_scores(items), **extra, "eval_seconds": time.perf_counter() - started,
+                    "item_scores": items}
+
+        run_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
+                   timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
+                   on_trial=[Progress(n_trials=n_trials, fitness=self.fitness[0]), self.tracker.log_trial])
+        return study
+
+
+def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str, float]]:
+    """The whole lifecycle (module docstring) for a validated config (an evo_core StudyConfig);
+    returns the test table (model -> metric -> value)."""
+    fitness, directions = cfg.fitness, cfg.directions
+    SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
+    search.check()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+
+    # the data first, so that a bad split fails in seconds rather than after minutes of loading
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(search.tokenizer_path)
+    objective = build_objective(cfg.objective, tokenizer)
+    names = [m.name for m in objective.metrics]
+    if cfg.objective.fitness not in names:
+        raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
+                         f"{cfg.objective.name!r}; known: {', '.join(names)}")
+    search.load(tokenizer)
+
+    storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
+    main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
+                      directions=directions)  # a handle on the main study's user attributes
+    check_signature(main, search.signature(), storage)
+    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
+    if cfg.helper:
+        print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
+    run_id = tracker.start(run_id=primary_run_id(main, storage, cfg.helper_wait_minutes) if cfg.helper
+                           else main.user_attrs.get("mlflow_run_id"),
+                           run_name=f"{cfg.study_name}-seed{cfg.seed}",
+                           params={"config": resolved, "seed": cfg.seed, "storage": storage, **search.signature()})
+    main.set_user_attr("mlflow_run_id", run_id)
+    print(f"study   {cfg.study_name!r}, storage {storage}")
+    print(f"        inspect: optuna-dashboard {storage}")
+    print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
+
+    study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness))
+    if cfg.helper:
+        print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
+        return {}
+    wait_for_workers(study, on_wait=lambda running: print(
+        f"waiting for {running} running trial(s) of other workers (a dead worker's trial fails after 30 s)",
+        flush=True))
+
+    # the final table: the search's baselines and its best, on the test split
+    best = best_trial(study)
+    table = {}
+    for name, model, extra in search.table_models(best):
+        scores = mean_scores(objective.score_items(model, "test"))
+        test_size = scores.pop("n")
+        table[name] = scores | extra
+    markdown = tracker.log_table(table, prefix="test")
+    (run_dir / "test_table.json").write_text(json.dumps(table, indent=2) + "\n")
+    artifacts = search.export(best, study, table)
+    plot_history(study, run_dir / "history.png", fitness=fitness[0])
+    for artifact in [run_dir / "history.png", *artifacts]:
+        tracker.log_artifact(artifact)
+    tracker.finish()
+    print(f"\ntest split ({test_size} items), best of {len(study.trials)} trials (trial {best.number}):\n{markdown}")
+    print(f"outputs: {run_dir}   mlflow run: {run_id}")
+    return table
+
+
+def check_signature(study: optuna.Study, signature: dict[str, Any], storage: str) -> None:
+    """Record what defines the search on a new study; refuse, in one line naming the differences,
+    to resume one that was run with something else (its trials would mean something else)."""
+    stored = study.user_attrs.get("signature")
+    if stored is None:
+        study.set_user_attr("signature", signature)
+        return
+    signature = json.loads(json.dumps(signature))  # as stored: tuples are lists
+    if stored != signature:
+        diff = ", ".join(f"{key} {stored.get(key)!r} (now {signature.get(key)!r})"
+                         for key in sorted(set(stored) | set(signature)) if stored.get(key) != signature.get(key))
+        raise ValueError(f"study {study.study_name!r} in {storage} was run with {diff}; use those settings, "
+                         f"or another study_name / run_dir")
+
+
+def primary_run_id(main: optuna.Study, storage: str, wait_minutes: float) -> str:
+    """The MLflow run id the primary worker stored on the main study, once it has."""
+    deadline = time.monotonic() + 60 * wait_minutes
+    while (run_id := main.user_attrs.get("mlflow_run_id")) is None:
+        if time.monotonic() > deadline:
+            raise ValueError(f"helper=true: no primary run opened study {main.study_name!r} in {storage} within "
+                             f"{wait_minutes:g} min (helper_wait_minutes); start the same command without "
+                             f"helper=true")
+        time.sleep(1.0)
+    return run_id

@@ -1,0 +1,81 @@
+"""The objective contract: what any fitness must give the study lifecycle.
+
+    class Exact(Objective-like):                     # any class with these members
+        metrics = (Metric("acc"),)                   # names; higher is better unless said
+        default_fitness = "acc"
+        def __init__(self, *, tokenizer, splits, **options): ...   # data read and checked here, once
+        def split_names(self) -> list[str]: ...
+        def score_items(self, model, split) -> dict[str, list[float]]: ...  # per metric, per item, in [0, 1]
+
+    OBJECTIVES.register("exact", Exact)             # then `objective.name=exact` in a config
+    objective = build_objective(cfg.objective, tokenizer)
+
+An item is whatever the objective's data holds (text, images, reference lists); the lifecycle never
+looks inside. A metric's value is the mean of its per-item scores, so graded scores (ROUGE-L) and
+exact matches (0/1) aggregate alike, and the per-item scores are kept on every trial (the study's
+`item_scores` user attribute) for cheaper-fitness schemes and population breeding. Nothing here
+imports an objective: implementations register themselves (the `objectives` package does so on import).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ._registry import Registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool = True
+
+
+@runtime_checkable
+class Objective(Protocol):
+    metrics: Sequence[Metric]
+    default_fitness: str
+
+    def split_names(self) -> list[str]: ...
+
+    def score_items(self, model: Any, split: str) -> dict[str, list[float]]: ...
+
+
+OBJECTIVES: Registry[type] = Registry("objective")
+
+
+def mean_scores(item_scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Aggregate metrics: the mean of each metric's per-item scores, plus n (the item count)."""
+    sizes = {len(scores) for scores in item_scores.values()}
+    assert len(sizes) == 1 and 0 not in sizes, f"every metric scores the same, non-empty items: {sizes}"
+    return {name: sum(scores) / len(scores) for name, scores in item_scores.items()} | {"n": sizes.pop()}
+
+
+def objective_options(cls: type) -> list[str]:
+    """The keyword options an objective class takes besides tokenizer and splits (over its MRO)."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.kind is p.KEYWORD_ONLY}
+    return sorted(names - {"tokenizer", "splits"})
+
+
+def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search", "test")) -> Objective:
+    """The registered objective an `objective` config group names, its data prepared once. Its
+    options (`objective.options` plus the shared keys of the group) are checked by name first."""
+    cls = OBJECTIVES.get(spec.name)
+    known = objective_options(cls)
+    unknown = sorted(set(spec.options) - set(known))
+    if unknown:
+        raise ValueError(f"objective {spec.name!r} has no option {', '.join(unknown)}; known: {', '.join(known)}")
+    shared = {"prompt_template": spec.prompt_template, "max_new_tokens": spec.max_new_tokens,
+              "stop_strings": spec.stop_strings, "batch_size": spec.batch_size, "chat_template": spec.chat_template,
+              "language_detector": spec.language_detector,
+              "allow_overlap": spec.allow_overlap}
+    objective = cls(tokenizer=tokenizer, splits={name: getattr(spec, name) for name in splits},
+                    **{k: v for k, v in shared.items() if k in known}, **spec.options)
+    assert isinstance(objective, Objective), f"{cls.__name__} does not implement the objective contract"
+    return objective

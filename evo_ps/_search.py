@@ -1,0 +1,115 @@
+"""Parameter-space merging as a search of the study lifecycle (evo_core/_lifecycle.py).
+
+    run_study(cfg, PSSearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
+
+Per trial: the trial's values -> per-tensor merge parameters -> merged in memory into the pool's
+live model (no disk I/O) -> scored by the lifecycle. With `space.warm_start_trials`, a first phase
+searches the uniform space (one value per source and parameter kind) and the per-layer CMA-ES
+starts at its best point instead of the paper's x0. The test table: base, every source, the best
+uniform merge (if any) and the best merge; the best merge is saved as an HF model directory with a
+mergekit YAML and a model card.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from evo_core import Phases, best_trial, load_pool, require_models, use_weights
+
+from ._config import PSConfig
+from ._export import mergekit_yaml, save_merged
+from ._merge import InMemoryMerger, merge_method
+from ._plots import plot_layer_params
+from ._space import SearchSpace, build_space
+
+
+class PSSearch:
+    def __init__(self, cfg: PSConfig):
+        self.cfg = cfg
+        self.tokenizer_path = cfg.pool.base
+        self.uniform_best: tuple[SearchSpace, FrozenTrial] | None = None
+
+    def check(self) -> None:
+        pool = self.cfg.pool
+        self.method = merge_method(self.cfg.merge.method, self.cfg.merge.options)  # unknown names/options fail here
+        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}})
+
+    def load(self, tokenizer: Any) -> None:
+        pool = self.cfg.pool
+        self.pool = load_pool(base=pool.base, sources=pool.sources, dtype=pool.dtype, device=pool.device,
+                              tokenizer=tokenizer)
+        self.space = self._space(uniform=self.cfg.space.uniform)
+        self.merger = InMemoryMerger(pool=self.pool, method=self.method)
+
+    def signature(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"search": "evo_ps", "method": self.method.name, "options": dict(self.method.options),
+                "space": {k: getattr(cfg.space, k) for k in ("uniform", "granularity", "split_components", "bounds",
+                                                             "warm_start_trials", "warm_start_sigma0")},
+                "models": dict(self.pool.paths), "objective": cfg.objective.name, "fitness": cfg.objective.fitness,
+                "search_split": str(cfg.objective.search)}
+
+    def search(self, phases: Phases) -> optuna.Study:
+        cfg = self.cfg
+        print(f"space   {len(self.space.params)} parameters ({self.method.name})")
+        if not cfg.space.warm_start_trials or cfg.space.uniform:
+            return phases.run(name=cfg.study_name, params=self.space.params, candidate=self._candidate(self.space),
+                              n_trials=cfg.n_trials)
+        uniform = self._space(uniform=True)
+        print(f"warm start: {cfg.space.warm_start_trials} trials over the {len(uniform.params)} uniform parameters")
+        best = best_trial(phases.run(name=f"{cfg.study_name}-uniform", params=uniform.params,
+                                     candidate=self._candidate(uniform), n_trials=cfg.space.warm_start_trials))
+        self.uniform_best = (uniform, best)
+        start = self.space.broadcast({k.removeprefix("all."): v for k, v in best.params.items()})
+        print(f"per-layer search starts at the best uniform merge (trial {best.number}, "
+              f"{cfg.objective.fitness} {best.values[0]:.3f})")
+        return phases.run(name=cfg.study_name, params=self.space.params, candidate=self._candidate(self.space),
+                          n_trials=cfg.n_trials, x0=start, sigma0=cfg.space.warm_start_sigma0)
+
+    def table_models(self, best: FrozenTrial) -> Iterator[tuple[str, Any, dict[str, float]]]:
+        """The rows are scored as they come: the live model holds each row's weights in turn, and
+        the best merge last (it is the one exported)."""
+        pool = self.pool
+        for name in (pool.base_name, *pool.source_names):
+            use_weights(pool.model, pool.base if name == pool.base_name else pool.sources[name])
+            yield name, pool.model, {}
+        if self.uniform_best is not None:
+            uniform, trial = self.uniform_best
+            self.merger.apply(uniform.tensor_params(trial.params), seed=trial.number)
+            yield "best_uniform", pool.model, {}
+        self.merger.apply(self.space.tensor_params(best.params), seed=best.number)
+        yield "best_merge", pool.model, {}
+
+    def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]:
+        cfg, pool = self.cfg, self.pool
+        run_dir, model_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "best_model"
+        best_params = self.space.tensor_params(best.params)
+        sources = {s: pool.paths[s] for s in pool.source_names}
+        recipe = mergekit_yaml(method=self.method, tensor_params=best_params, base=pool.paths[pool.base_name],
+                               sources=sources, dtype=cfg.pool.dtype)
+        search_scores = {k: v for k, v in best.user_attrs.items() if isinstance(v, float) and not k.endswith("seconds")}
+        save_merged(pool.model, pool.tokenizer, model_dir, card={
+            "title": f"{cfg.study_name}: best of {len(study.trials)} trials (trial {best.number}, seed {best.number})",
+            "method": self.method.name, "base": pool.paths[pool.base_name], "sources": sources,
+            "parameters": best.params, "scores": {"search": search_scores, **table}, "mergekit_yaml": recipe})
+        plot_layer_params(self.space, best.params, run_dir / "layer_params.png")
+        return [run_dir / "layer_params.png", model_dir / "mergekit_config.yml", model_dir / "README.md"]
+
+    def _space(self, *, uniform: bool) -> SearchSpace:
+        cfg, pool = self.cfg.space, self.pool
+        return build_space(method=self.method, sources=pool.source_names, tensor_names=pool.param_names,
+                           num_layers=pool.num_layers, granularity=cfg.granularity,
+                           split_components=cfg.split_components, uniform=uniform, bounds=cfg.bounds)
+
+    def _candidate(self, space: SearchSpace):
+        def merge(values: dict[str, float], number: int):
+            started = time.perf_counter()
+            self.merger.apply(space.tensor_params(values), seed=number)  # trial t drops with seed t
+            return self.pool.model, {"merge_seconds": time.perf_counter() - started}
+
+        return merge
