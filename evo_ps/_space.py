@@ -117,6 +117,9 @@ def build_space(*, method: MergeMethod, sources: Sequence[str], tensor_names: Se
                          f"choose one of {divisors}")
     if not sources or any(not s or "." in s for s in sources):
         raise ValueError(f"sources must be non-empty names without dots; got {list(sources)}")
+    if not method.params:
+        raise ValueError(f"{method.name} has no per-tensor parameters: nothing to search; merge it once "
+                         f"(InMemoryMerger.apply with {{}} per tensor) or export it (mergekit_yaml)")
     ranges = _bounds(method, bounds)
     if uniform:
         group_of = {name: "all" for name in tensor_names}
@@ -141,7 +144,7 @@ def _bounds(method: MergeMethod, bounds: Mapping[str, Sequence[float]] | None) -
     """Each searched parameter's bounds: `bounds` or the method's defaults, checked by its rules."""
     unknown = set(bounds or {}) - set(method.searched)
     if unknown:
-        raise ValueError(f"{method.name} searches {', '.join(method.searched) or 'nothing'}; "
+        raise ValueError(f"{method.name} searches {', '.join(method.searched)}; "
                          f"no bounds for {', '.join(sorted(unknown))}")
     ranges = {}
     for param in method.params:

@@ -18,9 +18,12 @@ ATOL = 2e-6
 
 def merged_and_yaml(pool, name, spread, *, options=None, pinned=None, **space_kwargs):
     method = merge_method(name, options)
-    space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
-                        num_layers=pool.num_layers, **space_kwargs)
-    params = space.tensor_params(spread(space, **(pinned or {})))
+    if method.params:
+        space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                            num_layers=pool.num_layers, **space_kwargs)
+        params = space.tensor_params(spread(space, **(pinned or {})))
+    else:  # a baseline (model_stock, karcher): merged once, no space
+        params = {k: {} for k in pool.param_names}
     InMemoryMerger(pool=pool, method=method).apply(params, seed=0)
     ours = {k: p.detach().clone() for k, p in pool.model.named_parameters()}
     text = mergekit_yaml(method=method, tensor_params=params, base=pool.paths["base"],

@@ -87,9 +87,13 @@ CASES = [  # (method, options, pinned values, space options)
 def test_matches_mergekit_per_layer(name, options, pinned, space_kwargs, pool2, pool3, run_mergekit, spread):
     method = merge_method(name, options)
     pool = pool2 if method.exact_sources == 2 else pool3
-    space = space_for(pool, method, **space_kwargs)
-    values = spread(space, **pinned)
-    InMemoryMerger(pool=pool, method=method).apply(space.tensor_params(values), seed=0)
+    if method.params:
+        space = space_for(pool, method, **space_kwargs)
+        values = spread(space, **pinned)
+        params = space.tensor_params(values)
+    else:  # a baseline (model_stock, karcher): merged once, no space
+        space, values, params = None, {}, {k: {} for k in pool.param_names}
+    InMemoryMerger(pool=pool, method=method).apply(params, seed=0)
     ours = live(pool)
     assert any((ours[k] - pool.base[k]).abs().max() > 1e-3 for k in ours), "merge left the base unchanged"
     assert_close_all(ours, run_mergekit(mergekit_config(pool, method, space, values)))
