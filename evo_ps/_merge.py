@@ -336,8 +336,8 @@ class InMemoryMerger:
             return 0.0
         order = self._once(self._order, i, k, lambda: _magnitude_order(delta, descending, self._compute))
 
-        def key(pos: int) -> float:
-            return delta[int(order[pos])].to(self._compute).abs().item()
+        def key(pos: int) -> float:  # |d| at a sorted position (exact: a float64 holds any pool dtype)
+            return abs(delta[int(order[pos])].item())
 
         first, last = key(start), key(stop - 1)
         start_cut, stop_cut = start > 0, stop < n
@@ -363,9 +363,9 @@ class InMemoryMerger:
         # the window's share of the elements equal to a cut end value: a run of positions at that end
         runs = []
         if start_cut:
-            runs.append((start, _first_true(start, stop, lambda pos: key(pos) != first)))
+            runs.append((start, _run_edge(start, stop, lambda pos: key(pos) == first)))
         if stop_cut and not (start_cut and first == last):  # equal ends: the one run is the window
-            runs.append((_first_true(start, stop, lambda pos: key(pos) == last), stop))
+            runs.append((_run_edge(stop - 1, start - 1, lambda pos: key(pos) == last) + 1, stop))
         for a, b in runs:
             picked = order[a:b].to(device=keep.device, dtype=torch.int64)
             keep[picked] = 1
@@ -374,15 +374,24 @@ class InMemoryMerger:
         return kept.item()
 
 
-def _first_true(lo: int, hi: int, predicate: Callable[[int], bool]) -> int:
-    """The first position in [lo, hi) where a predicate that is False then True holds (hi if none)."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if predicate(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _run_edge(anchor: int, limit: int, same: Callable[[int], bool]) -> int:
+    """Walking from `anchor` (where `same` holds) towards `limit` (exclusive, on either side): the
+    first position where `same` fails, else `limit`. Gallops first: runs are mostly one long."""
+    step = 1 if limit > anchor else -1
+    good, stride = anchor, 1
+    while True:
+        probe = good + step * stride
+        if (probe - limit) * step >= 0:
+            bad = limit
+            break
+        if not same(probe):
+            bad = probe
+            break
+        good, stride = probe, stride * 2
+    while abs(bad - good) > 1:  # same(good), not same(bad) (or bad is the limit)
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if same(mid) else (good, mid)
+    return bad
 
 
 def _magnitude_order(delta: torch.Tensor, descending: bool, dtype: torch.dtype) -> torch.Tensor:

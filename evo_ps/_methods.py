@@ -22,7 +22,7 @@ from evo_core import Registry
 from . import _kernels
 
 Options = Mapping[str, Any]
-Rule = Callable[..., "str | None"]  # returns what is wrong (a phrase after "must"), or None
+Rule = Callable[..., "str | None"]  # what is wrong (ends the error message), or None
 
 
 @dataclass(frozen=True)
@@ -88,9 +88,6 @@ class MergeMethod:
     @property
     def searched(self) -> tuple[str, ...]:
         return self.per_source + self.shared
-
-    def param(self, name: str) -> Param:
-        return next(p for p in self.params if p.name == name)
 
     def with_options(self, options: Options | None) -> MergeMethod:
         """A copy with some options overridden; unknown options fail listing the known ones."""
