@@ -395,7 +395,9 @@ def _run_edge(anchor: int, limit: int, same: Callable[[int], bool]) -> int:
 
 
 def _magnitude_order(delta: torch.Tensor, descending: bool, dtype: torch.dtype) -> torch.Tensor:
-    """torch.argsort(|d|) as mergekit's sparsify calls it (|d| in float32 on CPU), as int32 on CPU."""
+    """torch.argsort(|d|) as mergekit's sparsify calls it, as int32 on CPU. |d| is in the compute
+    dtype: float32, as mergekit's on CPU; for float64 pools float64, where mergekit ranks |d|
+    rounded to float32 (the picks differ only among |d| that round to the same float32)."""
     assert delta.numel() < 2**31, "int32 positions"
     return torch.argsort(delta.abs().to(dtype), descending=descending).to(torch.int32).cpu()
 
