@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 import objectives  # noqa: E402
 from evo_core import load_pool  # noqa: E402
-from evo_ps import METHODS, InMemoryMerger, build_space, merge_method, mergekit_yaml  # noqa: E402
+from evo_ps import MERGE_METHODS, InMemoryMerger, build_space, merge_method, mergekit_yaml  # noqa: E402
 from merge_bandwidth import copy_bound_ms, timed  # noqa: E402
 
 TASK_DIR = BENCH_DIR / "lm_eval_task"
@@ -299,7 +299,9 @@ def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, default=DEFAULT_ZOO, help="dir with base/, ja/, math_wiz/, math_abel/")
-    parser.add_argument("--method", default="dare_ties", choices=sorted(m for m in METHODS if m != "slerp"))
+    searchable = [m for m in MERGE_METHODS  # with something to search, for the zoo's 3 sources
+                  if MERGE_METHODS.get(m).params and MERGE_METHODS.get(m).exact_sources is None]
+    parser.add_argument("--method", default="dare_ties", choices=searchable)
     parser.add_argument("--densities", type=float, nargs="+", default=[1.0, 0.5],
                         help="one config per density (methods with a density); 1 = deterministic")
     parser.add_argument("--trials", type=int, default=3, help="timed trials per config, after one warm-up")

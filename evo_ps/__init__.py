@@ -1,7 +1,7 @@
 """Parameter-space (PS) evolutionary merging: `python -m evo_ps`.
 
     pool = load_pool(base=..., sources={...})                       # evo_core
-    method = merge_method("dare_ties")
+    method = merge_method("dare_ties")                              # MERGE_METHODS: all of them
     space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
                         num_layers=pool.num_layers, granularity=1)
     merger = InMemoryMerger(pool=pool, method=method)
@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 from ._export import mergekit_yaml, model_card, save_merged
-from ._merge import METHODS, InMemoryMerger, MergeMethod, merge_method
+from ._merge import InMemoryMerger
+from ._methods import MERGE_METHODS, MergeMethod, Param, merge_method
 from ._space import SearchSpace, Slot, build_space, tensor_group
 
 __all__ = [
-    "METHODS", "InMemoryMerger", "MergeMethod", "SearchSpace", "Slot", "build_space", "merge_method",
+    "InMemoryMerger", "MERGE_METHODS", "MergeMethod", "Param", "SearchSpace", "Slot", "build_space", "merge_method",
     "mergekit_yaml", "model_card", "save_merged", "tensor_group",
 ]

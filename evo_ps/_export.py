@@ -11,7 +11,7 @@
 Per-tensor values become mergekit conditional parameters ({filter, value} lists, first match wins,
 filter = substring of the tensor name), compressed along the dotted name: a whole layer
 (`model.layers.3.`) or module (`model.layers.3.mlp.`) with one value gets one entry; a value shared
-by every tensor is written as a plain number. Random methods (dare_ties, della) draw their masks
+by every tensor is written as a plain number. Random methods (dare_*, della*) draw their masks
 from mergekit's own generator, so the YAML reproduces their distribution, not the same masks.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ._merge import MergeMethod
+from ._methods import MergeMethod
 
 CARD_KEYS = ("title", "method", "base", "sources", "parameters", "scores", "mergekit_yaml", "notes")
 
@@ -30,25 +30,22 @@ CARD_KEYS = ("title", "method", "base", "sources", "parameters", "scores", "merg
 def mergekit_yaml(*, method: MergeMethod, tensor_params: Mapping[str, Mapping[str, Any]], base: str,
                   sources: Mapping[str, str], dtype: str = "float32") -> str:
     """A mergekit 0.1.5 config (YAML text) computing the same merge as `InMemoryMerger.apply`."""
+    if method.exact_sources is not None and len(sources) != method.exact_sources:
+        raise ValueError(f"{method.name} merges exactly {method.exact_sources} source models; got {len(sources)}")
     names = list(tensor_params)
-    if method.combine == "slerp":
-        if len(sources) != 2:
-            raise ValueError(f"slerp merges exactly 2 source models; got {len(sources)}")
-        first, second = sources.values()
-        config: dict[str, Any] = {
-            "merge_method": "slerp", "base_model": first,  # t = 0 is the first source, as in the merger
-            "models": [{"model": first}, {"model": second}],
-            "parameters": {"t": _setting({n: tensor_params[n]["t"] for n in names})},
-        }
-    else:
-        models = [{"model": path, "parameters": {key: _setting({n: tensor_params[n][key][source] for n in names})
-                                                 for key in method.per_source}}
-                  for source, path in sources.items()]
-        config = {"merge_method": method.name}
-        if method.combine != "linear":  # linear averages the sources themselves; no base input
-            config["base_model"] = base
-        config["models"] = models
-        config["parameters"] = dict(method.options)
+    config: dict[str, Any] = {"merge_method": method.name}
+    if method.mergekit_base == "base":
+        config["base_model"] = base
+    elif method.mergekit_base == "first_source":  # slerp's t = 0, nearswap's a: the first source, as in the merger
+        config["base_model"] = next(iter(sources.values()))
+    config["models"] = [
+        {"model": path, **({"parameters": {key: _setting({n: tensor_params[n][key][source] for n in names})
+                                           for key in method.per_source}} if method.per_source else {})}
+        for source, path in sources.items()]
+    parameters = {**method.options, **{key: _setting({n: tensor_params[n][key] for n in names})
+                                       for key in method.shared}}
+    if parameters:
+        config["parameters"] = parameters
     config["dtype"] = dtype
     return yaml.safe_dump(config, sort_keys=False)
 

@@ -9,28 +9,41 @@
 per-source ones as {param: {source: value}} and shared ones as {param: value}, e.g.
 {"model.layers.3.mlp.up_proj.weight": {"weight": {"ja": 0.7, "math": 0.4},
                                        "density": {"ja": 0.5, "math": 0.9}}}
-(slerp: {"t": 0.3}). `SearchSpace.tensor_params` builds it from a trial's flat values.
+(slerp: {"t": 0.3}). `SearchSpace.tensor_params` builds it from a trial's flat values. The methods
+are declared in _methods.py (`MERGE_METHODS`); docs/merge-methods.md tabulates them.
 
-What each method computes (mergekit 0.1.5, merge_methods/generalized_task_arithmetic.py,
-sparsify.py, linear.py, slerp.py), with d_i = source_i - base:
+Two paths. The chunked engine (fused, allocation-free per trial) computes the generalized task
+arithmetic family (mergekit merge_methods/generalized_task_arithmetic.py, sparsify.py, linear.py,
+slerp.py), with d_i = source_i - base:
   linear            sum_i w_i x_i / sum_i w_i   (normalize; x_i the sources, base not an input)
   task_arithmetic   base + lambda * sum_i w_i d_i            (/ sum_i w_i if normalize)
-  ties              d_i -> top-density share by |d_i|; then TIES sign election (below)
-  dare_ties         d_i -> Bernoulli(density) mask, rescaled so sum|d_i| is kept (L1, not 1/p)
-  della             like dare_ties, keep-probability density +- epsilon by per-row |d_i| rank
+  sparsified        d_i thinned first (below), rescaled so sum|d_i| is kept if `rescale` (L1, not 1/p):
+                    magnitude (ties): the k = max(1, int(density n)) largest |d_i|;
+                    outliers (breadcrumbs): drop the int(gamma n) largest, keep the next int(density n);
+                    random (dare_*): a Bernoulli(density) mask;
+                    della (della*): keep-probability density +- epsilon by per-row |d_i| rank
+  consensus (ties, dare_ties, della, breadcrumbs_ties): TIES sign election (below); the others sum
   slerp             spherical interpolation from source 1 (t=0) to source 2 (t=1) per tensor
 TIES sign election: W_i = w_i * sparse(d_i); the sign of sum_i W_i wins per element; mixed = sum of
 the W_i with that sign; with normalize, divided by the sum of the w_i with that sign (0 -> 1);
 times lambda; added to base. density >= 1 leaves d_i whole (no rescale), density <= 0 drops it.
-Embeddings, norms and lm_head are merged like any other tensor (same vocabulary).
+Whole-tensor methods (nuslerp, multislerp, sce, model_stock, karcher, nearswap) run their kernel
+(_kernels.py) on each tensor of the pool's own base and sources. Embeddings, norms and lm_head are
+merged like any other tensor (same vocabulary).
+
+Magnitude selections are mergekit's bit for bit: mergekit keeps a window of positions in
+torch.argsort(|d|) (an unstable sort: which of several equal |d| it keeps depends on the sort), so
+the merger sorts |d| the same way, once per (tensor, source) on the first trial that thins it, keeps
+the permutation (int32, CPU memory), and per trial compares |d| against the window's two end values
+and adds the window's share of the elements equal to them from the permutation.
 
 Deviations, all below measurement: the Bernoulli keep-probability is quantized to 1/65536 (masks
 come from 16-bit random integers: ~20x cheaper than torch.bernoulli on CPU); della's per-element
-rank term is cached in float16; ties keeps every element tied with the k-th largest |d| (the
-threshold is looked up in |d| sorted once per study); linear with weights summing to 0 divides by 1
-(mergekit gives inf/NaN). Arithmetic is float32 (float64
-for float64 pools) on chunks of `chunk_elements`, so half-precision pools are merged in float32
-(their task vectors are stored in the pool dtype, as mergekit's own half-precision merge has them).
+rank term is cached in float16; linear with weights summing to 0 divides by 1 (mergekit gives
+inf/NaN). Arithmetic is float32 (float64 for float64 pools) on chunks of `chunk_elements`, so
+half-precision pools are merged in float32 (their task vectors are stored in the pool dtype, as
+mergekit's own half-precision merge has them; mergekit computes the kernels' methods in the pool
+dtype, we in float32).
 
 Randomness: each (tensor, source) mask is drawn from its own generator seeded from (seed, tensor
 name, source name), so a trial is reproducible from its seed (on CPU the masks are even the same for
@@ -40,84 +53,19 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import torch
 
+from ._methods import MergeMethod, merge_method
+
 TensorParams = Mapping[str, Mapping[str, Any]]
+T = TypeVar("T")
 
 _L1_EPS = 1e-7  # mergekit sparsify.rescaled_masked_tensor: no rescale when either L1 sum is below
 _SLERP_DOT_THRESHOLD = 0.9995  # mergekit slerp: interpolate linearly when nearly collinear
 _SLERP_NORM_EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class MergeMethod:
-    """One merge method, declared by what it searches and how it combines task vectors.
-
-    per_source: searched parameters with one value per source (weight, density);
-    shared: searched parameters with one value for all sources (slerp's t);
-    sparsify: how each task vector is thinned before combining (None, magnitude, random, della);
-    consensus: TIES sign election; options: fixed (not searched) settings with mergekit's defaults.
-    """
-
-    name: str
-    combine: str  # "linear" | "slerp" | "task_arithmetic" (sum of task vectors, maybe elected)
-    per_source: tuple[str, ...] = ()
-    shared: tuple[str, ...] = ()
-    sparsify: str | None = None
-    consensus: bool = False
-    options: Mapping[str, float | bool] = field(default_factory=dict)
-
-    def __post_init__(self):
-        assert self.combine in ("linear", "slerp", "task_arithmetic"), self.combine
-        assert self.sparsify in (None, "magnitude", "random", "della"), self.sparsify
-        assert not self.sparsify or (self.consensus and "density" in self.per_source), self.name
-
-    @property
-    def searched(self) -> tuple[str, ...]:
-        return self.per_source + self.shared
-
-    def with_options(self, options: Mapping[str, Any] | None) -> MergeMethod:
-        """A copy with some options overridden; unknown options fail listing the known ones."""
-        unknown = set(options or {}) - set(self.options)
-        if unknown:
-            raise ValueError(f"merge method {self.name!r} has no option {', '.join(sorted(unknown))}; "
-                             f"known: {', '.join(self.options) or 'none'}")
-        merged = {**self.options, **(options or {})}
-        for key, value in merged.items():
-            if type(value) is not type(self.options[key]) and not (
-                    isinstance(self.options[key], float) and isinstance(value, int) and not isinstance(value, bool)):
-                raise ValueError(f"merge option {key!r} must be a {type(self.options[key]).__name__}; got {value!r}")
-        if "epsilon" in merged and not 0 < merged["epsilon"] < 0.5:
-            raise ValueError(f"della epsilon must be in (0, 0.5); got {merged['epsilon']}")
-        return replace(self, options={k: float(v) if isinstance(self.options[k], float) else v
-                                      for k, v in merged.items()})
-
-
-_GTA = ("weight", "density")
-METHODS: dict[str, MergeMethod] = {m.name: m for m in (
-    MergeMethod(name="linear", combine="linear", per_source=("weight",), options={"normalize": True}),
-    MergeMethod(name="task_arithmetic", combine="task_arithmetic", per_source=("weight",),
-                options={"normalize": False, "lambda": 1.0}),
-    MergeMethod(name="ties", combine="task_arithmetic", per_source=_GTA, sparsify="magnitude",
-                consensus=True, options={"normalize": True, "rescale": False, "lambda": 1.0}),
-    MergeMethod(name="dare_ties", combine="task_arithmetic", per_source=_GTA, sparsify="random",
-                consensus=True, options={"normalize": False, "rescale": True, "lambda": 1.0}),
-    MergeMethod(name="della", combine="task_arithmetic", per_source=_GTA, sparsify="della", consensus=True,
-                options={"normalize": True, "rescale": True, "lambda": 1.0, "epsilon": 0.15}),
-    MergeMethod(name="slerp", combine="slerp", shared=("t",)),
-)}
-
-
-def merge_method(name: str, options: Mapping[str, Any] | None = None) -> MergeMethod:
-    """The registered method `name` with `options` (mergekit's names: normalize, rescale, lambda,
-    epsilon) overriding its defaults."""
-    if name not in METHODS:
-        raise ValueError(f"unknown merge method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name].with_options(options)
 
 
 def _seed_for(seed: int, tensor: str, source: str) -> int:
@@ -128,9 +76,12 @@ def _seed_for(seed: int, tensor: str, source: str) -> int:
 class InMemoryMerger:
     """Merges the pool's sources into its live model, in place, once per `apply`.
 
-    Resident on the pool's device: the base and one task vector per source (pool dtype), plus
-    scratch for one chunk and, for sparsifying methods, one 0/1 keep mask per source for the largest
-    tensor. Ties also keeps each task vector's |d| sorted, in CPU memory (one more copy of them).
+    Resident on the pool's device (chunked engine): the base and one task vector per source (pool
+    dtype), plus scratch for one chunk and, for sparsifying methods, one 0/1 keep mask per source
+    for the largest tensor. Set-up a trial may never need is done on the first trial that needs it,
+    once per (tensor, source): L1 sums for rescaling, della's ranks, and for magnitude selections
+    (ties, breadcrumbs) the |d| sort permutation, in CPU memory (int32: one more copy of the task
+    vectors' size). Kernel methods hold nothing: they read the pool's tensors per trial.
     chunk_elements: elements per step (multiple of 4); default 2**18 on CPU (the chunk's scratch
     stays in cache; fastest measured), 2**24 elsewhere.
     """
@@ -138,9 +89,10 @@ class InMemoryMerger:
     def __init__(self, *, pool, method: MergeMethod | str, chunk_elements: int | None = None):
         self.method = merge_method(method) if isinstance(method, str) else method
         self.sources = pool.source_names
-        if self.method.combine == "slerp" and len(self.sources) != 2:
-            raise ValueError(f"slerp merges exactly 2 source models; the pool has {len(self.sources)}: "
-                             f"{', '.join(self.sources)}")
+        exact = self.method.exact_sources
+        if exact is not None and len(self.sources) != exact:
+            raise ValueError(f"{self.method.name} merges exactly {exact} source models; the pool has "
+                             f"{len(self.sources)}: {', '.join(self.sources)}")
         device = pool.device
         self.chunk = chunk_elements or (2**18 if device.type == "cpu" else 2**24)
         if self.chunk <= 0 or self.chunk % 4:
@@ -150,6 +102,10 @@ class InMemoryMerger:
         self._out = {k: live[k].data.view(-1) for k in self.names}
         self._compute = torch.float64 if pool.dtype == torch.float64 else torch.float32
         self._staged = pool.dtype != self._compute  # half pools: compute in float32, then cast
+        self._device = device
+        if self.method.combine == "kernel":
+            self._pool = pool
+            return
         n_src, max_numel = len(self.sources), max(t.numel() for t in pool.base.values())
         chunk = min(self.chunk, max_numel + (-max_numel) % 4)
 
@@ -157,13 +113,13 @@ class InMemoryMerger:
             self._base = {k: pool.base[k].to(device).view(-1) for k in self.names}
             self._deltas = [{k: (pool.sources[s][k].to(device).view(-1) - self._base[k]) for k in self.names}
                             for s in self.sources]
-            opts = self.method.options
-            if self.method.sparsify and opts["rescale"]:
-                self._l1 = {k: [d[k].abs().sum().item() for d in self._deltas] for k in self.names}
-            if self.method.sparsify == "della":
-                self._rank = [{k: _row_rank(pool.base[k].shape, d[k]) for k in self.names} for d in self._deltas]
             if self.method.combine == "slerp":
                 self._dot = {k: _slerp_dot(self._base[k], self._deltas[0][k], self._deltas[1][k]) for k in self.names}
+        self._shapes = {k: pool.base[k].shape for k in self.names}
+        # lazily computed, per (source index, tensor): see _once
+        self._l1: dict[tuple[int, str], float] = {}
+        self._rank: dict[tuple[int, str], torch.Tensor] = {}
+        self._order: dict[tuple[int, str], torch.Tensor] = {}
 
         def buf(*shape, dtype=self._compute):
             return torch.empty(*shape, dtype=dtype, device=device)
@@ -177,14 +133,11 @@ class InMemoryMerger:
             # keep masks (0/1) in the pool dtype: multiplying by them needs no conversion
             self._keeps = buf(n_src, max_numel, dtype=pool.dtype)
             self._scratch = buf(chunk)
+        if self.method.sparsify in ("magnitude", "outliers"):
+            self._below = buf(chunk, dtype=torch.bool)  # a window's upper cut
         if self.method.sparsify in ("random", "della"):
             self._bits = buf(chunk // 4, dtype=torch.int64)
             self._gens = [torch.Generator(device=device) for _ in self.sources]
-        if self.method.sparsify == "magnitude":
-            # ascending |d| per tensor and source, sorted on the device (fast on a GPU; ~16 s per 100M
-            # values on one CPU thread, once per study) and kept in CPU memory: a trial's threshold
-            # (the k-th largest |d|) is then one lookup instead of a selection over the tensor
-            self._sorted = [{k: d[k].abs().sort().values.cpu() for k in self.names} for d in self._deltas]
 
     # ---------------------------------------------------------------- public
     def apply(self, tensor_params: TensorParams, *, seed: int = 0) -> None:
@@ -193,33 +146,51 @@ class InMemoryMerger:
         with torch.no_grad():
             for k in self.names:
                 p = tensor_params[k]
-                if self.method.consensus:
+                if self.method.combine == "kernel":
+                    self._run_kernel(k, p)
+                elif self.method.consensus:
                     self._elect(k, p, seed)
+                elif self.method.sparsify:
+                    self._axpy(k, *self._sparse_coefficients(k, p, seed))
                 else:
                     self._axpy(k, *self._coefficients(k, p))
 
     def check(self, tensor_params: TensorParams) -> None:
-        """One-line errors for missing/extra tensors or parameters and out-of-range densities."""
+        """One-line errors for missing/extra tensors or parameters and values the method rejects."""
         if set(tensor_params) != set(self.names):
             missing = sorted(set(self.names) - set(tensor_params))
             extra = sorted(set(tensor_params) - set(self.names))
             raise ValueError(f"tensor params must cover exactly the model's {len(self.names)} parameters; "
                              f"missing {missing[:3]}, unknown {extra[:3]}")
+        method = self.method
         for k in self.names:
             p = tensor_params[k]
-            if set(p) != set(self.method.searched):
-                raise ValueError(f"tensor {k}: {self.method.name} needs {sorted(self.method.searched)}; "
-                                 f"got {sorted(p)}")
-            for name in self.method.per_source:
-                if set(p[name]) != set(self.sources):
-                    raise ValueError(f"tensor {k}: {name} must give one value per source "
-                                     f"{list(self.sources)}; got {sorted(p[name])}")
-            if self.method.sparsify == "della":
-                eps = self.method.options["epsilon"]
-                for src, density in p["density"].items():
-                    if 0 < density < 1 and not (density - eps > 0 and density + eps < 1):
-                        raise ValueError(f"tensor {k}: della density {density} of {src} +- epsilon {eps} "
-                                         f"must stay in (0, 1)")
+            if set(p) != set(method.searched):
+                raise ValueError(f"tensor {k}: {method.name} needs {sorted(method.searched)}; got {sorted(p)}")
+            for param in method.params:
+                if param.per_source and set(p[param.name]) != set(self.sources):
+                    raise ValueError(f"tensor {k}: {param.name} must give one value per source "
+                                     f"{list(self.sources)}; got {sorted(p[param.name])}")
+                if param.check_value is None:
+                    continue
+                values = p[param.name].items() if param.per_source else [(None, p[param.name])]
+                for src, value in values:
+                    problem = param.check_value(value, method.options)
+                    if problem:
+                        of = f" of {src}" if src is not None else ""
+                        raise ValueError(f"tensor {k}: {method.name} {param.name} {value}{of} {problem}")
+
+    # ---------------------------------------------------------------- whole-tensor kernels
+    def _run_kernel(self, k: str, p: Mapping[str, Any]) -> None:
+        def load(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=self._device, dtype=self._compute)
+
+        values = {name: [p[name][s] for s in self.sources] if name in self.method.per_source else p[name]
+                  for name in self.method.searched}
+        merged = self.method.kernel(load(self._pool.base[k]), [load(self._pool.sources[s][k]) for s in self.sources],
+                                    values, self.method.options)
+        assert merged.shape == self._pool.base[k].shape, (k, merged.shape)
+        self._out[k].copy_(merged.view(-1))
 
     # ---------------------------------------------------------------- deterministic: c0*base + sum c_i d_i
     def _coefficients(self, k: str, p: Mapping[str, Any]) -> tuple[float, list[float]]:
@@ -228,13 +199,17 @@ class InMemoryMerger:
             c_a, c_b = _slerp_coefficients(p["t"], self._dot[k])
             return c_a + c_b, [c_a, c_b]
         w = [float(p["weight"][s]) for s in self.sources]
-        total = sum(w)
-        div = total if opts["normalize"] and abs(total) >= 1e-8 else 1.0
+        div = self._divisor(w)
         if combine == "linear":  # the sources themselves: sum w_i (base + d_i) / div
-            return total / div, [wi / div for wi in w]
+            return sum(w) / div, [wi / div for wi in w]
         return 1.0, [opts["lambda"] * wi / div for wi in w]
 
-    def _axpy(self, k: str, c0: float, coefs: list[float]) -> None:
+    def _divisor(self, weights: list[float]) -> float:
+        """The sum of the weights if normalizing (mergekit: a sum below 1e-8 divides by 1), else 1."""
+        total = sum(weights)
+        return total if self.method.options["normalize"] and abs(total) >= 1e-8 else 1.0
+
+    def _axpy(self, k: str, c0: float, coefs: list[float], masked: list[bool] | None = None) -> None:
         base, out = self._base[k], self._out[k]
         for lo in range(0, base.numel(), self.chunk):
             hi = min(lo + self.chunk, base.numel())
@@ -242,25 +217,42 @@ class InMemoryMerger:
             o.copy_(base[lo:hi])
             if c0 != 1.0:
                 o.mul_(c0)
-            for delta, c in zip(self._deltas, coefs):
-                if c != 0.0:
+            for i, (delta, c) in enumerate(zip(self._deltas, coefs)):
+                if c == 0.0:
+                    continue
+                if masked and masked[i]:
+                    o.addcmul_(delta[k][lo:hi], self._keeps[i, lo:hi], value=c)
+                else:
                     o.add_(delta[k][lo:hi], alpha=c)
             if self._staged:
                 out[lo:hi].copy_(o)
 
-    # ---------------------------------------------------------------- sparsify + TIES election
+    # ---------------------------------------------------------------- sparsify (+ TIES election)
     # (bool tensors are slow on CPU: masks are 0/1 floats, signs are float arithmetic)
-    def _elect(self, k: str, p: Mapping[str, Any], seed: int) -> None:
-        opts, n = self.method.options, self._base[k].numel()
+    def _sparsify(self, k: str, p: Mapping[str, Any], seed: int) -> tuple[list[float], list[float], list[bool]]:
+        """Fill the keep masks of the sources thinned in tensor k; (weights, their rescaled
+        coefficients, which sources are masked)."""
+        rescale = self.method.options["rescale"]
         weights = [float(p["weight"][s]) for s in self.sources]
         densities = [float(p["density"][s]) for s in self.sources]
         masked = [0 < d < 1 for d in densities]
         coef = [w if d > 0 else 0.0 for w, d in zip(weights, densities)]
         for i in (i for i, m in enumerate(masked) if m):
             kept = self._keep_mask(k, i, densities[i], seed)
-            before = self._l1[k][i] if opts["rescale"] else 0.0
-            if opts["rescale"] and before >= _L1_EPS and kept >= _L1_EPS:
-                coef[i] *= before / kept
+            if rescale:
+                before = self._once(self._l1, i, k, lambda: self._deltas[i][k].abs().sum().item())
+                if before >= _L1_EPS and kept >= _L1_EPS:
+                    coef[i] *= before / kept
+        return weights, coef, masked
+
+    def _sparse_coefficients(self, k: str, p: Mapping[str, Any], seed: int) -> tuple[float, list[float], list[bool]]:
+        weights, coef, masked = self._sparsify(k, p, seed)
+        div = self._divisor(weights)
+        return 1.0, [self.method.options["lambda"] * c / div for c in coef], masked
+
+    def _elect(self, k: str, p: Mapping[str, Any], seed: int) -> None:
+        opts, n = self.method.options, self._base[k].numel()
+        weights, coef, masked = self._sparsify(k, p, seed)
         base, out = self._base[k], self._out[k]
         for lo in range(0, n, self.chunk):
             hi = min(lo + self.chunk, n)
@@ -292,26 +284,29 @@ class InMemoryMerger:
             else:
                 torch.add(base[lo:hi], mixed, out=out[lo:hi])
 
+    def _once(self, cache: dict[tuple[int, str], T], i: int, k: str, compute: Callable[[], T]) -> T:
+        """cache[(i, k)], computed on first use: set-up only the trials that need it pay for."""
+        if (i, k) not in cache:
+            cache[(i, k)] = compute()
+        return cache[(i, k)]
+
     def _keep_mask(self, k: str, i: int, density: float, seed: int) -> float:
         """Fill self._keeps[i] (1.0 = kept) for tensor k; return the kept L1 mass (0.0 unless rescaling)."""
         n = self._base[k].numel()
+        if self.method.sparsify == "magnitude":  # mergekit sparsify.magnitude
+            return self._keep_window(k, i, descending=True, start=0, stop=max(1, int(density * n)))
+        if self.method.sparsify == "outliers":  # mergekit sparsify.magnitude_outliers
+            target, top = int(density * n), int(self.method.options["gamma"] * n)
+            start = max(0, n - target - top)
+            return self._keep_window(k, i, descending=False, start=start, stop=start + target)
         delta, keep = self._deltas[i][k], self._keeps[i, :n]
         rescale = self.method.options["rescale"]
-        if self.method.sparsify == "magnitude":
-            ascending = self._sorted[i][k]
-            threshold = ascending[n - max(1, int(density * n))].item()
-            kept = torch.zeros((), dtype=torch.float64, device=keep.device)
-            for lo in range(0, n, self.chunk):
-                hi = min(lo + self.chunk, n)
-                mags = _abs(delta[lo:hi], out=self._scratch[: hi - lo])
-                torch.ge(mags, threshold, out=keep[lo:hi])
-                if rescale:
-                    kept += _kept_mass(mags, keep[lo:hi])
-            return kept.item()
         gen = self._gens[i]
         gen.manual_seed(_seed_for(seed, k, self.sources[i]))
         kept = torch.zeros((), dtype=torch.float64, device=keep.device)
         eps = self.method.options.get("epsilon", 0.0)
+        if self.method.sparsify == "della":
+            rank = self._once(self._rank, i, k, lambda: _row_rank(self._shapes[k], delta))
         for lo in range(0, n, self.chunk):
             hi = min(lo + self.chunk, n)
             bits = self._bits[: (hi - lo + 3) // 4].random_(-(2**63), None, generator=gen)
@@ -319,13 +314,92 @@ class InMemoryMerger:
             if self.method.sparsify == "random":
                 threshold = round(density * 65536) - 32768  # P(draw < threshold) = density
             else:  # della: keep-probability (density - eps) + rank * 2 eps, rank in [0, 1] per row
-                threshold = self._scratch[: hi - lo].copy_(self._rank[i][k][lo:hi])
+                threshold = self._scratch[: hi - lo].copy_(rank[lo:hi])
                 threshold.mul_(2 * eps * 65536).add_((density - eps) * 65536 - 32768)
             torch.lt(draws, threshold, out=keep[lo:hi])
             if rescale:
                 mags = _abs(delta[lo:hi], out=self._scratch[: hi - lo])
                 kept += _kept_mass(mags, keep[lo:hi])
         return kept.item()
+
+    def _keep_window(self, k: str, i: int, *, descending: bool, start: int, stop: int) -> float:
+        """Keep the elements at positions [start, stop) of torch.argsort(|d|, descending), as mergekit.
+
+        Elements strictly between the window's end values are kept by comparison; an end that is
+        not the tensor's extreme also needs its share of the elements equal to its value, which is
+        the sort's choice: those are read from the permutation (usually one element).
+        """
+        n = self._base[k].numel()
+        delta, keep = self._deltas[i][k], self._keeps[i, :n]
+        if start >= stop:
+            keep.zero_()
+            return 0.0
+        order = self._once(self._order, i, k, lambda: _magnitude_order(delta, descending, self._compute))
+
+        def key(pos: int) -> float:  # |d| at a sorted position (exact: a float64 holds any pool dtype)
+            return abs(delta[int(order[pos])].item())
+
+        first, last = key(start), key(stop - 1)
+        start_cut, stop_cut = start > 0, stop < n
+        low, high = (last, first) if descending else (first, last)
+        low_cut, high_cut = (stop_cut, start_cut) if descending else (start_cut, stop_cut)
+        rescale = self.method.options["rescale"]
+        kept = torch.zeros((), dtype=torch.float64, device=keep.device)
+        for lo in range(0, n, self.chunk):
+            hi = min(lo + self.chunk, n)
+            mags = _abs(delta[lo:hi], out=self._scratch[: hi - lo])
+            if low_cut:
+                torch.gt(mags, low, out=keep[lo:hi])
+            if high_cut:
+                below = torch.lt(mags, high, out=self._below[: hi - lo])
+                if low_cut:
+                    keep[lo:hi].mul_(below)
+                else:
+                    keep[lo:hi].copy_(below)
+            if not (low_cut or high_cut):
+                keep[lo:hi].fill_(1)
+            if rescale:
+                kept += _kept_mass(mags, keep[lo:hi])
+        # the window's share of the elements equal to a cut end value: a run of positions at that end
+        runs = []
+        if start_cut:
+            runs.append((start, _run_edge(start, stop, lambda pos: key(pos) == first)))
+        if stop_cut and not (start_cut and first == last):  # equal ends: the one run is the window
+            runs.append((_run_edge(stop - 1, start - 1, lambda pos: key(pos) == last) + 1, stop))
+        for a, b in runs:
+            picked = order[a:b].to(device=keep.device, dtype=torch.int64)
+            keep[picked] = 1
+            if rescale:
+                kept += delta[picked].to(torch.float64).abs().sum()
+        return kept.item()
+
+
+def _run_edge(anchor: int, limit: int, same: Callable[[int], bool]) -> int:
+    """Walking from `anchor` (where `same` holds) towards `limit` (exclusive, on either side): the
+    first position where `same` fails, else `limit`. Gallops first: runs are mostly one long."""
+    step = 1 if limit > anchor else -1
+    good, stride = anchor, 1
+    while True:
+        probe = good + step * stride
+        if (probe - limit) * step >= 0:
+            bad = limit
+            break
+        if not same(probe):
+            bad = probe
+            break
+        good, stride = probe, stride * 2
+    while abs(bad - good) > 1:  # same(good), not same(bad) (or bad is the limit)
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if same(mid) else (good, mid)
+    return bad
+
+
+def _magnitude_order(delta: torch.Tensor, descending: bool, dtype: torch.dtype) -> torch.Tensor:
+    """torch.argsort(|d|) as mergekit's sparsify calls it, as int32 on CPU. |d| is in the compute
+    dtype: float32, as mergekit's on CPU; for float64 pools float64, where mergekit ranks |d|
+    rounded to float32 (the picks differ only among |d| that round to the same float32)."""
+    assert delta.numel() < 2**31, "int32 positions"
+    return torch.argsort(delta.abs().to(dtype), descending=descending).to(torch.int32).cpu()
 
 
 def _kept_mass(mags: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -25,12 +25,10 @@ from typing import Any
 
 from evo_core._study import ParamSpec
 
-from ._merge import MergeMethod
+from ._methods import MergeMethod
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.([^.]+)\.")
 _COMPONENTS = {"self_attn": "attn", "mlp": "mlp"}
-_UNIT_RANGE = ("density", "t")  # fractions: bounds must stay inside [0, 1]
-_DELLA_MARGIN = 1e-3  # default della density bounds stay this far inside (epsilon, 1 - epsilon)
 
 
 def tensor_group(name: str, *, num_layers: int, granularity: int = 1, split_components: bool = False) -> str:
@@ -111,13 +109,17 @@ class SearchSpace:
 def build_space(*, method: MergeMethod, sources: Sequence[str], tensor_names: Sequence[str], num_layers: int,
                 granularity: int = 1, split_components: bool = False, uniform: bool = False,
                 bounds: Mapping[str, Sequence[float]] | None = None) -> SearchSpace:
-    """The space for `method` over `sources`; bounds per parameter kind, default [0, 1]."""
+    """The space for `method` over `sources`; bounds per parameter kind, default the method's own
+    (_methods.py: [0, 1] for weights and fractions, della's density inside (epsilon, 1 - epsilon))."""
     if not isinstance(granularity, int) or granularity < 1 or num_layers % granularity:
         divisors = [g for g in range(1, num_layers + 1) if num_layers % g == 0]
         raise ValueError(f"granularity {granularity} must divide the {num_layers} layers exactly; "
                          f"choose one of {divisors}")
     if not sources or any(not s or "." in s for s in sources):
         raise ValueError(f"sources must be non-empty names without dots; got {list(sources)}")
+    if not method.params:
+        raise ValueError(f"{method.name} has no per-tensor parameters: nothing to search; merge it once "
+                         f"(InMemoryMerger.apply with {{}} per tensor) or export it (mergekit_yaml)")
     ranges = _bounds(method, bounds)
     if uniform:
         group_of = {name: "all" for name in tensor_names}
@@ -139,23 +141,18 @@ def _group_order(group: str) -> tuple:
 
 
 def _bounds(method: MergeMethod, bounds: Mapping[str, Sequence[float]] | None) -> dict[str, tuple[float, float]]:
+    """Each searched parameter's bounds: `bounds` or the method's defaults, checked by its rules."""
     unknown = set(bounds or {}) - set(method.searched)
     if unknown:
         raise ValueError(f"{method.name} searches {', '.join(method.searched)}; "
                          f"no bounds for {', '.join(sorted(unknown))}")
-    eps = method.options.get("epsilon")
-    defaults = {key: (0.0, 1.0) for key in method.searched}
-    if eps is not None:
-        defaults["density"] = (eps + _DELLA_MARGIN, 1 - eps - _DELLA_MARGIN)
     ranges = {}
-    for key in method.searched:
-        lo, hi = (float(v) for v in (bounds or {}).get(key, defaults[key]))
+    for param in method.params:
+        lo, hi = (float(v) for v in (bounds or {}).get(param.name, param.default_bounds(method.options)))
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ValueError(f"{key} bounds must be finite with low < high; got [{lo}, {hi}]")
-        if key in _UNIT_RANGE and not 0 <= lo < hi <= 1:
-            raise ValueError(f"{key} bounds must lie in [0, 1]; got [{lo}, {hi}]")
-        if key == "density" and eps is not None and not (lo > eps and hi < 1 - eps):
-            raise ValueError(f"della density bounds must lie inside (epsilon, 1 - epsilon) = "
-                             f"({eps}, {1 - eps}); got [{lo}, {hi}]")
-        ranges[key] = (lo, hi)
+            raise ValueError(f"{param.name} bounds must be finite with low < high; got [{lo}, {hi}]")
+        problem = param.check_bounds and param.check_bounds(lo, hi, method.options)
+        if problem:
+            raise ValueError(f"{method.name} {param.name} bounds {problem}; got [{lo}, {hi}]")
+        ranges[param.name] = (lo, hi)
     return ranges

@@ -18,9 +18,12 @@ ATOL = 2e-6
 
 def merged_and_yaml(pool, name, spread, *, options=None, pinned=None, **space_kwargs):
     method = merge_method(name, options)
-    space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
-                        num_layers=pool.num_layers, **space_kwargs)
-    params = space.tensor_params(spread(space, **(pinned or {})))
+    if method.params:
+        space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                            num_layers=pool.num_layers, **space_kwargs)
+        params = space.tensor_params(spread(space, **(pinned or {})))
+    else:  # a baseline (model_stock, karcher): merged once, no space
+        params = {k: {} for k in pool.param_names}
     InMemoryMerger(pool=pool, method=method).apply(params, seed=0)
     ours = {k: p.detach().clone() for k, p in pool.model.named_parameters()}
     text = mergekit_yaml(method=method, tensor_params=params, base=pool.paths["base"],
@@ -33,16 +36,41 @@ def merged_and_yaml(pool, name, spread, *, options=None, pinned=None, **space_kw
     ("task_arithmetic", None, {"split_components": True}),
     ("ties", None, {"granularity": 2}),
     ("dare_ties", {"density": 1.0}, {}),
+    ("dare_linear", {"density": 1.0}, {"granularity": 2}),
     ("della", {"density": 1.0}, {"split_components": True}),
+    ("della_linear", {"density": 1.0}, {}),
+    ("breadcrumbs", None, {"split_components": True}),
+    ("breadcrumbs_ties", None, {}),
     ("slerp", None, {}),
+    ("nuslerp", None, {}),
+    ("multislerp", None, {"split_components": True}),
+    ("sce", None, {}),
+    ("model_stock", None, {}),
+    ("karcher", None, {}),
+    ("nearswap", None, {"bounds": {"t": (0.0, 0.05)}}),
     ("ties", None, {"uniform": True}),
 ])
 def test_yaml_round_trip_through_mergekit(name, pinned, space_kwargs, pool2, pool3, spread, run_mergekit):
-    pool = pool2 if name == "slerp" else pool3
+    pool = pool2 if merge_method(name).exact_sources == 2 else pool3
     ours, text = merged_and_yaml(pool, name, spread, pinned=pinned, **space_kwargs)
     theirs = run_mergekit(yaml.safe_load(text))
     worst = max(((ours[k] - theirs[k]).abs().max().item(), k) for k in ours)
     assert worst[0] <= ATOL, f"max |in-memory - mergekit(yaml)| = {worst[0]:.3g} in {worst[1]}"
+
+
+def test_yaml_of_shared_parameters_and_no_base():
+    names = ["model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weight"]
+    sce = yaml.safe_load(mergekit_yaml(method=merge_method("sce"), base="B", sources={"a": "A", "b": "C"},
+                                       tensor_params={n: {"select_topk": v} for n, v in zip(names, (0.2, 0.6))}))
+    assert sce["base_model"] == "B" and sce["models"] == [{"model": "A"}, {"model": "C"}]
+    assert sce["parameters"] == {"select_topk": [{"filter": "model.layers.0.", "value": 0.2},
+                                                 {"filter": "model.layers.1.", "value": 0.6}]}
+    karcher = yaml.safe_load(mergekit_yaml(method=merge_method("karcher"), base="B", sources={"a": "A", "b": "C"},
+                                           tensor_params={n: {} for n in names}))
+    assert "base_model" not in karcher and karcher["parameters"] == {"max_iter": 10, "tol": 1e-5}
+    with pytest.raises(ValueError, match="nearswap merges exactly 2 source models; got 3"):
+        mergekit_yaml(method=merge_method("nearswap"), base="B", sources={"a": "A", "b": "C", "c": "D"},
+                      tensor_params={n: {"t": 1e-4} for n in names})
 
 
 def test_yaml_is_compact_and_readable(pool3, spread):

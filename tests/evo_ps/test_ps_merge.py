@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evo_ps import InMemoryMerger, build_space, merge_method
+from evo_ps import MERGE_METHODS, InMemoryMerger, build_space, merge_method
 
 ATOL = 2e-6  # fp32: a few ulps of the merged values (|w| <= ~1)
 
@@ -34,18 +34,16 @@ def handwritten_setting(space, values, key, source=None):
 
 
 def mergekit_config(pool, method, space, values):
-    paths = pool.paths
-    if method.name == "slerp":
-        first, second = (str(paths[s]) for s in pool.source_names)
-        return {"merge_method": "slerp", "base_model": first, "dtype": "float32",
-                "models": [{"model": first}, {"model": second}],
-                "parameters": {"t": handwritten_setting(space, values, "t")}}
-    config = {"merge_method": method.name, "dtype": "float32", "parameters": dict(method.options),
-              "models": [{"model": str(paths[s]),
-                          "parameters": {k: handwritten_setting(space, values, k, s) for k in method.per_source}}
+    paths = {s: str(pool.paths[s]) for s in pool.source_names}
+    config = {"merge_method": method.name, "dtype": "float32",
+              "parameters": {**method.options, **{k: handwritten_setting(space, values, k) for k in method.shared}},
+              "models": [{"model": paths[s], "parameters": {k: handwritten_setting(space, values, k, s)
+                                                            for k in method.per_source}}
                          for s in pool.source_names]}
-    if method.name != "linear":
-        config["base_model"] = str(paths["base"])
+    if method.mergekit_base == "base":
+        config["base_model"] = str(pool.paths["base"])
+    elif method.mergekit_base == "first_source":  # slerp's t = 0, nearswap's a
+        config["base_model"] = paths[pool.source_names[0]]
     return config
 
 
@@ -55,29 +53,83 @@ def assert_close_all(ours, theirs):
     assert worst[0] <= ATOL, f"max |ours - mergekit| = {worst[0]:.3g} in {worst[1]}"
 
 
-CASES = [  # (method, options, pinned values)
-    ("linear", None, {}),
-    ("linear", {"normalize": False}, {}),
-    ("task_arithmetic", None, {}),
-    ("task_arithmetic", {"normalize": True, "lambda": 0.8}, {}),
-    ("ties", None, {}),
-    ("ties", {"normalize": False, "rescale": True, "lambda": 1.3}, {}),
-    ("dare_ties", None, {"density": 1.0}),
-    ("della", None, {"density": 1.0}),
-    ("slerp", None, {}),
+CASES = [  # (method, options, pinned values, space options)
+    ("linear", None, {}, {}),
+    ("linear", {"normalize": False}, {}, {}),
+    ("task_arithmetic", None, {}, {}),
+    ("task_arithmetic", {"normalize": True, "lambda": 0.8}, {}, {}),
+    ("ties", None, {}, {}),
+    ("ties", {"normalize": False, "rescale": True, "lambda": 1.3}, {}, {}),
+    ("dare_ties", None, {"density": 1.0}, {}),
+    ("dare_linear", None, {"density": 1.0}, {}),
+    ("dare_linear", {"normalize": True, "lambda": 0.7}, {"density": 1.0}, {}),
+    ("della", None, {"density": 1.0}, {}),
+    ("della_linear", None, {"density": 1.0}, {}),
+    ("breadcrumbs", None, {}, {}),
+    ("breadcrumbs", {"gamma": 0.2, "rescale": True, "normalize": True}, {}, {}),
+    ("breadcrumbs_ties", {"gamma": 0.05, "lambda": 1.2}, {}, {}),
+    ("slerp", None, {}, {}),
+    ("nuslerp", None, {}, {}),
+    ("nuslerp", {"nuslerp_flatten": False, "nuslerp_row_wise": True}, {}, {}),
+    ("nuslerp", {"nuslerp_flatten": False}, {}, {}),
+    ("multislerp", None, {}, {}),
+    ("multislerp", {"normalize_weights": False}, {}, {}),
+    ("sce", None, {}, {}),
+    ("model_stock", None, {}, {}),
+    ("model_stock", {"filter_wise": True}, {}, {}),
+    ("karcher", None, {}, {}),
+    ("karcher", {"max_iter": 3, "tol": 1e-3}, {}, {}),
+    ("nearswap", None, {}, {"bounds": {"t": (0.0, 0.05)}}),  # |a - b| ~ 0.03 in the tiny models
 ]
 
 
-@pytest.mark.parametrize("name,options,pinned", CASES)
-def test_matches_mergekit_per_layer(name, options, pinned, pool2, pool3, run_mergekit, spread):
-    pool = pool2 if name == "slerp" else pool3
+@pytest.mark.parametrize("name,options,pinned,space_kwargs", CASES)
+def test_matches_mergekit_per_layer(name, options, pinned, space_kwargs, pool2, pool3, run_mergekit, spread):
     method = merge_method(name, options)
-    space = space_for(pool, method)
-    values = spread(space, **pinned)
-    InMemoryMerger(pool=pool, method=method).apply(space.tensor_params(values), seed=0)
+    pool = pool2 if method.exact_sources == 2 else pool3
+    if method.params:
+        space = space_for(pool, method, **space_kwargs)
+        values = spread(space, **pinned)
+        params = space.tensor_params(values)
+    else:  # a baseline (model_stock, karcher): merged once, no space
+        space, values, params = None, {}, {k: {} for k in pool.param_names}
+    InMemoryMerger(pool=pool, method=method).apply(params, seed=0)
     ours = live(pool)
     assert any((ours[k] - pool.base[k]).abs().max() > 1e-3 for k in ours), "merge left the base unchanged"
     assert_close_all(ours, run_mergekit(mergekit_config(pool, method, space, values)))
+
+
+def test_every_registered_method_is_checked_against_mergekit():
+    assert {case[0] for case in CASES} == set(MERGE_METHODS)
+
+
+@pytest.mark.parametrize("name,options", [("ties", None), ("ties", {"rescale": True}), ("breadcrumbs", None),
+                                          ("breadcrumbs_ties", {"gamma": 0.1, "rescale": True})])
+def test_magnitude_selection_keeps_exactly_mergekits_elements_among_ties(name, options, tied_pool, run_mergekit,
+                                                                        spread):
+    # every |d| is 0, 1/64 or 1/32: each density's cut falls inside a run of equal magnitudes, and
+    # mergekit keeps exactly k of them (those its argsort puts first), not the whole run
+    method = merge_method(name, options)
+    space = space_for(tied_pool, method)
+    values = spread(space)
+    InMemoryMerger(pool=tied_pool, method=method, chunk_elements=256).apply(space.tensor_params(values))
+    assert_close_all(live(tied_pool), run_mergekit(mergekit_config(tied_pool, method, space, values)))
+
+
+def test_magnitude_sort_waits_for_a_trial_that_thins(pool3, spread, monkeypatch):
+    sorts = []
+    argsort = torch.argsort
+    monkeypatch.setattr(torch, "argsort", lambda *args, **kwargs: sorts.append(1) or argsort(*args, **kwargs))
+    method = merge_method("ties")
+    space = space_for(pool3, method)
+    merger = InMemoryMerger(pool=pool3, method=method)
+    merger.apply(space.tensor_params(spread(space, density=1.0)))
+    assert not sorts  # nothing is thinned at density 1: no sort, neither at construction nor here
+    thinned = space.tensor_params(spread(space))
+    merger.apply(thinned)
+    assert len(sorts) == len(pool3.param_names) * len(pool3.source_names)  # once per (tensor, source)
+    merger.apply(thinned)
+    assert len(sorts) == len(pool3.param_names) * len(pool3.source_names)
 
 
 def test_per_layer_values_reach_their_layers(pool3):
@@ -91,8 +143,9 @@ def test_per_layer_values_reach_their_layers(pool3):
         assert torch.equal(p.detach(), expected), k
 
 
-def test_dare_ties_random_drops_match_mergekit_statistically(pool3, run_mergekit):
-    method = merge_method("dare_ties")
+@pytest.mark.parametrize("name", ["dare_ties", "dare_linear", "della_linear"])
+def test_random_drops_match_mergekit_statistically(name, pool3, run_mergekit):
+    method = merge_method(name)
     space = space_for(pool3, method, uniform=True)
     InMemoryMerger(pool=pool3, method=method).apply(space.tensor_params({p.name: 0.5 for p in space.params}),
                                                     seed=7)
@@ -105,7 +158,7 @@ def test_dare_ties_random_drops_match_mergekit_statistically(pool3, run_mergekit
         if base.numel() < 4096:
             continue
         ours_d, theirs_d = (ours[k] - base).flatten(), (theirs[k] - base).flatten()
-        # share of untouched entries: all three dropped (1/8) plus ties-election zeros
+        # share of untouched entries: all three dropped (1/8) plus ties-election zeros (dare_ties)
         assert abs((ours_d == 0).float().mean() - (theirs_d == 0).float().mean()) < 0.03, k
         assert abs(ours_d.std() / theirs_d.std() - 1) < 0.08, k  # rescale and weights right
         assert abs(ours_d.mean() - theirs_d.mean()) < 0.1 * theirs_d.std(), k
@@ -208,8 +261,13 @@ def test_bad_inputs_fail_before_any_write(pool2, pool3, spread):
         merge_method("ties", {"epsilon": 0.1})
     with pytest.raises(ValueError, match="must be a bool"):
         merge_method("ties", {"normalize": "yes"})
-    with pytest.raises(ValueError, match="slerp merges exactly 2"):
-        InMemoryMerger(pool=pool3, method="slerp")
+    with pytest.raises(ValueError, match="della option epsilon must be in \\(0, 0.5\\); got 0.5"):
+        merge_method("della", {"epsilon": 0.5})
+    with pytest.raises(ValueError, match="breadcrumbs option gamma must be in \\[0, 1\\)"):
+        merge_method("breadcrumbs", {"gamma": 1})
+    for name in ("slerp", "nuslerp", "nearswap"):
+        with pytest.raises(ValueError, match=f"{name} merges exactly 2 source models; the pool has 3"):
+            InMemoryMerger(pool=pool3, method=name)
     with pytest.raises(ValueError, match="multiple of 4"):
         InMemoryMerger(pool=pool2, method="ties", chunk_elements=10)
 

@@ -97,6 +97,29 @@ def test_bounds():
         space("della", bounds={"density": (0.1, 0.8)})
 
 
+def test_each_method_declares_its_parameters_and_default_bounds():
+    def bounds(method, **kwargs):
+        return {(p.name.split(".", 1)[1], p.low, p.high) for p in space(method, uniform=True, **kwargs).params}
+
+    assert bounds("breadcrumbs") == {("ja.weight", 0.0, 1.0), ("ja.density", 0.0, 1.0),
+                                     ("math.weight", 0.0, 1.0), ("math.density", 0.0, 1.0)}
+    assert bounds("sce") == {("select_topk", 0.0, 1.0)}
+    assert bounds("nuslerp") == {("ja.weight", 0.0, 1.0), ("math.weight", 0.0, 1.0)}
+    assert bounds("nearswap") == {("t", 0.0, 1e-3)}  # weight units, not a fraction
+    assert bounds("nearswap", bounds={"t": (0.0, 0.5)}) == {("t", 0.0, 0.5)}
+    for baseline in ("model_stock", "karcher"):  # merged once, not searched
+        with pytest.raises(ValueError, match=f"{baseline} has no per-tensor parameters: nothing to search"):
+            space(baseline)
+    assert {p.high for p in build_space(method=merge_method("della_linear", {"epsilon": 0.1}), sources=("a", "b"),
+                                        tensor_names=llama_names(2), num_layers=2).params
+            if p.name.endswith("density")} == {0.899}
+    for method, bad, message in (("nearswap", {"t": (-0.1, 0.1)}, "nearswap t bounds must be >= 0"),
+                                 ("sce", {"select_topk": (0.0, 1.5)}, r"sce select_topk bounds must lie in \[0, 1\]"),
+                                 ("sce", {"weight": (0, 1)}, "sce searches select_topk; no bounds for weight")):
+        with pytest.raises(ValueError, match=message):
+            space(method, bounds=bad)
+
+
 def test_tensor_params_and_broadcast():
     s = space(names=llama_names(4))
     values = {p.name: i / 100 for i, p in enumerate(s.params)}
