@@ -46,7 +46,7 @@ def trial_part(limit: int, repeats: int, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
 
-    import objectives  # noqa: F401  (registers the built-in objectives)
+    import zoo  # noqa: F401  (registers the objectives and the zoo's data source)
     from evo_core import build_objective, load_models, register_resolvers
     from evo_dfs import LayerPathForCausalLM
     from evo_dfs._config import validate

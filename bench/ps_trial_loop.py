@@ -60,6 +60,7 @@ ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 import objectives  # noqa: E402
+import zoo  # noqa: E402,F401  (registers the "zoo" data source)
 from evo_core import load_pool  # noqa: E402
 from evo_ps import MERGE_METHODS, InMemoryMerger, build_space, merge_method, mergekit_yaml  # noqa: E402
 from merge_bandwidth import copy_bound_ms, timed  # noqa: E402

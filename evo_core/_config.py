@@ -49,6 +49,7 @@ class StudyConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    imports: list[str] = field(default_factory=list)  # modules that register objectives, methods, sources
     study_name: str = "???"
     seed: int = 0
     n_trials: int = 100

@@ -12,7 +12,8 @@
 
     run_study(cfg, MySearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
 
-Top to bottom: check -> the objective's data (a bad split fails in seconds, before the models) ->
+Top to bottom: import the config's `imports` (they register objectives, methods, ...) -> check ->
+the objective's data (a bad split fails in seconds, before the models) ->
 load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
 the objective scores it item by item, MLflow logs it) -> a helper stops here; the primary waits for
@@ -21,6 +22,7 @@ export and artifacts.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -100,6 +102,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     """The whole lifecycle (module docstring) for a validated config (an evo_core StudyConfig);
     returns the test table (model -> metric -> value)."""
     fitness, directions = cfg.fitness, cfg.directions
+    import_plugins(cfg.imports)
     SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
     search.check()
     run_dir = Path(cfg.run_dir)
@@ -159,6 +162,16 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     print(f"\ntest split ({test_size} items), best of {len(study.trials)} trials (trial {best.number}):\n{markdown}")
     print(f"outputs: {run_dir}   mlflow run: {run_id}")
     return table
+
+
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import the modules a config names: importing them registers their objectives, merge methods,
+    data sources, ... (the project's own are `objectives` and `zoo`; add yours)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"imports: cannot import {module!r} ({err})") from None
 
 
 def check_signature(study: optuna.Study, signature: dict[str, Any], storage: str) -> None:

@@ -12,7 +12,6 @@ table (every source and the best path) and the best path exported for trust_remo
 """
 from pathlib import Path
 
-import objectives  # noqa: F401  (registers the built-in objectives)
 from evo_core import cli_main
 from evo_dfs._config import validate
 from evo_dfs._search import DFSSearch

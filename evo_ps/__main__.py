@@ -12,7 +12,6 @@ Several workers: the same command with `helper=true` joins the study that a norm
 """
 from pathlib import Path
 
-import objectives  # noqa: F401  (registers the built-in objectives)
 from evo_core import cli_main
 from evo_ps._config import validate
 from evo_ps._search import PSSearch

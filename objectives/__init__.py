@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from ._answers import extract_last_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
-from ._data import SOURCES, check_disjoint, load_split, question_key
+from ._data import SOURCES, Item, check_disjoint, load_split, question_key
 from ._generation import CACHE_ARG, greedy_generate
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
@@ -35,6 +35,7 @@ __all__ = [
     "AnswerMatchObjective",
     "DETECTORS",
     "GenerativeObjective",
+    "Item",
     "JA_THRESHOLD",
     "MGSM_JA_MAX_NEW_TOKENS",
     "MGSM_JA_PROMPT_TEMPLATE",

@@ -75,14 +75,6 @@ def load_hf(
     return items
 
 
-@SOURCES.register("zoo")
-def load_zoo(*, task: str, split: str) -> list[Item]:
-    """The embedded zoo's tasks ("ja_math", "en_math", "ja_qa"), via `zoo.world.task_items`."""
-    from zoo import world  # looked up at call time so tests can monkeypatch world.task_items
-
-    return [(str(q), str(a)) for q, a in world.task_items(task, split)]
-
-
 _TABLE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}  # `datasets` builders
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+import zoo  # noqa: F401  (registers the "zoo" data source)
 from zoo.tokenizer import build_tokenizer
 
 # Tiny models on a busy 2-core machine: extra intra-op threads only spin (a 3-layer forward took

@@ -16,7 +16,6 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import objectives  # noqa: F401  (registers the built-in objectives)
 from evo_core import register_resolvers
 from evo_dfs import DFSSpace, SlotLayout, unpack_genome
 from evo_dfs._config import validate
@@ -36,7 +35,7 @@ import json, sys, torch
 torch.set_num_threads(1)
 from hydra import compose, initialize_config_dir
 from transformers import AutoModelForCausalLM, AutoTokenizer
-import objectives
+import zoo  # registers the objectives and the zoo's data source
 from evo_core import build_objective, register_resolvers
 from evo_dfs._config import validate
 register_resolvers()
