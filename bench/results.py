@@ -1,6 +1,6 @@
 """Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
 
-    python -m bench.results                        # every block: 9 studies, about 40 min on 2 cores
+    python -m bench.results                        # every block: 8 studies and the zoo report, ~1 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evo_core import markdown_table
+from zoo.report import markdown as zoo_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "results"
@@ -37,11 +39,18 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 @dataclass(frozen=True)
 class Run:
     """`python -m module overrides...` in its own run dir (and MLflow store: parallel runs must not
-    race on one fresh database); `after` runs first (its outputs are this run's inputs)."""
+    race on one fresh database), which writes its table to test_table.json there; `after` runs
+    first (its outputs are this run's inputs). study=False: a plain command told `--out FILE`."""
 
     module: str
     overrides: tuple[str, ...] = ()
     after: tuple[str, ...] = ()
+    study: bool = True
+
+    def command(self, run_dir: Path) -> list[str]:
+        where = ([f"run_dir={run_dir}", f"tracking.mlruns_dir={run_dir / 'mlruns'}"] if self.study
+                 else ["--out", str(run_dir / "test_table.json")])
+        return [sys.executable, "-m", self.module, *self.overrides, *where]
 
 
 UNIFORM_120 = ("space=uniform", "n_trials=120", "study_name=toy_uniform120")
@@ -55,6 +64,7 @@ RUNS = {
     "dfs": Run("evo_dfs"),
     "hybrid": Run("evo_dfs", ("+experiment=toy_hybrid", f"pool.sources.ps_merge={OUT / 'ps_seed0' / 'best_model'}"),
                   after=("ps_seed0",)),
+    "zoo_report": Run("zoo.report", study=False),
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -88,6 +98,7 @@ BLOCKS = {
                                   uniform_vs_per_layer),
     "dfs_demo": Block(("dfs",), lambda t: markdown_table(t["dfs"])),
     "hybrid_demo": Block(("hybrid",), lambda t: markdown_table(t["hybrid"])),
+    "zoo_report": Block(("zoo_report",), lambda t: zoo_markdown(t["zoo_report"])),
 }
 
 
@@ -109,8 +120,7 @@ def run_one(name: str) -> float:
     run_dir = OUT / name
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    command = [sys.executable, "-m", run.module, *run.overrides, f"run_dir={run_dir}",
-               f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
+    command = run.command(run_dir)
     print(f"run     {name}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
     with open(run_dir / "output.log", "w") as log:
@@ -132,9 +142,11 @@ def render_docs(blocks: list[str], *, write: bool) -> list[str]:
     for doc in DOCS:
         text = original = doc.read_text()
         for block in blocks:
-            wanted = BLOCKS[block].render(load(block))
             marked = re.compile(rf"(<!-- results:{block} -->\n)(.*?)(<!-- /results:{block} -->)", re.S)
-            differing += [f"{doc.relative_to(ROOT)}: {block}" for m in marked.finditer(text) if m[2] != wanted]
+            if not marked.search(text):
+                continue
+            wanted = BLOCKS[block].render(load(block))
+            differing += [f"{os.path.relpath(doc, ROOT)}: {block}" for m in marked.finditer(text) if m[2] != wanted]
             text = marked.sub(lambda m: m[1] + wanted + m[3], text)
         if write and text != original:
             doc.write_text(text)

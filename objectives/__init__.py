@@ -20,7 +20,7 @@ from __future__ import annotations
 from ._answers import extract_last_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
 from ._data import SOURCES, Item, check_disjoint, load_split, question_key
-from ._generation import CACHE_ARG, greedy_generate
+from ._generation import CACHE_ARG, GENERATION_BACKENDS, greedy_generate
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
 from ._prompts import (
@@ -34,6 +34,7 @@ __all__ = [
     "CACHE_ARG",
     "AnswerMatchObjective",
     "DETECTORS",
+    "GENERATION_BACKENDS",
     "GenerativeObjective",
     "Item",
     "JA_THRESHOLD",

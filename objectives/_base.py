@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 from evo_core import OBJECTIVES, Metric, mean_scores
 
 from ._data import Item, check_disjoint, load_split
-from ._generation import Batch, pad_token_id, plan_batches, run_batches
+from ._generation import GENERATION_BACKENDS, Batch, pad_token_id, plan_batches
 from ._language import JA_THRESHOLD
 from ._language import language_detector as load_detector
 from ._prompts import fill, resolve_template
@@ -74,6 +74,7 @@ class GenerativeObjective:
         language_detector: str = "fasttext",
         chat_template: bool = False,
         allow_overlap: bool = False,
+        generation_backend: str = "hf_greedy",
     ):
         # cheap argument checks first, before any data is read
         if not splits:
@@ -92,6 +93,7 @@ class GenerativeObjective:
             raise ValueError("stop_strings must not contain the empty string")
         self.prompt_template = resolve_template(prompt_template or self.default_prompt_template)
         self.chat_template = chat_template
+        self._generate = GENERATION_BACKENDS.get(generation_backend)
         self.tokenizer = tokenizer
         self._ja_probability = load_detector(language_detector)
 
@@ -135,7 +137,7 @@ class GenerativeObjective:
         return list(self._split(split).items)
 
     def generate(self, model: Any, split: str) -> list[str]:
-        return run_batches(
+        return self._generate(
             model,
             self.tokenizer,
             self._split(split).batches,

@@ -7,6 +7,11 @@
     batches = plan_batches(prompt_ids, pad_id=tokenizer.pad_token_id, batch_size=16)
     outputs = run_batches(model, tokenizer, batches, max_new_tokens=48, stop_strings=["\\n"])
 
+Generation backends: `GENERATION_BACKENDS` maps a name to a function with run_batches' signature,
+`backend(model, tokenizer, batches, *, max_new_tokens, stop_strings) -> list[str]` (greedy, outputs
+in prompt order, cut before the first stop string). "hf_greedy" is the loop below; a GPU user's
+vLLM backend registers under another name and is picked with `objective.options.generation_backend`.
+
 The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
 use_cache=True) and must return .logits and .<cache>, where <cache> is the installed transformers'
 name for the KV cache (`CACHE_ARG`: `cache` from 5.24 on, `past_key_values` before); with None on
@@ -24,14 +29,19 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from evo_core import Registry
+
 # transformers 5.24 renamed `past_key_values` to `cache` (argument and output field); the old name
 # still works there but warns, and goes in 5.40
 CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+GENERATION_BACKENDS: Registry[Callable[..., list[str]]] = Registry("generation backend")
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -86,6 +96,7 @@ def pad_token_id(tokenizer: Any) -> int:
     return pad
 
 
+@GENERATION_BACKENDS.register("hf_greedy")
 def run_batches(
     model: Any,
     tokenizer: Any,

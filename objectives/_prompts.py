@@ -13,6 +13,8 @@ The question is inserted with str.replace, not str.format, so templates may cont
 """
 from __future__ import annotations
 
+from evo_core import Registry
+
 MGSM_JA_PROMPT_TEMPLATE = (
     "以下に、あるタスクを説明する指示があります。"
     "リクエストを適切に完了するための回答を日本語で記述してください。一歩一歩考えましょう。\n\n"
@@ -22,20 +24,19 @@ MGSM_JA_STOP_STRINGS = ("Instruction:", "Instruction", "Response:", "Response")
 MGSM_JA_MAX_NEW_TOKENS = 1024
 
 PLACEHOLDER = "{question}"
-PROMPT_TEMPLATES = {
-    "ja_alpaca_cot": MGSM_JA_PROMPT_TEMPLATE,
-    "plain": PLACEHOLDER,
-}
+PROMPT_TEMPLATES: Registry[str] = Registry("prompt template")
+PROMPT_TEMPLATES.register("ja_alpaca_cot", MGSM_JA_PROMPT_TEMPLATE)
+PROMPT_TEMPLATES.register("plain", PLACEHOLDER)
 
 
 def resolve_template(template: str) -> str:
-    template = PROMPT_TEMPLATES.get(template, template)
-    if PLACEHOLDER not in template:
-        raise ValueError(
-            f"prompt template {template!r} is neither a known name ({', '.join(sorted(PROMPT_TEMPLATES))}) "
-            f"nor contains {PLACEHOLDER}"
-        )
-    return template
+    """A literal template (it contains {question}) as it is, else the registered one of that name."""
+    if PLACEHOLDER in template:
+        return template
+    if template not in PROMPT_TEMPLATES:
+        raise ValueError(f"prompt template {template!r} is neither a known name ({', '.join(PROMPT_TEMPLATES)}) "
+                         f"nor contains {PLACEHOLDER}")
+    return PROMPT_TEMPLATES.get(template)
 
 
 def fill(template: str, question: str) -> str:

@@ -100,6 +100,35 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+def _cli_error(command: str, *overrides: str) -> str:
+    """A command's config run in-process, as `python -m command overrides...` runs it but without a
+    new interpreter (seconds instead of half a minute); it must fail: -> its one `error:` line."""
+    from hydra import compose, initialize_config_dir
+
+    from evo_core import register_resolvers, run_cli
+    from evo_dfs._config import validate as validate_dfs
+    from evo_dfs._search import DFSSearch
+    from evo_ps._config import validate as validate_ps
+    from evo_ps._search import PSSearch
+
+    conf_dir, validate, search = {"evo_ps": (REPO_ROOT / "conf", validate_ps, PSSearch),
+                                  "evo_dfs": (REPO_ROOT / "conf" / "dfs", validate_dfs, DFSSearch)}[command]
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    with pytest.raises(SystemExit) as exit:
+        run_cli(cfg, validate=validate, search=search)
+    line = str(exit.value.code)
+    assert line.startswith("error: ") and "\n" not in line, line
+    return line
+
+
+@pytest.fixture(scope="session")
+def cli_error():
+    """cli_error("evo_ps", "key=value", ...) -> the one `error: ...` line that config fails with."""
+    return _cli_error
+
+
 @pytest.fixture(scope="session")
 def error_line():
     """error_line(proc) -> the single 'error: ...' line a failed CLI printed."""

@@ -1,7 +1,8 @@
 """Measure the zoo: every model (and a simple merge) on the target and on each expert's own task.
 
-    python -m zoo.report                 # the README's zoo table, on the test splits (~1 min)
+    python -m zoo.report                 # the zoo table of docs/zoo.md, on the test splits
     python -m zoo.report --zoo /tmp/zoo  # a freshly built zoo
+    python -m zoo.report --out t.json    # also write the table (bench/results.py renders docs from it)
 
 The simple merge is task arithmetic (base + sum_i w_i (expert_i - base)) with one weight per
 expert, picked on the target's SEARCH split from a small grid, then scored on the test split.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 import torch
@@ -87,17 +89,21 @@ def markdown(table: dict[str, dict[str, float]]) -> str:
     columns = list(next(iter(table.values())))
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(f"{100 * row[c]:.1f}" for c in columns) + " |" for name, row in table.items()]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zoo", type=Path, default=ZOO_MODELS)
+    parser.add_argument("--out", type=Path, help="write the table as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     sizes = {task: len(world.task_items(task, "test")) for task in TASKS}
     print(f"test splits: {sizes} (accuracy in %)")
-    print(markdown(zoo_table(args.zoo)))
+    table = zoo_table(args.zoo)
+    print(markdown(table))
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from evo_core import ObjectiveConfig, TrackingConfig, register_resolvers, run_study
+from evo_core import OBJECTIVES, ObjectiveConfig, TrackingConfig, register_resolvers, run_study
+from evo_ps import MERGE_METHODS
 from evo_ps._config import validate
 from evo_ps._search import PSSearch
 
@@ -27,10 +28,13 @@ def plugins():
     text = (REPO_ROOT / "docs" / "adding.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) == 3, "one block per worked example"
+    registered = {registry: dict(registry._items) for registry in (OBJECTIVES, MERGE_METHODS)}
     module = sys.modules["my_plugins"] = types.ModuleType("my_plugins")  # dataclasses look it up
     exec(compile("\n".join(blocks), "docs/adding.md", "exec"), module.__dict__)
     yield module
     del sys.modules["my_plugins"]
+    for registry, items in registered.items():  # the other tests see the built-in names only
+        registry._items = items
 
 
 def ps_config(tmp_path, tiny_model_dirs, *overrides: str):

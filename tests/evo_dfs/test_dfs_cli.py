@@ -133,9 +133,13 @@ def test_full_cma_es_on_thousands_of_values_is_refused(tiny_model_dirs):
                               "pool.sources.shisa=augmxnt/shisa-gamma-7b-v1, "
                               "pool.sources.wizardmath=WizardLMTeam/WizardMath-7B-V1.1;"),
 ])
-def test_cli_fails_fast_with_one_line_and_no_study(tmp_path, run_cli, error_line, overrides, message):
-    proc = dfs(run_cli, tmp_path, *overrides, ok=False)
-    assert error_line(proc).startswith(message)
+def test_cli_fails_fast_with_one_line_and_no_study(tmp_path, cli_error, monkeypatch, overrides, message):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no hub: missing means missing
+    line = cli_error("evo_dfs", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
+                     *overrides)
+    assert line.startswith(message)
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
 
 

@@ -197,8 +197,14 @@ def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_lin
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
 
 
+def test_bad_input_from_the_command_line_is_one_line(tmp_path, run_cli, error_line):
+    proc = run_cli("evo_ps", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "+foo=1",
+                   ok=False)
+    assert "foo" in error_line(proc)
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
 @pytest.mark.parametrize("override, message", [
-    ("+foo=1", "foo"),
     ("space.granularity=3", "granularity 3 must divide the 4 layers"),
     ("merge=slerp", "slerp"),
     ("+space.bounds.density=[0,2]", "density bounds must lie in [0, 1]"),
@@ -207,9 +213,12 @@ def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_lin
     ("objective.search=/nonexistent/gsm8k_ja.jsonl", "split 'search': data file not found: /nonexistent/gsm8k_ja.jsonl"),
     ("objective.test=/tmp/mgsm.txt", "split 'test': a data file must end in .tsv"),
     ("sampler.sigma0=-1", "sigma0"),
+    ("sampler.kind=nosuch", "unknown sampler 'nosuch'; known: cmaes, nsga2, random, tpe"),
+    ("sampler.popsize=1", "sampler.popsize must be >= 2; got 1"),
+    ("merge.method=nosuch", "unknown merge method 'nosuch'; known: breadcrumbs,"),
+    ("+objective.options.answer_pattern=x", "objective 'mgsm_ja' has no option answer_pattern"),
 ])
-def test_bad_input_is_one_line_error(tmp_path, run_cli, error_line, override, message):
-    proc = run_cli("evo_ps", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override,
-                   ok=False)
-    assert message in error_line(proc)
+def test_bad_input_is_one_line_error(tmp_path, cli_error, override, message):
+    line = cli_error("evo_ps", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
+    assert message in line
     assert not (tmp_path / "run" / "study.db").exists()

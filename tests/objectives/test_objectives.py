@@ -1,6 +1,8 @@
 """Registered objectives: registry, oracle scoring on real MGSM-JA, isolation, bad input, hot path."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 import objectives
@@ -159,6 +161,26 @@ def test_bad_inputs(tok, write_tsv, tmp_path):
         tsv_objective("mgsm_ja", tok, write_tsv, stop_strings="\n")
     with pytest.raises(ValueError, match="at least one split"):
         objectives.build("mgsm_ja", tokenizer=tok, splits={})
+
+
+def test_chat_template_wraps_the_filled_prompt(tok, write_tsv):
+    with pytest.raises(ValueError, match="the tokenizer has no chat template"):
+        tsv_objective("mgsm_ja", tok, write_tsv, prompt_template="plain", chat_template=True)
+    chat = copy.deepcopy(tok)
+    chat.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+                          "{% if add_generation_prompt %}[assistant]{% endif %}")
+    obj = tsv_objective("mgsm_ja", chat, write_tsv, prompt_template="Q: {question}", chat_template=True)
+    assert obj.prompt_ids(ROWS[0][0]) == chat(f"[user]Q: {ROWS[0][0]}[assistant]")["input_ids"]
+    plain = tsv_objective("mgsm_ja", chat, write_tsv, prompt_template="Q: {question}")
+    assert plain.prompt_ids(ROWS[0][0]) == chat(f"Q: {ROWS[0][0]}")["input_ids"]
+
+
+def test_generation_backends_are_registered_by_name(tok, write_tsv):
+    assert "hf_greedy" in objectives.GENERATION_BACKENDS
+    with pytest.raises(ValueError, match="unknown generation backend 'vllm'; known: hf_greedy"):
+        tsv_objective("mgsm_ja", tok, write_tsv, generation_backend="vllm")
+    with pytest.raises(ValueError, match="unknown prompt template 'nosuch'|neither a known name"):
+        tsv_objective("mgsm_ja", tok, write_tsv, prompt_template="nosuch")
 
 
 def test_templates_and_script_detector(tok, write_tsv):
