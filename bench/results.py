@@ -3,6 +3,7 @@
     python -m bench.results                        # every block: 8 studies and the zoo report, ~1 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
+    python -m bench.results --render               # no runs: rewrite the docs from docs/results/
 
 `make results` runs the first. A block is a table in the docs, between the lines
 `<!-- results:NAME -->` and `<!-- /results:NAME -->`, in README.md or any docs/*.md. Its figures come
@@ -157,16 +158,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("blocks", nargs="*", help=f"default: all of {', '.join(BLOCKS)}")
     parser.add_argument("--check", action="store_true", help="run nothing; exit 1 if a doc differs from its JSON")
+    parser.add_argument("--render", action="store_true", help="run nothing; rewrite the docs from their JSON")
     parser.add_argument("--jobs", type=int, default=2, help="studies at a time (each uses one CPU thread)")
     args = parser.parse_args()
     unknown = sorted(set(args.blocks) - set(BLOCKS))
     if unknown:
         raise SystemExit(f"error: unknown blocks {unknown}; known: {', '.join(BLOCKS)}")
     blocks = args.blocks or list(BLOCKS)
-    if args.check:
-        differing = render_docs(blocks, write=False)
-        print("\n".join(f"differs: {d}" for d in differing) or "the docs show docs/results/ exactly")
-        raise SystemExit(1 if differing else 0)
+    if args.check or args.render:
+        differing = render_docs(blocks, write=args.render)
+        print("\n".join(f"{'rewrote' if args.render else 'differs'}: {d}" for d in differing)
+              or "the docs show docs/results/ exactly")
+        raise SystemExit(1 if differing and args.check else 0)
 
     needed = {run for block in blocks for run in BLOCKS[block].runs}
     needed |= {dep for run in needed for dep in RUNS[run].after}
