@@ -31,7 +31,8 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from evo_core import ParamSpec, make_sampler, open_study, run_trials, sqlite_url_in  # noqa: E402
-from evo_dfs import DFSSpace, GenomeCMA, SlotLayout  # noqa: E402
+from evo_core import GenomeCMA  # noqa: E402
+from evo_dfs import DFSSpace, SlotLayout  # noqa: E402
 
 PATHS = {  # hops -> global layers (A = 0..3, B = 4..7)
     4: [0, 1, 2, 3],

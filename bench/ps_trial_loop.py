@@ -99,11 +99,11 @@ def trial_values(space, trial: int, density: float | None) -> dict[str, float]:
     """
     rng = random.Random(trial)
     values = {}
-    for slot, spec in zip(space.slots, space.params):
-        if slot.key == "density" and density is not None:
+    for place, spec in zip(space.placements, space.params):
+        if place.key == "density" and density is not None:
             values[spec.name] = density
             continue
-        centre = (1.0 if slot.source == space.sources[0] else 0.5) if slot.key == "weight" else (spec.low + spec.high) / 2
+        centre = (1.0 if place.source == space.sources[0] else 0.5) if place.key == "weight" else (spec.low + spec.high) / 2
         values[spec.name] = min(spec.high, max(spec.low, centre + rng.uniform(-JITTER, JITTER)))
     return values
 
@@ -275,7 +275,7 @@ def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: i
     pool = load_pool(base=base, sources=sources, dtype="float32", device="cpu")
     space = build_space(method=merge, sources=pool.source_names, tensor_names=pool.param_names,
                         num_layers=pool.num_layers)
-    bounds = {(spec.low, spec.high) for slot, spec in zip(space.slots, space.params) if slot.key == "density"}
+    bounds = {(spec.low, spec.high) for place, spec in zip(space.placements, space.params) if place.key == "density"}
     if not bounds:
         densities = [None]
     for low, high in bounds:

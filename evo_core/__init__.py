@@ -10,19 +10,20 @@ from ._cli import cli_main, run_cli
 from ._config import ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
 from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
 from ._plots import plot_history
-from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models
+from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models, use_weights
 from ._progress import Progress
 from ._registry import Registry
+from ._genome import GenomeCMA, GenomeSpace, pack_genome, unpack_genome
 from ._lifecycle import Phases, Search, check_signature, run_study
 from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
                      run_trials, start_point, wait_for_workers)
 from ._tracking import Tracker, markdown_table, mlflow_ui_command
-from ._weights import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in, use_weights
+from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in
 
 __all__ = [
-    "Metric", "ModelPool", "Phases", "SAMPLERS", "Search", "OBJECTIVES", "Objective", "ObjectiveConfig", "PROJECT_ROOT", "ParamSpec", "Progress", "Registry", "SamplerConfig",
+    "GenomeCMA", "GenomeSpace", "Metric", "ModelPool", "Phases", "SAMPLERS", "Search", "OBJECTIVES", "Objective", "ObjectiveConfig", "PROJECT_ROOT", "ParamSpec", "Progress", "Registry", "SamplerConfig",
     "StudyConfig", "TrackingConfig", "Tracker", "best_trial", "build_objective", "check_model_path", "check_signature", "cli_main",
     "finished_trials", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "mlflow_ui_command",
-    "open_study", "paper_popsize", "plot_history", "project_path", "register_resolvers", "require_models", "run_cli", "run_study",
-    "run_trials", "sqlite_url_in", "start_point", "typed_config", "use_weights", "wait_for_workers",
+    "open_study", "pack_genome", "paper_popsize", "plot_history", "project_path", "register_resolvers", "require_models", "run_cli", "run_study",
+    "run_trials", "sqlite_url_in", "start_point", "typed_config", "unpack_genome", "use_weights", "wait_for_workers",
 ]

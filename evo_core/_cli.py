@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ._weights import register_resolvers
+from ._paths import register_resolvers
 
 
 def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:

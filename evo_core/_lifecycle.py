@@ -39,7 +39,7 @@ from ._plots import plot_history
 from ._progress import Progress
 from ._study import SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, run_trials, start_point, wait_for_workers
 from ._tracking import Tracker, mlflow_ui_command
-from ._weights import sqlite_url_in
+from ._paths import sqlite_url_in
 
 # a candidate: the model to score, and extra per-trial metrics (timings, path length, ...)
 Candidate = tuple[Any, dict[str, float]]

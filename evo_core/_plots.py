@@ -4,12 +4,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import optuna
 
 
 def plot_history(study: optuna.Study, out_png: Path, *, fitness: str) -> None:
     """Optuna's optimization history: fitness per trial and the best so far (the first objective)."""
+    import matplotlib.pyplot as plt  # here: slow to import, and only this function needs it
+
     # multi-objective studies: plot the first objective, the fitness the search ranks by
     target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     plt.switch_backend("Agg")  # files only, whatever backend the caller's environment picked

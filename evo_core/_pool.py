@@ -172,6 +172,13 @@ def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", devi
     return models
 
 
+@torch.no_grad()
+def use_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
+    """Overwrite a live model's parameters in place (e.g. to score one source model as it is)."""
+    for key, param in model.named_parameters():
+        param.copy_(weights[key])
+
+
 @dataclass(eq=False)
 class ModelPool:
     """A base and its sources, loaded once. `model` is the live model trials write into.

@@ -7,11 +7,10 @@
     model.set_path(path.layers, path.scales)                # per trial, no weight copies
     export_layer_path(model, out_dir, tokenizer=tok)        # self-contained HF dir
     write_model_card(out_dir, title=..., sources=..., origins=..., path=path, scores=...)
-    sampler = GenomeCMA(space=space, seed=0)                # paper scale: CMA-ES on the packed genome
+    sampler = evo_core.GenomeCMA(space=space, seed=0)       # paper scale: CMA-ES on the packed genome
     plot_path(path.layers, path.scales, layout.layer_owner, "path.png")
 """
 from evo_dfs._export import export_layer_path, write_model_card
-from evo_dfs._genome import GenomeCMA
 from evo_dfs._path import (
     SCALE_MODELS,
     LayerPath,
@@ -23,11 +22,11 @@ from evo_dfs._path import (
     select_hops,
 )
 from evo_dfs._plot import plot_path
-from evo_dfs._space import DFSSpace, pack_genome, unpack_genome
+from evo_dfs._space import DFSSpace
 from evo_dfs.modeling_layer_path import LayerPathConfig, LayerPathForCausalLM
 
 __all__ = [
-    "SCALE_MODELS", "DFSSpace", "GenomeCMA", "LayerPath", "LayerPathConfig", "LayerPathForCausalLM", "MatrixScales",
-    "SlotLayout", "WNet", "export_layer_path", "layer_path", "make_scale_model", "pack_genome", "plot_path",
-    "select_hops", "unpack_genome", "write_model_card",
+    "SCALE_MODELS", "DFSSpace", "LayerPath", "LayerPathConfig", "LayerPathForCausalLM", "MatrixScales",
+    "SlotLayout", "WNet", "export_layer_path", "layer_path", "make_scale_model", "plot_path",
+    "select_hops", "write_model_card",
 ]

@@ -18,14 +18,13 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import AutoConfig
 
-from evo_core import ParamSpec, Phases, load_models, require_models
+from evo_core import GenomeCMA, ParamSpec, Phases, load_models, require_models, unpack_genome
 
 from ._config import DFSConfig, PoolConfig
 from ._export import export_layer_path, write_model_card
-from ._genome import GenomeCMA
 from ._path import LayerPath, SlotLayout
 from ._plot import plot_path
-from ._space import DFSSpace, unpack_genome
+from ._space import DFSSpace
 from .modeling_layer_path import LayerPathForCausalLM
 
 # above this many values full CMA-ES costs minutes per sample (4,288: 3 s per draw, up to 101 draws per ask)

@@ -6,15 +6,13 @@ order of `names()`: "I.t000".. then "W.i00.j00".. or "wnet.p000"..
     space = DFSSpace(layout=SlotLayout(layers_per_model=(4, 4), repeats=2), scales="matrix")
     space.names(); space.bounds(); space.x0()             # Optuna: suggest_float(name, *bounds[name])
     path = space.path(trial.params)                        # or space.path(vector)
-    s = pack_genome(space.vector(trial.params))            # one compact string per trial (user attr)
+    s = evo_core.pack_genome(space.vector(trial.params))   # one compact string per trial (user attr)
 
 Initialisation (paper): model A's slots of the first repetition start on (I = +init), every other slot
 off (I = -init), all scales 1 -> x0 decodes to model A itself.
 """
 from __future__ import annotations
 
-import base64
-import zlib
 from collections.abc import Mapping
 
 import numpy as np
@@ -80,11 +78,3 @@ class DFSSpace:
         return v
 
 
-def pack_genome(vector) -> str:
-    """Compact ASCII form of a genome (float32, zlib, base64): ~4288 values -> a few KB, one DB field."""
-    raw = np.asarray(vector, dtype="<f4").tobytes()
-    return base64.b64encode(zlib.compress(raw)).decode("ascii")
-
-
-def unpack_genome(text: str) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f4").astype(float)

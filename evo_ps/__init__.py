@@ -14,9 +14,9 @@ from __future__ import annotations
 from ._export import mergekit_yaml, model_card, save_merged
 from ._merge import InMemoryMerger
 from ._methods import MERGE_METHODS, MergeMethod, Param, merge_method
-from ._space import SearchSpace, Slot, build_space, tensor_group
+from ._space import SearchSpace, Placement, build_space, tensor_group
 
 __all__ = [
-    "InMemoryMerger", "MERGE_METHODS", "MergeMethod", "Param", "SearchSpace", "Slot", "build_space", "merge_method",
+    "InMemoryMerger", "MERGE_METHODS", "MergeMethod", "Param", "SearchSpace", "Placement", "build_space", "merge_method",
     "mergekit_yaml", "model_card", "save_merged", "tensor_group",
 ]

@@ -13,10 +13,10 @@ from ._space import SearchSpace
 
 def plot_layer_params(space: SearchSpace, values: Mapping[str, float], out_png: Path) -> None:
     plt.switch_backend("Agg")  # files only, whatever backend the caller's environment picked
-    rows = sorted({(s.source or "shared", s.key) for s in space.slots}, key=lambda r: (r[1], r[0]))
+    rows = sorted({(s.source or "shared", s.key) for s in space.placements}, key=lambda r: (r[1], r[0]))
     grid = np.full((len(rows), len(space.groups)), np.nan)
-    for slot in space.slots:
-        grid[rows.index((slot.source or "shared", slot.key)), space.groups.index(slot.group)] = values[slot.name]
+    for place in space.placements:
+        grid[rows.index((place.source or "shared", place.key)), space.groups.index(place.group)] = values[place.name]
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(space.groups) + 3), 0.5 * len(rows) + 1.5))
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(space.groups)), space.groups, rotation=90)

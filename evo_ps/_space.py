@@ -55,7 +55,7 @@ def tensor_group(name: str, *, num_layers: int, granularity: int = 1, split_comp
 
 
 @dataclass(frozen=True)
-class Slot:
+class Placement:
     """Where one searched value goes: a group, a source (None for shared parameters), a parameter."""
 
     group: str
@@ -72,8 +72,8 @@ class SearchSpace:
     method: MergeMethod
     sources: tuple[str, ...]
     groups: tuple[str, ...]
-    slots: tuple[Slot, ...]
-    params: tuple[ParamSpec, ...]  # aligned with slots
+    placements: tuple[Placement, ...]
+    params: tuple[ParamSpec, ...]  # aligned with placements
     group_of: Mapping[str, str]  # tensor name -> group
 
     def tensor_params(self, values: Mapping[str, float]) -> dict[str, dict[str, Any]]:
@@ -85,11 +85,11 @@ class SearchSpace:
                              f"missing {missing[:3]}, unknown {extra[:3]}")
         per_group: dict[str, dict[str, Any]] = {group: {key: {} for key in self.method.per_source}
                                                 for group in self.groups}
-        for slot in self.slots:
-            if slot.source is None:
-                per_group[slot.group][slot.key] = float(values[slot.name])
+        for place in self.placements:
+            if place.source is None:
+                per_group[place.group][place.key] = float(values[place.name])
             else:
-                per_group[slot.group][slot.key][slot.source] = float(values[slot.name])
+                per_group[place.group][place.key][place.source] = float(values[place.name])
         return {tensor: per_group[group] for tensor, group in self.group_of.items()}
 
     def broadcast(self, values: Mapping[str, float]) -> dict[str, float]:
@@ -98,11 +98,11 @@ class SearchSpace:
         E.g. a uniform-space result as a start point of a per-layer search (strip its 'all.').
         """
         out = {}
-        for slot in self.slots:
-            key = slot.key if slot.source is None else f"{slot.source}.{slot.key}"
+        for place in self.placements:
+            key = place.key if place.source is None else f"{place.source}.{place.key}"
             if key not in values:
-                raise ValueError(f"broadcast needs a value for {key!r} (for {slot.name})")
-            out[slot.name] = float(values[key])
+                raise ValueError(f"broadcast needs a value for {key!r} (for {place.name})")
+            out[place.name] = float(values[key])
         return out
 
 
@@ -127,10 +127,10 @@ def build_space(*, method: MergeMethod, sources: Sequence[str], tensor_names: Se
         group_of = {name: tensor_group(name, num_layers=num_layers, granularity=granularity,
                                        split_components=split_components) for name in tensor_names}
     groups = tuple(sorted(set(group_of.values()), key=_group_order))
-    slots = tuple(Slot(group, source, key) for group in groups for source in sources for key in method.per_source)
-    slots += tuple(Slot(group, None, key) for group in groups for key in method.shared)
-    params = tuple(ParamSpec(name=slot.name, low=ranges[slot.key][0], high=ranges[slot.key][1]) for slot in slots)
-    return SearchSpace(method=method, sources=tuple(sources), groups=groups, slots=slots, params=params,
+    placements = tuple(Placement(group, source, key) for group in groups for source in sources for key in method.per_source)
+    placements += tuple(Placement(group, None, key) for group in groups for key in method.shared)
+    params = tuple(ParamSpec(name=place.name, low=ranges[place.key][0], high=ranges[place.key][1]) for place in placements)
+    return SearchSpace(method=method, sources=tuple(sources), groups=groups, placements=placements, params=params,
                        group_of=group_of)
 
 

@@ -17,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from evo_core import register_resolvers
-from evo_dfs import DFSSpace, SlotLayout, unpack_genome
+from evo_core import unpack_genome
+from evo_dfs import DFSSpace, SlotLayout
 from evo_dfs._config import validate
 from evo_dfs._search import check_sources, dfs_space
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evo_dfs import DFSSpace, SlotLayout, pack_genome, unpack_genome
+from evo_core import pack_genome, unpack_genome
+from evo_dfs import DFSSpace, SlotLayout
 
 LAYOUT = SlotLayout(layers_per_model=(3, 2), repeats=2)
 

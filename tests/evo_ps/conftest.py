@@ -63,9 +63,9 @@ def run_mergekit(tmp_path_factory):
 def spread_values(space, **fixed: float) -> dict[str, float]:
     """A different value for every parameter inside its bounds; `fixed` pins a kind (e.g. density=1)."""
     values = {}
-    for i, (slot, spec) in enumerate(zip(space.slots, space.params)):
+    for i, (place, spec) in enumerate(zip(space.placements, space.params)):
         frac = (0.1 + i * 0.618034) % 1.0
-        values[spec.name] = fixed.get(slot.key, spec.low + (spec.high - spec.low) * (0.1 + 0.8 * frac))
+        values[spec.name] = fixed.get(place.key, spec.low + (spec.high - spec.low) * (0.1 + 0.8 * frac))
     return values
 
 

@@ -10,7 +10,8 @@ import optuna
 import pytest
 
 from evo_core import open_study, run_trials, sqlite_url_in
-from evo_dfs import DFSSpace, GenomeCMA, SlotLayout, unpack_genome
+from evo_core import GenomeCMA, unpack_genome
+from evo_dfs import DFSSpace, SlotLayout
 
 SPACE = DFSSpace(layout=SlotLayout(layers_per_model=(3, 2), repeats=2))  # 10 slots + 25 scales
 LO, HI = SPACE.bounds_arrays()

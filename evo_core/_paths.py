@@ -1,20 +1,11 @@
-"""Small helpers on live models and paths shared by both searches."""
+"""Paths: the project root, `${project:...}` in configs, SQLite URLs."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-@torch.no_grad()
-def use_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Overwrite a live model's parameters in place (e.g. to score one source model as it is)."""
-    for key, param in model.named_parameters():
-        param.copy_(weights[key])
 
 
 def sqlite_url_in(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""CMA-ES on the whole DFS genome, for spaces too large for one Optuna parameter per value.
+"""CMA-ES on a whole genome (one vector per trial), for spaces too large for one Optuna parameter per value.
 
 At paper scale the genome has 4,288 values; as Optuna parameters every trial costs 4,288
 `suggest_float` calls and storage writes (seconds in memory, a minute on SQLite) plus Optuna's
@@ -12,7 +12,7 @@ still records every trial (packed genome in user attr "genome", "generation", th
                score(space.path(sampler.genome(number))))
 
 Trial numbers (unique per study, also across workers) fix what a trial evaluates: trial 0 is x0
-(model A); trial n >= 1 is member k of CMA generation g, (g, k) = divmod(n - 1, popsize). A
+(the space's start; in DFS, model A); trial n >= 1 is member k of CMA generation g, (g, k) = divmod(n - 1, popsize). A
 generation's members are asked all at once after every trial of the previous one has finished (a
 worker waits for that), so a trial's genome depends only on the settings and the finished history:
 a resumed process replays the history and computes the same genomes (checked against the stored
@@ -21,9 +21,12 @@ does, so `sigma0` means the same in both encodings. A failed trial counts as its
 """
 from __future__ import annotations
 
+import base64
 import math
 import time
 import warnings
+import zlib
+from typing import Protocol
 
 import numpy as np
 import optuna
@@ -31,14 +34,34 @@ from cmaes import CMA, SepCMA
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from evo_core import paper_popsize
-from evo_dfs._space import DFSSpace, pack_genome, unpack_genome
+from ._study import paper_popsize
+
+
+class GenomeSpace(Protocol):
+    """What GenomeCMA needs of a search space (evo_dfs.DFSSpace is one): the genome's length, each
+    value's bounds, and the start x0."""
+
+    dim: int
+
+    def bounds_arrays(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def x0_vector(self) -> np.ndarray: ...
+
+
+def pack_genome(vector) -> str:
+    """Compact ASCII form of a genome (float32, zlib, base64): ~4288 values -> a few KB, one DB field."""
+    raw = np.asarray(vector, dtype="<f4").tobytes()
+    return base64.b64encode(zlib.compress(raw)).decode("ascii")
+
+
+def unpack_genome(text: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f4").astype(float)
 
 
 class GenomeCMA(optuna.samplers.BaseSampler):
     """An Optuna sampler that suggests no parameters: it gives each trial a whole genome."""
 
-    def __init__(self, *, space: DFSSpace, seed: int, sigma0: float | None = None, popsize: int | None = None,
+    def __init__(self, *, space: GenomeSpace, seed: int, sigma0: float | None = None, popsize: int | None = None,
                  separable: bool = False, poll_seconds: float = 5.0):
         self.space = space
         self.lo, self.hi = space.bounds_arrays()
