@@ -7,10 +7,12 @@ they plug in as a `Search` object (see _lifecycle.py) and as entries of the regi
 from __future__ import annotations
 
 from ._cli import cli_main, run_cli
+from ._files import atomic_dir, atomic_write_text
 from ._config import ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
 from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
 from ._plots import plot_history
-from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models
+from ._pool import (ModelPool, check_device, check_finite, check_model_path, load_models, load_pool, model_fingerprint,
+                    require_models)
 from ._progress import Progress
 from ._registry import Registry
 from ._lifecycle import Phases, Search, check_signature, run_study
@@ -21,8 +23,8 @@ from ._weights import PROJECT_ROOT, project_path, register_resolvers, sqlite_url
 
 __all__ = [
     "Metric", "ModelPool", "Phases", "SAMPLERS", "Search", "OBJECTIVES", "Objective", "ObjectiveConfig", "PROJECT_ROOT", "ParamSpec", "Progress", "Registry", "SamplerConfig",
-    "StudyConfig", "TrackingConfig", "Tracker", "best_trial", "build_objective", "check_model_path", "check_signature", "cli_main",
-    "finished_trials", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "mlflow_ui_command",
+    "StudyConfig", "TrackingConfig", "Tracker", "atomic_dir", "atomic_write_text", "best_trial", "build_objective", "check_device", "check_finite", "check_model_path", "check_signature", "cli_main",
+    "finished_trials", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "mlflow_ui_command", "model_fingerprint",
     "open_study", "paper_popsize", "plot_history", "project_path", "register_resolvers", "require_models", "run_cli", "run_study",
     "run_trials", "sqlite_url_in", "start_point", "typed_config", "use_weights", "wait_for_workers",
 ]

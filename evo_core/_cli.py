@@ -5,10 +5,16 @@
 
 Process-wide settings (Optuna's verbosity, the `${project:...}` config resolver, no progress bars)
 are made here, when a command starts, not on import. Bad input exits non-zero with one `error:` line.
+
+The error boundary: an expected failure (ValueError, FileNotFoundError, KeyError: bad config or
+data, missing models) is that one line; any other OSError (an unwritable or read-only path) is one
+line naming the path; anything else is a bug or an environment fault: its last few frames, then the
+same kind of line, so a log still ends in one greppable `error:`.
 """
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ._weights import register_resolvers
+
+TRACEBACK_FRAMES = 4  # the innermost frames of an unexpected error's traceback
 
 
 def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
@@ -28,6 +36,13 @@ def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: C
     except (ValueError, FileNotFoundError, KeyError) as err:
         # bad input: one line, non-zero exit, nothing half-started
         sys.exit(f"error: {err}")
+    except OSError as err:
+        sys.exit(f"error: {err.filename}: {err.strerror}" if err.filename else f"error: {err}")
+    except Exception as err:
+        # unexpected: where it happened matters, but not forty frames of torch and MLflow
+        traceback.print_exception(err, limit=-TRACEBACK_FRAMES, file=sys.stderr)
+        first_line = next(iter(str(err).splitlines()), "")
+        sys.exit(f"error: unexpected {type(err).__name__}: {first_line}")
 
 
 def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
