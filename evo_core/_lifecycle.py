@@ -36,11 +36,11 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from ._files import atomic_write_text, writable_dir
 from ._objective import Objective, build_objective, mean_scores
 from ._plots import plot_history
 from ._progress import Progress
 from ._study import SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, run_trials, start_point, wait_for_workers
-from ._files import atomic_write_text, writable_dir
 from ._tracking import Tracker, mlflow_ui_command
 from ._weights import sqlite_url_in
 

@@ -91,7 +91,8 @@ class Tracker:
 
         nested = self.client.create_run(
             self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}",
-            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name})
+            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name,
+                  **({"fail_reason": trial.user_attrs["fail_reason"][:5000]} if "fail_reason" in trial.user_attrs else {})})
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
         self.client.log_batch(

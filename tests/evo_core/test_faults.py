@@ -13,8 +13,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file, save_file
 
-from evo_core import Tracker, check_signature, load_models, load_pool, open_study, register_resolvers, run_cli, run_study
-from evo_core import ParamSpec, make_sampler, run_trials
+from evo_core import (ParamSpec, Tracker, check_signature, load_models, load_pool, make_sampler, model_fingerprint,
+                      open_study, register_resolvers, run_cli, run_study, run_trials)
+from evo_core._files import SCHEMA_ATTEMPTS, open_store
 from evo_ps._config import validate
 from evo_ps._export import save_merged
 from evo_ps._search import PSSearch
@@ -165,18 +166,22 @@ def test_a_source_with_nan_fails_at_load_naming_model_and_tensor(tmp_path, tiny_
         load_pool(base=tiny_model_dirs["base"], sources={"ja": tiny_model_dirs["src_a"], "math": bad})
 
 
-def test_failing_trials_record_why_and_the_study_goes_on(tmp_path):
+def test_failing_trials_record_why_in_optuna_and_mlflow_and_the_study_goes_on(tmp_path):
     def evaluate(params, number):
         if number == 0:
             raise RuntimeError("out of memory")
         return {"acc_ja": float("inf") if number == 1 else 0.5}
 
+    tracker = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="x")
+    tracker.start(run_id=None, run_name="s", params={})
     study = random_study(tmp_path)
-    run_trials(study, space=SPACE, evaluate=evaluate, fitness=["acc_ja"], n_trials=3)
+    run_trials(study, space=SPACE, evaluate=evaluate, fitness=["acc_ja"], n_trials=3, on_trial=[tracker.log_trial])
     states = [t.state.name for t in study.trials]
     assert states == ["FAIL", "FAIL", "COMPLETE"]
     assert study.trials[0].user_attrs["fail_reason"] == "RuntimeError: out of memory"
     assert "acc_ja" in study.trials[1].user_attrs["fail_reason"]
+    assert {r.data.tags.get("fail_reason") for r in tracker.client.search_runs([tracker.experiment_id])} == {
+        "RuntimeError: out of memory", "ValueError: non-finite fitness acc_ja=inf", None}
 
 
 def test_a_non_finite_merge_fails_its_trial_and_the_study_goes_on(tmp_path, tiny_model_dirs):
@@ -228,6 +233,15 @@ def test_a_resume_with_replaced_weights_or_another_method_is_refused(tmp_path, t
     shutil.copyfile(tiny_model_dirs["src_b"] / "model.safetensors", dirs["src_b"] / "model.safetensors")
     with pytest.raises(ValueError, match="method 'task_arithmetic' \\(now 'ties'\\)"):
         check_signature(study, signature_of(tmp_path, dirs, "merge=ties"), "db")
+
+
+def test_model_fingerprint_sees_the_weights_not_the_place(tmp_path, tiny_model_dirs):
+    copy = copy_model(tiny_model_dirs["src_a"], tmp_path / "copy")
+    assert model_fingerprint(str(copy)) == model_fingerprint(str(tiny_model_dirs["src_a"]))
+    weights = load_file(copy / "model.safetensors")
+    weights["model.norm.weight"][0] += 1.0  # one value, same shapes and sizes
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert model_fingerprint(str(copy)) != model_fingerprint(str(tiny_model_dirs["src_a"]))
 
 
 def test_a_study_recorded_before_model_hashes_resumes_and_records_them(tmp_path):
@@ -314,6 +328,27 @@ def test_workers_open_a_fresh_study_db_at_once(tmp_path):
 
 def test_workers_open_a_fresh_mlflow_store_at_once(tmp_path):
     assert at_once(lambda: Tracker(mlruns_dir=tmp_path / "mlruns", experiment="x")) == [0] * 4
+
+
+def test_a_server_database_retries_a_lost_schema_race_a_bounded_number_of_times(monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    attempts = []
+
+    def create(fail_times):
+        def attempt():
+            attempts.append(1)
+            if len(attempts) <= fail_times:
+                raise IntegrityError("INSERT INTO alembic_version", {}, Exception("duplicate key"))
+            return "store"
+        return attempt
+
+    assert open_store("postgresql://db/optuna", create(fail_times=2)) == "store" and len(attempts) == 3
+    attempts.clear()
+    with pytest.raises(IntegrityError):
+        open_store("postgresql://db/optuna", create(fail_times=99))
+    assert len(attempts) == SCHEMA_ATTEMPTS
 
 
 # ---- 8. data hygiene --------------------------------------------------------------------------------
