@@ -136,7 +136,8 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
                            else main.user_attrs.get("mlflow_run_id"),
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage, **search.signature()})
-    main.set_user_attr("mlflow_run_id", run_id)
+    if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's
+        main.set_user_attr("mlflow_run_id", run_id)
     print(f"study   {cfg.study_name!r}, storage {storage}")
     print(f"        inspect: optuna-dashboard {storage}")
     print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")

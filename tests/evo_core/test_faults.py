@@ -76,6 +76,14 @@ def test_an_os_error_is_one_line_naming_the_path(tmp_path):
     assert str(exit.value.code).startswith(f"error: {blocker / 'mlruns'}: ")
 
 
+def test_an_unwritable_mlruns_is_one_line_naming_the_key_and_path(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # as root, chmod would not stop a write
+
+    with pytest.raises(SystemExit) as exit:
+        run_cli({}, validate=lambda cfg: Tracker(mlruns_dir=tmp_path / "mlruns", experiment="x"), search=None)
+    assert str(exit.value.code) == f"error: {tmp_path / 'mlruns'}: not writable (tracking.mlruns_dir)"
+
+
 def test_a_failed_export_closes_the_mlflow_run_as_failed_and_writes_no_table(tmp_path, tiny_model_dirs, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -137,6 +145,18 @@ def test_a_source_with_another_tokenizer_is_refused(tmp_path, tiny_model_dirs, c
         load_pool(base=tiny_model_dirs["base"], sources={"ja": tiny_model_dirs["src_a"], "math": other})
     with pytest.raises(ValueError, match="model 'math'.*tokenizer.*'A'"):
         load_models({"A": tiny_model_dirs["src_a"], "math": other}, same_shapes=False)
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda model: (model / "model.safetensors").write_bytes(b""), "model 'math_wiz': {model}/model.safetensors"),
+    (lambda model: rewrite_vocab(model, add_fifty), "model 'math_wiz': its tokenizer vocabulary differs from 'base''s"),
+], ids=["empty_safetensors", "fifty_extra_tokens"])
+def test_a_spoilt_source_is_one_line_from_the_command(tmp_path, tiny_model_dirs, cli_error, spoil, message):
+    model = copy_model(tiny_model_dirs["src_b"], tmp_path / "src_b")
+    spoil(model)
+    line = cli_error("evo_ps", *tiny_study(tmp_path, tiny_model_dirs), f"pool.sources.math_wiz={model}")
+    assert line.startswith("error: " + message.format(model=model)), line
+    assert not (tmp_path / "run" / "study.db").exists()
 
 
 @pytest.mark.parametrize("content, message", [("", "is empty"), ('{"question": "1+1", "answer_number"\n', "cannot read")])
