@@ -35,14 +35,19 @@ def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: C
         run_study(typed, search(typed), resolved=OmegaConf.to_yaml(cfg))
     except (ValueError, FileNotFoundError, KeyError) as err:
         # bad input: one line, non-zero exit, nothing half-started
-        sys.exit(f"error: {err}")
+        sys.exit(error_line(str(err)))
     except OSError as err:
-        sys.exit(f"error: {err.filename}: {err.strerror}" if err.filename else f"error: {err}")
+        sys.exit(error_line(f"{err.filename}: {err.strerror}" if err.filename else str(err)))
     except Exception as err:
         # unexpected: where it happened matters, but not forty frames of torch and MLflow
         traceback.print_exception(err, limit=-TRACEBACK_FRAMES, file=sys.stderr)
-        first_line = next(iter(str(err).splitlines()), "")
-        sys.exit(f"error: unexpected {type(err).__name__}: {first_line}")
+        sys.exit(error_line(f"unexpected {type(err).__name__}: {err}"))
+
+
+def error_line(message: str) -> str:
+    """`error: message` on one line (a library's multi-line message joined), so a log ends in one
+    greppable line."""
+    return "error: " + " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:

@@ -24,6 +24,7 @@ closed as FAILED (a helper leaves the shared run to its primary).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import time
@@ -148,7 +149,9 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     try:
         return _search_and_report(cfg, search, objective, storage, tracker)
     except BaseException:
-        tracker.finish("FAILED")  # never left RUNNING
+        # never left RUNNING; and should MLflow itself be what failed, the original error is the one to see
+        with contextlib.suppress(Exception):
+            tracker.finish("FAILED")
         raise
 
 

@@ -110,10 +110,16 @@ def _load_config(name: str, path: str):
 
 def check_device(device: str, *, key: str) -> None:
     """The device can be used here; config key `key` names it in the one-line error."""
-    kind = torch.device(device).type
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{key}={device} is not a torch device (cpu, cuda, cuda:1, mps)") from None
+    kind = parsed.type
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{key}={device} but this machine has no CUDA device (torch {torch.__version__}); "
                          f"set {key}=cpu or run on a GPU machine")
+    if kind == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{key}={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{key}={device} but MPS is not available here; set {key}=cpu")
 

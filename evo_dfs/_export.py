@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from evo_core import atomic_dir
+from evo_core import atomic_dir, atomic_write_text
 from evo_dfs import modeling_layer_path
 from evo_dfs._path import LayerPath
 from evo_dfs.modeling_layer_path import LayerPathForCausalLM
@@ -76,7 +76,7 @@ def write_model_card(out_dir, *, title: str, sources: Mapping[str, str], origins
         lines += [f"| {row} | " + " | ".join(_fmt(values.get(m)) for m in metrics) + " |"
                   for row, values in scores.items()]
     card = out / "README.md"
-    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(card, "\n".join(lines) + "\n")
     return card
 
 

@@ -64,6 +64,15 @@ def test_an_unexpected_error_is_a_short_traceback_and_one_line(capsys):
     assert "Traceback" in err and "inner" in err and err.count('File "') <= 4
 
 
+def test_a_multi_line_message_is_one_line():
+    def validate_badly(cfg):
+        raise ValueError("dataset 'x' has no split 'tset'\n  known splits:\n  train, test")
+
+    with pytest.raises(SystemExit) as exit:
+        run_cli({}, validate=validate_badly, search=None)
+    assert str(exit.value.code) == "error: dataset 'x' has no split 'tset' known splits: train, test"
+
+
 def test_an_os_error_is_one_line_naming_the_path(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -103,12 +112,14 @@ def test_a_failed_export_closes_the_mlflow_run_as_failed_and_writes_no_table(tmp
 
 # ---- 2. checks before any model loads --------------------------------------------------------------
 
-def test_cuda_without_cuda_is_one_line(tmp_path, cli_error, tiny_model_dirs):
+@pytest.mark.parametrize("device, message", [("cuda", "pool.device=cuda but this machine has no CUDA device"),
+                                             ("gpu", "pool.device=gpu is not a torch device")])
+def test_an_unusable_device_is_one_line_before_any_model_loads(tmp_path, cli_error, tiny_model_dirs, device, message):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    line = cli_error("evo_ps", *tiny_study(tmp_path, tiny_model_dirs), "pool.device=cuda")
-    assert "pool.device=cuda" in line
-    assert not (tmp_path / "run" / "study.db").exists()
+    line = cli_error("evo_ps", *tiny_study(tmp_path, tiny_model_dirs), f"pool.device={device}")
+    assert line.startswith(f"error: {message}"), line
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("keep", [0, 0.5])
