@@ -1,4 +1,7 @@
-"""Outputs that are whole or absent, and stores that several workers may create at once.
+"""Outputs that are whole or absent, directories checked writable, and stores that several
+workers may create at once.
+
+    run_dir = writable_dir(cfg.run_dir, key="run_dir")   # else one PermissionError naming it
 
     with atomic_dir(run_dir / "best_model") as tmp:   # write everything into tmp ...
         model.save_pretrained(tmp)                    # ... it replaces best_model only when complete

@@ -332,6 +332,22 @@ def test_trials_failed_by_the_heartbeat_get_their_nested_run(tmp_path):
     assert sorted(r.info.run_name for r in nested) == [f"s/trial-{n:04d}" for n in range(3)]
 
 
+def test_the_lifecycle_logs_the_trials_no_callback_saw(tmp_path, tiny_model_dirs):
+    from mlflow.tracking import MlflowClient
+
+    cfg = validate(ps_config(tmp_path, tiny_model_dirs, "sampler=random"))
+    (tmp_path / "run").mkdir()
+    study = open_study(name=cfg.study_name, storage_url=f"sqlite:///{tmp_path / 'run' / 'study.db'}",
+                       sampler=optuna.samplers.RandomSampler())
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a killed worker's, failed by the heartbeat
+    run_study(cfg, PSSearch(cfg), resolved="")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    nested = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id],
+                                "tags.mlflow.parentRunId != ''")
+    assert sorted((r.info.run_name, r.data.tags["state"]) for r in nested) == [
+        ("toy_ja_math/trial-0000", "FAIL"), ("toy_ja_math/trial-0001", "COMPLETE")]
+
+
 # ---- 7. workers start on fresh stores at once ----------------------------------------------------------
 
 def at_once(job, n=4) -> list[int]:
