@@ -220,8 +220,8 @@ def check_same_tokenizer(paths: Mapping[str, str]) -> None:
         moved = sorted(t for t in own.keys() & ref.keys() if own[t] != ref[t])
         details = [f"{len(items)} tokens {label}, e.g. {items[:3]}" for label, items in
                    (("only in it", extra), (f"only in {ref_name!r}", missing), ("with other ids", moved)) if items]
-        raise ValueError(f"model {name!r}: its tokenizer vocabulary differs from {ref_name!r}'s ({'; '.join(details)}); "
-                         f"merging would mix token rows: use models that share one tokenizer")
+        raise ValueError(f"model {name!r}: its tokenizer vocabulary differs from {ref_name!r}'s "
+                         f"({'; '.join(details)}); merging would mix token rows: use models that share one tokenizer")
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")

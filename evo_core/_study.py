@@ -8,8 +8,8 @@
 
 `evaluate(params, seed)` builds the candidate (merge, path, ...) and scores it; it returns a dict of
 metrics that must contain every fitness key. A trial that raises or returns a non-finite fitness
-is recorded FAIL, with the reason in its user attribute `fail_reason`, and the study goes on. Re-running with the same storage resumes: finished trials are kept and only the
-missing ones run. Several workers (processes, machines) may share one storage: `n_trials` is the
+is recorded FAIL, with the reason in its user attribute `fail_reason`, and the study goes on.
+Re-running with the same storage resumes: finished trials are kept and only the missing ones run. Several workers (processes, machines) may share one storage: `n_trials` is the
 study's total (a worker stops when the study has that many finished, so up to workers - 1 extra
 trials may finish), each trial records which worker ran it, and `wait_for_workers` lets one worker
 wait for the others' running trials before it reads the final result.

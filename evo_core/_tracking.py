@@ -10,7 +10,8 @@ The backend is a SQLite database plus an artifact folder, both inside `mlruns/` 
 plain file store by default). Workers may open a fresh store at once (one creates its tables at a
 time); a resumed study whose run is not in this store (mlruns_dir moved) starts a new run tagged
 with the old id; `log_missing_trials` gives trials that no callback saw (failed by the heartbeat
-of a killed worker) their nested run afterwards. Browse it with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+of a killed worker) their nested run afterwards. Browse it with:
+mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 """
 from __future__ import annotations
 
@@ -89,10 +90,11 @@ class Tracker:
         assert self.run_id is not None, "start() the parent run first"
         from mlflow.entities import Metric, Param
 
+        tags = {"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name}
+        if "fail_reason" in trial.user_attrs:  # why a FAIL failed, next to its state (MLflow caps tags at 8,000)
+            tags["fail_reason"] = trial.user_attrs["fail_reason"][:5000]
         nested = self.client.create_run(
-            self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}",
-            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name,
-                  **({"fail_reason": trial.user_attrs["fail_reason"][:5000]} if "fail_reason" in trial.user_attrs else {})})
+            self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}", tags=tags)
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
         self.client.log_batch(

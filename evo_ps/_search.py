@@ -4,11 +4,10 @@
 
 Per trial: the trial's values -> per-tensor merge parameters -> merged in memory into the pool's
 live model (no disk I/O) -> checked finite (a NaN or inf tensor fails the trial, not the study) ->
-scored by the lifecycle. With `space.warm_start_trials`, a first phase
-searches the uniform space (one value per source and parameter kind) and the per-layer CMA-ES
-starts at its best point instead of the paper's x0. The test table: base, every source, the best
-uniform merge (if any) and the best merge; the best merge is saved as an HF model directory with a
-mergekit YAML and a model card.
+scored by the lifecycle. With `space.warm_start_trials`, a first phase searches the uniform space
+(one value per source and parameter kind) and the per-layer CMA-ES starts at its best point instead
+of the paper's x0. The test table: base, every source, the best uniform merge (if any) and the best
+merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card.
 """
 from __future__ import annotations
 
@@ -55,8 +54,8 @@ class PSSearch:
         return {"search": "evo_ps", "method": self.method.name, "options": dict(self.method.options),
                 "space": {k: getattr(cfg.space, k) for k in ("uniform", "granularity", "split_components", "bounds",
                                                              "warm_start_trials", "warm_start_sigma0")},
-                "models": dict(self.pool.paths), "model_hashes": self.model_hashes, "objective": cfg.objective.name, "fitness": cfg.objective.fitness,
-                "search_split": str(cfg.objective.search)}
+                "models": dict(self.pool.paths), "model_hashes": self.model_hashes, "objective": cfg.objective.name,
+                "fitness": cfg.objective.fitness, "search_split": str(cfg.objective.search)}
 
     def search(self, phases: Phases) -> optuna.Study:
         cfg = self.cfg
@@ -114,7 +113,8 @@ class PSSearch:
         def merge(values: dict[str, float], number: int):
             started = time.perf_counter()
             self.merger.apply(space.tensor_params(values), seed=number)  # trial t drops with seed t
+            merge_seconds = time.perf_counter() - started
             check_finite(f"merge of trial {number}", self.pool.model)
-            return self.pool.model, {"merge_seconds": time.perf_counter() - started}
+            return self.pool.model, {"merge_seconds": merge_seconds}
 
         return merge

@@ -170,7 +170,8 @@ def test_a_spoilt_source_is_one_line_from_the_command(tmp_path, tiny_model_dirs,
     assert not (tmp_path / "run" / "study.db").exists()
 
 
-@pytest.mark.parametrize("content, message", [("", "is empty"), ('{"question": "1+1", "answer_number"\n', "cannot read")])
+@pytest.mark.parametrize("content, message", [("", "is empty"),
+                                              ('{"question": "1+1", "answer_number"\n', "cannot read")])
 def test_an_empty_or_malformed_jsonl_is_one_line(tmp_path, content, message):
     path = tmp_path / "search.jsonl"
     path.write_text(content)
