@@ -8,22 +8,28 @@ from __future__ import annotations
 
 from ._cli import cli_main, run_cli
 from ._config import ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
-from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
-from ._plots import plot_history
-from ._pool import ModelPool, check_model_path, load_models, load_pool, require_models, use_weights
-from ._progress import Progress
-from ._registry import Registry
+from ._files import atomic_dir, atomic_write_text
 from ._genome import GenomeCMA, GenomeSpace, pack_genome, unpack_genome
 from ._lifecycle import Phases, Search, check_signature, run_study
+from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
+from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in
+from ._plots import plot_history
+from ._pool import (ModelPool, check_device, check_finite, check_model_path, load_models, load_pool, model_fingerprint,
+                    require_models, use_weights)
+from ._progress import Progress
+from ._registry import Registry
 from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
                      run_trials, start_point, wait_for_workers)
 from ._tracking import Tracker, markdown_table, mlflow_ui_command
-from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in
 
 __all__ = [
-    "GenomeCMA", "GenomeSpace", "Metric", "ModelPool", "Phases", "SAMPLERS", "Search", "OBJECTIVES", "Objective", "ObjectiveConfig", "PROJECT_ROOT", "ParamSpec", "Progress", "Registry", "SamplerConfig",
-    "StudyConfig", "TrackingConfig", "Tracker", "best_trial", "build_objective", "check_model_path", "check_signature", "cli_main",
-    "finished_trials", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "mlflow_ui_command",
-    "open_study", "pack_genome", "paper_popsize", "plot_history", "project_path", "register_resolvers", "require_models", "run_cli", "run_study",
-    "run_trials", "sqlite_url_in", "start_point", "typed_config", "unpack_genome", "use_weights", "wait_for_workers",
+    "atomic_dir", "atomic_write_text", "best_trial", "build_objective", "check_device", "check_finite",
+    "check_model_path", "check_signature", "cli_main", "finished_trials", "GenomeCMA", "GenomeSpace",
+    "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "Metric",
+    "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveConfig", "OBJECTIVES",
+    "open_study", "pack_genome", "paper_popsize", "ParamSpec", "Phases", "plot_history", "Progress",
+    "project_path", "PROJECT_ROOT", "register_resolvers", "Registry", "require_models", "run_cli",
+    "run_study", "run_trials", "SamplerConfig", "SAMPLERS", "Search", "sqlite_url_in", "start_point",
+    "StudyConfig", "Tracker", "TrackingConfig", "typed_config", "unpack_genome", "use_weights",
+    "wait_for_workers",
 ]

@@ -5,10 +5,16 @@
 
 Process-wide settings (Optuna's verbosity, the `${project:...}` config resolver, no progress bars)
 are made here, when a command starts, not on import. Bad input exits non-zero with one `error:` line.
+
+The error boundary: an expected failure (ValueError, FileNotFoundError, KeyError: bad config or
+data, missing models) is that one line; any other OSError (an unwritable or read-only path) is one
+line naming the path; anything else is a bug or an environment fault: its last few frames, then the
+same kind of line, so a log still ends in one greppable `error:`.
 """
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ._paths import register_resolvers
+
+TRACEBACK_FRAMES = 4  # the innermost frames of an unexpected error's traceback
 
 
 def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
@@ -27,7 +35,19 @@ def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: C
         run_study(typed, search(typed), resolved=OmegaConf.to_yaml(cfg))
     except (ValueError, FileNotFoundError, KeyError) as err:
         # bad input: one line, non-zero exit, nothing half-started
-        sys.exit(f"error: {err}")
+        sys.exit(error_line(str(err)))
+    except OSError as err:
+        sys.exit(error_line(f"{err.filename}: {err.strerror}" if err.filename else str(err)))
+    except Exception as err:
+        # unexpected: where it happened matters, but not forty frames of torch and MLflow
+        traceback.print_exception(err, limit=-TRACEBACK_FRAMES, file=sys.stderr)
+        sys.exit(error_line(f"unexpected {type(err).__name__}: {err}"))
+
+
+def error_line(message: str) -> str:
+    """`error: message` on one line (a library's multi-line message joined), so a log ends in one
+    greppable line."""
+    return "error: " + " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:

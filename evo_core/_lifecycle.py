@@ -17,11 +17,14 @@ the objective's data (a bad split fails in seconds, before the models) ->
 load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
 the objective scores it item by item, MLflow logs it) -> a helper stops here; the primary waits for
-the helpers' running trials -> the best trial's test table next to the search's baselines ->
-export and artifacts.
+the helpers' running trials, and logs the trials no callback saw -> the best trial's test table
+next to the search's baselines -> export (the best model, whole or not at all), then
+test_table.json, and artifacts. If the primary dies after starting its MLflow run, that run is
+closed as FAILED (a helper leaves the shared run to its primary).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import time
@@ -34,6 +37,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from ._files import atomic_write_text, writable_dir
 from ._objective import Objective, build_objective, mean_scores
 from ._plots import plot_history
 from ._progress import Progress
@@ -70,6 +74,7 @@ class Phases:
     storage: str
     tracker: Tracker
     fitness: list[str] = field(default_factory=list)  # the study's objectives, in order
+    studies: list[optuna.Study] = field(default_factory=list)  # every phase's, in the order run
 
     def run(self, *, name: str, params: Sequence[ParamSpec], candidate: Callable[[dict[str, float], int], Candidate],
             n_trials: int, x0: dict[str, float] | None = None, sigma0: float | None = None,
@@ -82,6 +87,7 @@ class Phases:
                                    sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
                                    separable=cfg.sampler.separable, x0=x0)
         study = open_study(name=name, storage_url=self.storage, sampler=sampler, directions=directions)
+        self.studies.append(study)
         if params and not study.trials and (x0 is not None or cfg.sampler.kind == "cmaes"):
             study.enqueue_trial(start_point(params, x0))
 
@@ -105,8 +111,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     import_plugins(cfg.imports)
     SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
     search.check()
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = writable_dir(cfg.run_dir, key="run_dir")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
 
@@ -132,18 +137,34 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
                            else main.user_attrs.get("mlflow_run_id"),
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage, **search.signature()})
-    main.set_user_attr("mlflow_run_id", run_id)
+    if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's
+        main.set_user_attr("mlflow_run_id", run_id)
     print(f"study   {cfg.study_name!r}, storage {storage}")
     print(f"        inspect: optuna-dashboard {storage}")
     print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
-
-    study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness))
     if cfg.helper:
+        study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness))
         print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
         return {}
+    try:
+        return _search_and_report(cfg, search, objective, storage, tracker)
+    except BaseException:
+        # never left RUNNING; and should MLflow itself be what failed, the original error is the one to see
+        with contextlib.suppress(Exception):
+            tracker.finish("FAILED")
+        raise
+
+
+def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: str,
+                       tracker: Tracker) -> dict[str, dict[str, float]]:
+    """The primary's part of run_study after its MLflow run started: search, wait, table, export."""
+    run_dir, fitness = Path(cfg.run_dir), cfg.fitness
+    phases = Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness)
+    study = search.search(phases)
     wait_for_workers(study, on_wait=lambda running: print(
         f"waiting for {running} running trial(s) of other workers (a dead worker's trial fails after 30 s)",
         flush=True))
+    tracker.log_missing_trials(phases.studies)
 
     # the final table: the search's baselines and its best, on the test split
     best = best_trial(study)
@@ -153,14 +174,15 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
         test_size = scores.pop("n")
         table[name] = scores | extra
     markdown = tracker.log_table(table, prefix="test")
-    (run_dir / "test_table.json").write_text(json.dumps(table, indent=2) + "\n")
     artifacts = search.export(best, study, table)
+    # after the weights: a test_table.json on disk means its model is there too
+    atomic_write_text(run_dir / "test_table.json", json.dumps(table, indent=2) + "\n")
     plot_history(study, run_dir / "history.png", fitness=fitness[0])
     for artifact in [run_dir / "history.png", *artifacts]:
         tracker.log_artifact(artifact)
     tracker.finish()
     print(f"\ntest split ({test_size} items), best of {len(study.trials)} trials (trial {best.number}):\n{markdown}")
-    print(f"outputs: {run_dir}   mlflow run: {run_id}")
+    print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")
     return table
 
 
@@ -176,17 +198,19 @@ def import_plugins(modules: Sequence[str]) -> None:
 
 def check_signature(study: optuna.Study, signature: dict[str, Any], storage: str) -> None:
     """Record what defines the search on a new study; refuse, in one line naming the differences,
-    to resume one that was run with something else (its trials would mean something else)."""
-    stored = study.user_attrs.get("signature")
-    if stored is None:
-        study.set_user_attr("signature", signature)
-        return
+    to resume one that was run with something else (its trials would mean something else).
+    A key the stored signature lacks was added to signatures after that study started (e.g.
+    model_hashes): it is recorded now, and checked from then on."""
     signature = json.loads(json.dumps(signature))  # as stored: tuples are lists
-    if stored != signature:
+    stored = study.user_attrs.get("signature")
+    if stored is not None:
         diff = ", ".join(f"{key} {stored.get(key)!r} (now {signature.get(key)!r})"
-                         for key in sorted(set(stored) | set(signature)) if stored.get(key) != signature.get(key))
-        raise ValueError(f"study {study.study_name!r} in {storage} was run with {diff}; use those settings, "
-                         f"or another study_name / run_dir")
+                         for key in sorted(stored) if stored[key] != signature.get(key))
+        if diff:
+            raise ValueError(f"study {study.study_name!r} in {storage} was run with {diff}; use those settings, "
+                             f"or another study_name / run_dir")
+    if stored != signature:
+        study.set_user_attr("signature", signature)
 
 
 def primary_run_id(main: optuna.Study, storage: str, wait_minutes: float) -> str:

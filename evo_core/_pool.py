@@ -16,19 +16,26 @@ Data-flow search (several models side by side, nothing merged):
 
 Paths are local model directories; anything that is not an existing directory but looks like a
 Hugging Face hub id (`owner/name`) is loaded from the hub (a GPU user's setup). Checks, each failing
-with a one-line error before any weight is loaded: the path exists, every model has the base's
-architecture, and (where safetensors headers are local) every tensor has the base's shape; the
-loaded parameters are checked again, naming the first mismatched tensor.
+with a one-line error before any weight is loaded: the device exists (`check_device`, from a
+search's check()), the path exists, every model has the base's architecture and the base's
+tokenizer vocabulary (same tokens, same ids: weights of different vocabularies would mix token
+rows), and, where safetensors files are local, each is complete (header and data) and every tensor
+has the base's shape. Once loaded: the parameters are checked again, naming the first mismatched
+tensor, and every tensor must be finite (a NaN in a source would poison every merge).
+
+`model_fingerprint(path)` is a cheap content hash (seconds for a 7B model) that a resumed study
+compares: a model replaced under the same path is a different search.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -101,16 +108,144 @@ def _load_config(name: str, path: str):
             f"model {name!r} in the config at the local copy") from None
 
 
-def _header_shapes(path: str) -> dict[str, tuple[int, ...]] | None:
-    """Tensor shapes from local safetensors headers (no weights read); None if not local."""
-    files = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+def check_device(device: str, *, key: str) -> None:
+    """The device can be used here; config key `key` names it in the one-line error."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"{key}={device} is not a torch device (cpu, cuda, cuda:1, mps)") from None
+    kind = parsed.type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}={device} but this machine has no CUDA device (torch {torch.__version__}); "
+                         f"set {key}=cpu or run on a GPU machine")
+    if kind == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"{key}={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{key}={device} but MPS is not available here; set {key}=cpu")
+
+
+def _safetensors_header(file: Path) -> tuple[bytes, dict]:
+    """A safetensors file's raw header and its parsed form, after checking that the file holds all
+    the data the header declares (a copy cut short fails here, not as a loader traceback)."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        prefix = handle.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else None
+        raw = handle.read(length) if length is not None and 8 + length <= size else b""
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{file}: not a complete safetensors file ({size} bytes, unreadable header); "
+                         f"download or save it again") from None
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if 8 + len(raw) + end > size:
+        raise ValueError(f"{file}: truncated ({size} bytes; its header declares {8 + len(raw) + end}); "
+                         f"download or save it again")
+    return raw, header
+
+
+def _safetensors_files(path: str) -> list[Path]:
+    return sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+
+
+def _header_shapes(name: str, path: str) -> dict[str, tuple[int, ...]] | None:
+    """Tensor shapes from local safetensors headers (no weights read), every file checked complete;
+    None if not local."""
+    files = _safetensors_files(path)
     if not files:
         return None
     shapes = {}
     for file in files:
-        with safe_open(file, framework="pt") as handle:
-            shapes.update({key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()})
+        try:
+            _, header = _safetensors_header(file)
+        except ValueError as err:
+            raise ValueError(f"model {name!r}: {err}") from None
+        shapes.update({key: tuple(entry["shape"]) for key, entry in header.items() if key != "__metadata__"})
     return shapes
+
+
+FINGERPRINT_SAMPLES = 3  # 1 MiB samples per safetensors file: its start, middle and end
+SAMPLE_BYTES = 1 << 20
+
+
+def model_fingerprint(path: str) -> str:
+    """sha256 over what identifies a model's weights without reading them all: config.json, and per
+    safetensors file its name, size, header (every tensor's name, dtype, shape and offsets) and three
+    1 MiB samples (start, middle, end of the data). Weights replaced by a fine-tune or a re-download
+    of another revision change it; an edit confined to bytes outside the samples that keeps every
+    shape does not. A hub id hashes its cached snapshot when there is one, else just the id."""
+    local = Path(path)
+    if not local.is_dir():
+        local = _cached_snapshot(path)
+        if local is None:
+            return f"hub:{path}"
+    digest = hashlib.sha256((local / "config.json").read_bytes())
+    for file in _safetensors_files(str(local)):
+        raw, _ = _safetensors_header(file)
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}:".encode() + raw)
+        with open(file, "rb") as handle:
+            for start in _sample_offsets(size):
+                handle.seek(start)
+                digest.update(handle.read(SAMPLE_BYTES))
+    return digest.hexdigest()
+
+
+def _sample_offsets(size: int) -> Iterable[int]:
+    last = max(size - SAMPLE_BYTES, 0)
+    return sorted({last * k // (FINGERPRINT_SAMPLES - 1) for k in range(FINGERPRINT_SAMPLES)})
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    import huggingface_hub
+
+    try:
+        return Path(huggingface_hub.snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not (fully) cached: nothing local to hash
+        return None
+
+
+def check_same_tokenizer(paths: Mapping[str, str]) -> None:
+    """Every model's tokenizer maps the same tokens to the same ids as the first model's; models
+    without tokenizer files are skipped (nothing to compare; they are prompted with the first's)."""
+    (ref_name, ref_path), *rest = paths.items()
+    ref = _vocabulary(ref_path)
+    if ref is None:
+        return
+    for name, path in rest:
+        own = _vocabulary(path)
+        if own is None or own == ref:
+            continue
+        extra, missing = sorted(own.keys() - ref.keys()), sorted(ref.keys() - own.keys())
+        moved = sorted(t for t in own.keys() & ref.keys() if own[t] != ref[t])
+        details = [f"{len(items)} tokens {label}, e.g. {items[:3]}" for label, items in
+                   (("only in it", extra), (f"only in {ref_name!r}", missing), ("with other ids", moved)) if items]
+        raise ValueError(f"model {name!r}: its tokenizer vocabulary differs from {ref_name!r}'s "
+                         f"({'; '.join(details)}); merging would mix token rows: use models that share one tokenizer")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+def _vocabulary(path: str) -> dict[str, int] | None:
+    """token -> id of the model's tokenizer; None for a local directory without tokenizer files
+    (AutoTokenizer would make up a near-empty one from the config)."""
+    local = Path(path)
+    if local.is_dir() and not any((local / file).is_file() for file in _TOKENIZER_FILES):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(path).get_vocab()
+    except (OSError, ValueError):  # a hub model without a tokenizer
+        return None
+
+
+def check_finite(name: str, model: torch.nn.Module) -> None:
+    """Every parameter of `model` is finite; the error names the model and the first bad tensor."""
+    for key, param in model.named_parameters():
+        finite = torch.isfinite(param)
+        if not finite.all():
+            raise ValueError(f"model {name!r}: tensor {key} has {int((~finite).sum())} non-finite value(s) "
+                             f"(NaN or inf)")
 
 
 def check_same_architecture(configs: Mapping[str, object]) -> None:
@@ -146,8 +281,9 @@ def _param_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", device: str = "cpu",
                 same_shapes: bool = True) -> dict[str, PreTrainedModel]:
-    """Load each named causal LM (eval mode, no grad) after checking paths and architectures, and
-    tensor shapes where local safetensors headers tell them; shapes are checked again once loaded.
+    """Load each named causal LM (eval mode, no grad) after checking paths, architectures and
+    tokenizers, and tensor shapes where local safetensors headers tell them; shapes are checked
+    again once loaded, and every weight must be finite.
 
     same_shapes=False skips the shape checks (e.g. data-flow models of different depths).
     """
@@ -159,13 +295,15 @@ def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", devi
             raise ValueError(f"model name {name!r} must use only letters, digits, '_' and '-'")
     resolved = {name: check_model_path(name, path) for name, path in paths.items()}
     check_same_architecture({name: _load_config(name, path) for name, path in resolved.items()})
-    headers = {name: _header_shapes(path) for name, path in resolved.items()}
+    check_same_tokenizer(resolved)
+    headers = {name: _header_shapes(name, path) for name, path in resolved.items()}
     if same_shapes and all(h is not None for h in headers.values()):
         check_same_shapes(headers)
 
     models = {}
     for name, path in resolved.items():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        check_finite(name, model)
         models[name] = model.to(device).eval().requires_grad_(False)
     if same_shapes:
         check_same_shapes({name: _param_shapes(model) for name, model in models.items()})

@@ -7,9 +7,9 @@
                n_trials=120, on_trial=[tracker.log_trial])
 
 `evaluate(params, seed)` builds the candidate (merge, path, ...) and scores it; it returns a dict of
-metrics that must contain every fitness key. A trial that raises or returns NaN is recorded FAIL and
-the study goes on. Re-running with the same storage resumes: finished trials are kept and only the
-missing ones run. Several workers (processes, machines) may share one storage: `n_trials` is the
+metrics that must contain every fitness key. A trial that raises or returns a non-finite fitness
+is recorded FAIL, with the reason in its user attribute `fail_reason`, and the study goes on.
+Re-running with the same storage resumes: finished trials are kept and only the missing ones run. Several workers (processes, machines) may share one storage: `n_trials` is the
 study's total (a worker stops when the study has that many finished, so up to workers - 1 extra
 trials may finish), each trial records which worker ran it, and `wait_for_workers` lets one worker
 wait for the others' running trials before it reads the final result.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ._files import open_store
 from ._registry import Registry
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -94,16 +95,22 @@ def make_sampler(kind: str, *, space: Sequence[ParamSpec], seed: int | None, **o
 def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSampler,
                directions: Sequence[str] = ("maximize",)) -> optuna.Study:
     """Create the study, or load it to resume. RDB storages get a heartbeat so that a trial of a
-    killed worker is marked FAIL (and retried) instead of hanging RUNNING forever."""
-    storage: str | optuna.storages.BaseStorage = storage_url
-    if storage_url.startswith(("sqlite:", "postgresql", "mysql")):
+    killed worker is marked FAIL (and retried) instead of hanging RUNNING forever. Workers may open
+    a fresh storage at once (the schema is created by one of them at a time)."""
+    if not storage_url.startswith(("sqlite:", "postgresql", "mysql")):
+        return optuna.create_study(study_name=name, storage=storage_url, sampler=sampler,
+                                   directions=list(directions), load_if_exists=True)
+
+    def create() -> optuna.Study:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(
                 storage_url, heartbeat_interval=10, grace_period=30,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                               directions=list(directions), load_if_exists=True)
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                   directions=list(directions), load_if_exists=True)
+
+    return open_store(storage_url, create)
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -122,6 +129,13 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     def objective(trial: optuna.Trial):
         params = {p.name: trial.suggest_float(p.name, p.low, p.high) for p in space}
         trial.set_user_attr("worker", worker)
+        try:
+            return scored(trial, params)
+        except Exception as err:  # Optuna records the FAIL; the trial itself must say why
+            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
+            raise
+
+    def scored(trial: optuna.Trial, params: dict[str, float]):
         started = time.perf_counter()
         metrics = evaluate(params, trial.number)
         trial.set_user_attr("trial_seconds", time.perf_counter() - started)
@@ -131,6 +145,9 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
         if missing:
             raise KeyError(f"evaluate() returned no {missing}; it returned {sorted(metrics)}")
         values = [float(metrics[k]) for k in fitness]
+        non_finite = [f"{k}={v}" for k, v in zip(fitness, values) if not math.isfinite(v)]
+        if non_finite:  # Optuna would keep an inf, and it would win every comparison
+            raise ValueError(f"non-finite fitness {', '.join(non_finite)}")
         return values[0] if len(values) == 1 else values
 
     remaining = n_trials - len(finished_trials(study))

@@ -7,17 +7,28 @@
     tracker.finish()
 
 The backend is a SQLite database plus an artifact folder, both inside `mlruns/` (MLflow 3 refuses a
-plain file store by default). Browse it with:  mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+plain file store by default). Workers may open a fresh store at once (one creates its tables at a
+time); a resumed study whose run is not in this store (mlruns_dir moved) starts a new run tagged
+with the old id; `log_missing_trials` gives trials that no callback saw (failed by the heartbeat
+of a killed worker) their nested run afterwards. Browse it with:
+mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial
+
+from ._files import open_store, writable_dir
+from ._study import finished_trials
+
+_TRIAL_RUN_NAME = re.compile(r"/trial-(\d+)$")
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:
@@ -42,22 +53,33 @@ class Tracker:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
 
-        self.mlruns_dir = Path(mlruns_dir).resolve()
-        self.mlruns_dir.mkdir(parents=True, exist_ok=True)
+        self.mlruns_dir = writable_dir(mlruns_dir, key="tracking.mlruns_dir")
         self.uri = f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
-        self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=(self.mlruns_dir / "artifacts").as_uri())
+
+        def open_experiment() -> tuple[MlflowClient, str]:  # a new client creates the store's tables
+            client = MlflowClient(tracking_uri=self.uri)
+            found = client.get_experiment_by_name(experiment)
+            return client, found.experiment_id if found else client.create_experiment(
+                experiment, artifact_location=(self.mlruns_dir / "artifacts").as_uri())
+
+        self.client, self.experiment_id = open_store(self.uri, open_experiment)
         self.run_id: str | None = None
 
     def start(self, *, run_id: str | None, run_name: str, params: dict[str, object]) -> str:
-        """Start the study's parent run, or reopen `run_id` when the study resumes."""
+        """Start the study's parent run, or reopen `run_id` when the study resumes; a `run_id` this
+        store does not hold (the study's MLflow store moved) starts a new run tagged with it."""
+        from mlflow.exceptions import MlflowException
+
         if run_id is not None:
-            self.client.update_run(run_id, status="RUNNING")
-            self.run_id = run_id
-            return run_id
-        run = self.client.create_run(self.experiment_id, run_name=run_name)
+            try:
+                self.client.update_run(run_id, status="RUNNING")
+                self.run_id = run_id
+                return run_id
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={"resumed_from_run_id": run_id} if run_id else None)
         self.run_id = run.info.run_id
         for key, value in params.items():
             self.client.log_param(self.run_id, key, str(value)[:6000])
@@ -68,9 +90,11 @@ class Tracker:
         assert self.run_id is not None, "start() the parent run first"
         from mlflow.entities import Metric, Param
 
+        tags = {"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name}
+        if "fail_reason" in trial.user_attrs:  # why a FAIL failed, next to its state (MLflow caps tags at 8,000)
+            tags["fail_reason"] = trial.user_attrs["fail_reason"][:5000]
         nested = self.client.create_run(
-            self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}",
-            tags={"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name})
+            self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}", tags=tags)
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         stamp = int((trial.datetime_complete or trial.datetime_start).timestamp() * 1000)
         self.client.log_batch(
@@ -81,6 +105,26 @@ class Tracker:
         complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
         if complete and len(study.directions) == 1:
             self.client.log_metric(self.run_id, "best_value", study.best_value, step=trial.number)
+
+    def log_missing_trials(self, studies: Iterable[optuna.Study]) -> None:
+        """Log the finished trials of `studies` that have no nested run yet (a trial failed by the
+        heartbeat of a killed worker never reaches a callback): one nested run per trial."""
+        for study in studies:
+            logged = {int(match.group(1)) for run in self._nested_runs(study.study_name)
+                      if (match := _TRIAL_RUN_NAME.search(run.info.run_name or ""))}
+            for trial in finished_trials(study):
+                if trial.number not in logged:
+                    self.log_trial(study, trial)
+
+    def _nested_runs(self, study_name: str) -> list:
+        query = f"tags.mlflow.parentRunId = '{self.run_id}' and tags.study = '{study_name}'"
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
 
     def log_table(self, table: dict[str, dict[str, float]], *, prefix: str) -> str:
         """Log a comparison table (model -> metrics) as metrics `prefix.model.metric` and as a

@@ -6,7 +6,8 @@
 
 Writes: config.json (model A's config + path_layers/path_scales per hop + auto_map), the weights of each
 visited layer ONCE plus model A's embeddings / final norm / lm_head, generation_config.json, the
-tokenizer, and modeling_layer_path.py -- a verbatim copy of the very module the search runs.
+tokenizer, and modeling_layer_path.py -- a verbatim copy of the very module the search runs. The
+directory is written next to `out_dir` and renamed into place once complete: never half-written.
 `write_model_card(out_dir, ...)` adds a README.md (sources, the path hop by hop, scores).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from evo_core import atomic_dir, atomic_write_text
 from evo_dfs import modeling_layer_path
 from evo_dfs._path import LayerPath
 from evo_dfs.modeling_layer_path import LayerPathForCausalLM
@@ -34,10 +36,11 @@ def export_layer_path(model: LayerPathForCausalLM, out_dir, *, tokenizer=None, o
         raise FileExistsError(f"export directory {out} is not empty (pass overwrite=True)")
     compact = model.compact()
     compact.config.auto_map = dict(AUTO_MAP)
-    compact.save_pretrained(out)
-    shutil.copyfile(modeling_layer_path.__file__, out / f"{_MODULE}.py")
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+    with atomic_dir(out) as tmp:
+        compact.save_pretrained(tmp)
+        shutil.copyfile(modeling_layer_path.__file__, tmp / f"{_MODULE}.py")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return out
 
 
@@ -73,7 +76,7 @@ def write_model_card(out_dir, *, title: str, sources: Mapping[str, str], origins
         lines += [f"| {row} | " + " | ".join(_fmt(values.get(m)) for m in metrics) + " |"
                   for row, values in scores.items()]
     card = out / "README.md"
-    card.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(card, "\n".join(lines) + "\n")
     return card
 
 

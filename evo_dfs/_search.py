@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import AutoConfig
 
-from evo_core import GenomeCMA, ParamSpec, Phases, load_models, require_models, unpack_genome
+from evo_core import GenomeCMA, ParamSpec, Phases, check_device, load_models, model_fingerprint, require_models, unpack_genome
 
 from ._config import DFSConfig, PoolConfig
 from ._export import export_layer_path, write_model_card
@@ -62,12 +62,14 @@ class DFSSearch:
 
     def check(self) -> None:
         check_sources(self.cfg.pool)
+        check_device(self.cfg.pool.device, key="pool.device")
         self.space = dfs_space(self.cfg)
 
     def load(self, tokenizer: Any) -> None:
         cfg, layout = self.cfg, self.space.layout
         # no same-shape check: only decoder layers are shared between the sources, and from_sources checks those
         self.models = load_models(cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device, same_shapes=False)
+        self.model_hashes = {name: model_fingerprint(path) for name, path in cfg.pool.sources.items()}
         assert SlotLayout.of(list(self.models.values()), repeats=layout.repeats) == layout
         start = self.space.path(self.space.x0_vector())
         self.path_model = LayerPathForCausalLM.from_sources(list(self.models.values()), start.layers, start.scales,
@@ -79,7 +81,8 @@ class DFSSearch:
 
     def signature(self) -> dict[str, Any]:
         cfg, layout = self.cfg, self.space.layout
-        signature = {"search": "evo_dfs", "models": dict(cfg.pool.sources), "layers_per_model": list(layout.layers_per_model),
+        signature = {"search": "evo_dfs", "models": dict(cfg.pool.sources), "model_hashes": self.model_hashes,
+                     "layers_per_model": list(layout.layers_per_model),
                      "repeats": layout.repeats, "scales": cfg.space.scales, "indicator_init": cfg.space.indicator_init,
                      "encoding": cfg.space.encoding, "fitness": cfg.fitness, "objective": cfg.objective.name,
                      "search_split": str(cfg.objective.search)}

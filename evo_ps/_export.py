@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from evo_core import atomic_dir
+
 from ._methods import MergeMethod
 
 CARD_KEYS = ("title", "method", "base", "sources", "parameters", "scores", "mergekit_yaml", "notes")
@@ -89,7 +91,9 @@ def _first_match(entries: list[tuple[str, float]], name: str) -> float | None:
 
 
 def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any]) -> Path:
-    """Write an HF model directory (safetensors, config, tokenizer) with a README.md model card.
+    """Write an HF model directory (safetensors, config, tokenizer) with a README.md model card,
+    whole or not at all: it is written next to `out_dir` and renamed into place once complete (a
+    failure midway leaves no half-written directory, and a previous one as it was).
 
     card keys: method and sources (name -> path or hub id) required; title, base, parameters
     ({name: value}), scores ({split: {metric: value}} or {metric: value}), mergekit_yaml (also
@@ -102,12 +106,12 @@ def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any
         if key not in card:
             raise ValueError(f"model card needs {key!r}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    if card.get("mergekit_yaml"):
-        (out / "mergekit_config.yml").write_text(card["mergekit_yaml"], encoding="utf-8")
-    (out / "README.md").write_text(model_card(card, name=out.name), encoding="utf-8")
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if card.get("mergekit_yaml"):
+            (tmp / "mergekit_config.yml").write_text(card["mergekit_yaml"], encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(card, name=out.name), encoding="utf-8")
     return out
 
 

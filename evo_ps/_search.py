@@ -3,11 +3,11 @@
     run_study(cfg, PSSearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
 
 Per trial: the trial's values -> per-tensor merge parameters -> merged in memory into the pool's
-live model (no disk I/O) -> scored by the lifecycle. With `space.warm_start_trials`, a first phase
-searches the uniform space (one value per source and parameter kind) and the per-layer CMA-ES
-starts at its best point instead of the paper's x0. The test table: base, every source, the best
-uniform merge (if any) and the best merge; the best merge is saved as an HF model directory with a
-mergekit YAML and a model card.
+live model (no disk I/O) -> checked finite (a NaN or inf tensor fails the trial, not the study) ->
+scored by the lifecycle. With `space.warm_start_trials`, a first phase searches the uniform space
+(one value per source and parameter kind) and the per-layer CMA-ES starts at its best point instead
+of the paper's x0. The test table: base, every source, the best uniform merge (if any) and the best
+merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from evo_core import Phases, best_trial, load_pool, require_models, use_weights
+from evo_core import (Phases, best_trial, check_device, check_finite, load_pool, model_fingerprint, require_models,
+                      use_weights)
 
 from ._config import PSConfig
 from ._export import mergekit_yaml, save_merged
@@ -38,6 +39,7 @@ class PSSearch:
         pool = self.cfg.pool
         self.method = merge_method(self.cfg.merge.method, self.cfg.merge.options)  # unknown names/options fail here
         require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}})
+        check_device(pool.device, key="pool.device")
 
     def load(self, tokenizer: Any) -> None:
         pool = self.cfg.pool
@@ -45,14 +47,15 @@ class PSSearch:
                               tokenizer=tokenizer)
         self.space = self._space(uniform=self.cfg.space.uniform)
         self.merger = InMemoryMerger(pool=self.pool, method=self.method)
+        self.model_hashes = {name: model_fingerprint(path) for name, path in self.pool.paths.items()}
 
     def signature(self) -> dict[str, Any]:
         cfg = self.cfg
         return {"search": "evo_ps", "method": self.method.name, "options": dict(self.method.options),
                 "space": {k: getattr(cfg.space, k) for k in ("uniform", "granularity", "split_components", "bounds",
                                                              "warm_start_trials", "warm_start_sigma0")},
-                "models": dict(self.pool.paths), "objective": cfg.objective.name, "fitness": cfg.objective.fitness,
-                "search_split": str(cfg.objective.search)}
+                "models": dict(self.pool.paths), "model_hashes": self.model_hashes, "objective": cfg.objective.name,
+                "fitness": cfg.objective.fitness, "search_split": str(cfg.objective.search)}
 
     def search(self, phases: Phases) -> optuna.Study:
         cfg = self.cfg
@@ -110,6 +113,8 @@ class PSSearch:
         def merge(values: dict[str, float], number: int):
             started = time.perf_counter()
             self.merger.apply(space.tensor_params(values), seed=number)  # trial t drops with seed t
-            return self.pool.model, {"merge_seconds": time.perf_counter() - started}
+            merge_seconds = time.perf_counter() - started
+            check_finite(f"merge of trial {number}", self.pool.model)
+            return self.pool.model, {"merge_seconds": merge_seconds}
 
         return merge

@@ -35,8 +35,15 @@ def load_tsv(*, path: str | Path) -> list[Item]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = data[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{lineno}: not UTF-8 (byte {data[err.start]:#04x}); re-save the file as "
+                         f"UTF-8, e.g. iconv -f latin1 -t utf-8") from None
     items = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         if "\t" not in line:
@@ -63,7 +70,14 @@ def load_hf(
     """
     import datasets  # heavy import, only for users of this source
 
-    ds = datasets.load_dataset(dataset, name, split=split, data_files=data_files, cache_dir=cache_dir)
+    try:
+        ds = datasets.load_dataset(dataset, name, split=split, data_files=data_files, cache_dir=cache_dir)
+    except (FileNotFoundError, ValueError):  # ours (not found, empty) and `datasets`' own one-line ones
+        raise
+    except Exception as err:  # DatasetGenerationError and the like wrap a parse error of the file
+        cause = err.__cause__ or err
+        raise ValueError(f"dataset {dataset!r} ({data_files or name or split}): cannot read it "
+                         f"({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''})") from None
     for field in (question_field, answer_field):
         if field not in ds.column_names:
             raise ValueError(f"dataset {dataset!r} has no column {field!r}; columns: {ds.column_names}")
@@ -87,6 +101,8 @@ def split_spec(split: str, spec: Mapping[str, Any] | str) -> Mapping[str, Any]:
                              f"got {spec!r}")
         if not Path(spec).is_file():
             raise FileNotFoundError(f"split {split!r}: data file not found: {spec}")
+        if Path(spec).stat().st_size == 0:
+            raise ValueError(f"split {split!r}: data file {spec} is empty")
         if suffix == ".tsv":
             return {"source": "tsv", "path": spec}
         return {"source": "hf", "dataset": _TABLE_BUILDERS[suffix], "data_files": spec, "split": "train"}
@@ -115,9 +131,16 @@ def load_split(split: str, spec: Mapping[str, Any] | str) -> list[Item]:
     return items
 
 
+# invisible characters that copies of one problem differ by: zero-width space, (non-)joiner, word
+# joiner, and the byte-order mark a file's first question often starts with; NFKC keeps them all
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
 def question_key(question: str) -> str:
-    """Identity of a problem across splits: NFKC, whitespace collapsed, lowercase, hashed."""
-    text = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", question)).strip().lower()
+    """Identity of a problem across splits: NFKC, invisible characters dropped, whitespace
+    collapsed, lowercase, hashed."""
+    text = unicodedata.normalize("NFKC", question).translate(_INVISIBLE)
+    text = re.sub(r"\s+", " ", text).strip().lower()
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 

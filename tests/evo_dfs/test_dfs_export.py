@@ -87,6 +87,22 @@ def test_export_refuses_non_empty_dir(exported):
         export_layer_path(model, out)
 
 
+def test_an_export_that_fails_midway_leaves_the_previous_one_whole(exported, tmp_path):
+    class FailingTokenizer:  # the weights are written, then the disk fills up
+        def save_pretrained(self, out):
+            raise OSError(28, "No space left on device")
+
+    model, out = exported
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OSError, match="No space"):
+        export_layer_path(model, out, tokenizer=FailingTokenizer(), overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
+    with pytest.raises(OSError):
+        export_layer_path(model, tmp_path / "fresh", tokenizer=FailingTokenizer())
+    assert list(tmp_path.iterdir()) == []
+
+
 @torch.no_grad()
 def test_exported_model_loads_and_generates_without_the_project(exported, prompts, batch, greedy, tmp_path):
     model, out = exported

@@ -1,0 +1,103 @@
+"""Outputs that are whole or absent, directories checked writable, and stores that several
+workers may create at once.
+
+    run_dir = writable_dir(cfg.run_dir, key="run_dir")   # else one PermissionError naming it
+
+    with atomic_dir(run_dir / "best_model") as tmp:   # write everything into tmp ...
+        model.save_pretrained(tmp)                    # ... it replaces best_model only when complete
+    atomic_write_text(run_dir / "test_table.json", text)
+
+    storage = open_store(url, lambda: optuna.storages.RDBStorage(url))   # safe when workers start together
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def writable_dir(path: str | Path, *, key: str) -> Path:
+    """`path` as a directory this process can write into (created if missing), or a PermissionError
+    naming it and its config key (the CLI prints it as one line); SQLite would fail later with
+    "unable to open database file" and no path."""
+    path = Path(path).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, f"not writable ({key})", str(path))
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | Path) -> Iterator[Path]:
+    """A temporary directory next to `dest` (same filesystem, so the rename is atomic) that replaces
+    `dest` once the block completes; if the block raises, it is removed and `dest` is untouched."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = dest.with_name(f".{dest.name}.tmp-{os.getpid()}"), dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of an earlier crash of this pid
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # a directory can't be renamed over a non-empty one: move the old one aside for that instant
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file whole or not at all (a crash mid-write leaves the previous version)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+SCHEMA_ATTEMPTS = 5
+
+
+def open_store(url: str, create: Callable[[], T]) -> T:
+    """`create()`: the first use of a database store (Optuna's, MLflow's), which creates or migrates
+    its tables on a fresh database. Workers started together would all do that at once, and alembic
+    and SQLAlchemy fail on the race ("table already exists", "duplicate column name"). SQLite: an
+    exclusive lock on `<database>.lock` next to it while `create()` runs. Server databases
+    (PostgreSQL, MySQL), where no file can be locked: a few tries with backoff; a worker that lost
+    the race succeeds once the tables exist."""
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        # flock, not lockf: it also excludes threads of one process (each open() holds its own lock)
+        with open(database.with_name(database.name + ".lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                return create()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+    for attempt in range(1, SCHEMA_ATTEMPTS):
+        try:
+            return create()
+        except Exception as err:
+            if not _looks_like_schema_race(err):
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+    return create()  # the last try: its error, if any, is the one reported
+
+
+def _looks_like_schema_race(err: BaseException | None) -> bool:
+    """A SQLAlchemy or alembic error, also wrapped (e.g. in an MlflowException)."""
+    while err is not None:
+        if type(err).__module__.split(".")[0] in ("sqlalchemy", "alembic"):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
