@@ -17,9 +17,9 @@ the objective's data (a bad split fails in seconds, before the models) ->
 load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
 the objective scores it item by item, MLflow logs it) -> a helper stops here; the primary waits for
-the helpers' running trials, and logs the trials no callback saw -> the best trial's test table
-next to the search's baselines -> export (the best model, whole or not at all), then
-test_table.json, and artifacts. If the primary dies after starting its MLflow run, that run is
+the helpers' running trials (of every phase), and logs the trials no callback saw -> the best
+trial's test table next to the search's baselines -> export (the best model, whole or not at all),
+then test_table.json, and artifacts. If the primary dies after starting its MLflow run, that run is
 closed as FAILED (a helper leaves the shared run to its primary).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ import contextlib
 import importlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,10 +87,10 @@ class Phases:
             sampler = make_sampler(cfg.sampler.kind, space=params, seed=None if cfg.helper else cfg.seed,
                                    sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
                                    separable=cfg.sampler.separable, x0=x0)
-        study = open_study(name=name, storage_url=self.storage, sampler=sampler, directions=directions)
+        first = start_point(params, x0) if params and (x0 is not None or cfg.sampler.kind == "cmaes") else None
+        study = open_study(name=name, storage_url=self.storage, sampler=sampler, directions=directions,
+                           first_trial=first)
         self.studies.append(study)
-        if params and not study.trials and (x0 is not None or cfg.sampler.kind == "cmaes"):
-            study.enqueue_trial(start_point(params, x0))
 
         def evaluate(values: dict[str, float], number: int) -> dict[str, Any]:
             model, extra = candidate(values, number)
@@ -133,8 +134,14 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
     if cfg.helper:
         print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
-    run_id = tracker.start(run_id=primary_run_id(main, storage, cfg.helper_wait_minutes) if cfg.helper
-                           else main.user_attrs.get("mlflow_run_id"),
+        run_id, run_key = primary_run_id(main, storage, cfg.helper_wait_minutes), None
+    else:
+        if "mlflow_run_key" not in main.user_attrs:
+            # the parent run is tagged with this key before its id can be stored on the study: a
+            # primary killed in between finds that run again by its key, rather than starting a second
+            main.set_user_attr("mlflow_run_key", uuid.uuid4().hex)
+        run_id, run_key = main.user_attrs.get("mlflow_run_id"), main.user_attrs["mlflow_run_key"]
+    run_id = tracker.start(run_id=run_id, key=run_key,
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": storage, **search.signature()})
     if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's
@@ -161,7 +168,7 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     run_dir, fitness = Path(cfg.run_dir), cfg.fitness
     phases = Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness)
     study = search.search(phases)
-    wait_for_workers(study, on_wait=lambda running: print(
+    wait_for_workers(*phases.studies, on_wait=lambda running: print(
         f"waiting for {running} running trial(s) of other workers (a dead worker's trial fails after 30 s)",
         flush=True))
     tracker.log_missing_trials(phases.studies)

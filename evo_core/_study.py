@@ -93,23 +93,30 @@ def make_sampler(kind: str, *, space: Sequence[ParamSpec], seed: int | None, **o
 
 
 def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSampler,
-               directions: Sequence[str] = ("maximize",)) -> optuna.Study:
+               directions: Sequence[str] = ("maximize",),
+               first_trial: dict[str, float] | None = None) -> optuna.Study:
     """Create the study, or load it to resume. RDB storages get a heartbeat so that a trial of a
     killed worker is marked FAIL (and retried) instead of hanging RUNNING forever. Workers may open
-    a fresh storage at once (the schema is created by one of them at a time)."""
-    if not storage_url.startswith(("sqlite:", "postgresql", "mysql")):
-        return optuna.create_study(study_name=name, storage=storage_url, sampler=sampler,
-                                   directions=list(directions), load_if_exists=True)
-
+    a fresh storage at once (the schema is created by one of them at a time). `first_trial` is
+    enqueued if the study has no trial yet, by one worker only on SQLite: workers started together
+    would each see an empty study and enqueue it, and the same point would be scored once per worker."""
     def create() -> optuna.Study:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                storage_url, heartbeat_interval=10, grace_period=30,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                   directions=list(directions), load_if_exists=True)
+        if storage_url.startswith(("sqlite:", "postgresql", "mysql")):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(
+                    storage_url, heartbeat_interval=10, grace_period=30,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        else:
+            storage = storage_url
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                    directions=list(directions), load_if_exists=True)
+        if first_trial is not None and not study.trials:  # under open_store's lock on SQLite
+            study.enqueue_trial(first_trial)
+        return study
 
+    if not storage_url.startswith(("sqlite:", "postgresql", "mysql")):
+        return create()
     return open_store(storage_url, create)
 
 
@@ -157,20 +164,24 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
                    callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), *on_trial])
 
 
-def wait_for_workers(study: optuna.Study, *, poll_seconds: float = 2.0,
+def wait_for_workers(*studies: optuna.Study, poll_seconds: float = 2.0,
                      on_wait: Callable[[int], None] = lambda running: None) -> None:
-    """Block while other workers still run trials of `study`; `on_wait(n)` hears each new count of
-    running trials. Only RDB storages (they have heartbeats) wait: a dead worker's trial stops
-    blocking once its heartbeat is older than the grace period (30 s), and is then marked FAIL."""
-    storage = study._storage  # Optuna's own fail_stale_trials reaches the storage the same way
+    """Block while other workers still run trials of `studies` (all on one storage); `on_wait(n)`
+    hears each new count of running trials. Only RDB storages (they have heartbeats) wait: a dead
+    worker's trial stops blocking once its heartbeat is older than the grace period (30 s), and is
+    then marked FAIL. Pass every phase's study: Optuna fails stale trials only of a study it still
+    optimizes, so a worker killed in an earlier phase would leave that trial RUNNING for good."""
+    storage = studies[0]._storage  # Optuna's own fail_stale_trials reaches the storage the same way
     if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
         return  # no heartbeat: a dead worker can't be told from a slow one, so don't wait forever
     reported, seen = 0, set()
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = []
+        for study in studies:  # one loop for all: their dead trials' grace periods run together
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            running += study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running:
             return
         # A worker killed between creating a trial and its first heartbeat leaves a trial that

@@ -65,11 +65,16 @@ class Tracker:
         self.client, self.experiment_id = open_store(self.uri, open_experiment)
         self.run_id: str | None = None
 
-    def start(self, *, run_id: str | None, run_name: str, params: dict[str, object]) -> str:
+    def start(self, *, run_id: str | None, run_name: str, params: dict[str, object], key: str | None = None) -> str:
         """Start the study's parent run, or reopen `run_id` when the study resumes; a `run_id` this
-        store does not hold (the study's MLflow store moved) starts a new run tagged with it."""
+        store does not hold (the study's MLflow store moved) starts a new run tagged with it. A new
+        run is tagged with `key` (the study's), and without a `run_id` the run of that key is reopened:
+        the run of a primary killed before it could store the run's id on the study."""
         from mlflow.exceptions import MlflowException
 
+        if run_id is None and key is not None:
+            found = self.client.search_runs([self.experiment_id], f"tags.evo_run_key = '{key}'", max_results=1)
+            run_id = found[0].info.run_id if found else None
         if run_id is not None:
             try:
                 self.client.update_run(run_id, status="RUNNING")
@@ -78,11 +83,12 @@ class Tracker:
             except MlflowException as err:
                 if err.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
+        tags = {"resumed_from_run_id": run_id} if run_id else {}
         run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={"resumed_from_run_id": run_id} if run_id else None)
+                                     tags=tags | ({"evo_run_key": key} if key else {}) or None)
         self.run_id = run.info.run_id
-        for key, value in params.items():
-            self.client.log_param(self.run_id, key, str(value)[:6000])
+        for name, value in params.items():
+            self.client.log_param(self.run_id, name, str(value)[:6000])
         return self.run_id
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:

@@ -103,16 +103,33 @@ def test_wait_for_workers_blocks_until_other_trials_finish(tmp_path):
 
 
 def test_wait_for_workers_is_not_held_by_a_dead_workers_trial(tmp_path):
-    # a worker killed right after creating a trial leaves it RUNNING with no heartbeat at all
+    # a worker killed right after creating a trial leaves it RUNNING with no heartbeat at all; one
+    # killed in an earlier phase leaves it in a study no optimize() fails stale trials of any more
     import threading
 
     from evo_core import wait_for_workers
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=2)
-    study = optuna.create_study(study_name="s", storage=storage)
-    orphan = study.ask()
-    waiting = threading.Thread(target=wait_for_workers, args=(study,), kwargs={"poll_seconds": 0.2}, daemon=True)
+    studies = [optuna.create_study(study_name=name, storage=storage) for name in ("s-first-phase", "s")]
+    orphans = [study.ask() for study in studies]
+    waiting = threading.Thread(target=wait_for_workers, args=studies, kwargs={"poll_seconds": 0.2}, daemon=True)
     waiting.start()
     waiting.join(timeout=30)  # a failure must not hang the suite
     assert not waiting.is_alive(), "still waiting for a trial whose worker is gone"
-    assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL
+    for study, orphan in zip(studies, orphans):
+        assert study.trials[orphan.number].state == optuna.trial.TrialState.FAIL, study.study_name
+
+
+def test_workers_opening_a_fresh_study_together_enqueue_its_first_trial_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = {p.name: 0.5 for p in SPACE}
+
+    def open_one(_):
+        return open_study(name="s", storage_url=f"sqlite:///{tmp_path / 'study.db'}", first_trial=start,
+                          sampler=make_sampler("random", space=SPACE, seed=None))
+
+    with ThreadPoolExecutor(4) as pool:
+        studies = list(pool.map(open_one, range(4)))
+    waiting = studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [start]

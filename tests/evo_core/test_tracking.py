@@ -29,3 +29,12 @@ def test_parent_and_nested_runs(tmp_path):
     # a resumed study logs into the same parent run
     again = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
     assert again.start(run_id=run_id, run_name="study", params={}) == run_id
+
+
+def test_a_primary_killed_before_storing_its_run_id_reopens_that_run(tmp_path):
+    # the run of a study's key is found again when the study holds no run id yet; another key's is not
+    first = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t").start(run_id=None, key="k1", run_name="s",
+                                                                           params={})
+    again = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
+    assert again.start(run_id=None, key="k1", run_name="s", params={}) == first
+    assert again.start(run_id=None, key="k2", run_name="s", params={}) != first

@@ -2,6 +2,7 @@
 reproducibility, and fast one-line failures for bad input."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -26,8 +27,60 @@ def cli_args(tmp_path: Path, *extra: str) -> list[str]:
     return [f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", *SMALL, *extra]
 
 
-def study(tmp_path: Path) -> optuna.Study:
-    return optuna.load_study(study_name="toy_ja_math", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+def study(tmp_path: Path, name: str = "toy_ja_math") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+
+
+PHASES = ("toy_ja_math-uniform", "toy_ja_math")  # the studies of a run with a warm start
+
+
+def start_cli(tmp_path: Path, *extra: str, stdout=subprocess.PIPE) -> subprocess.Popen:
+    """`python -m evo_ps` on cli_args, in the background (stdout: a pipe, or an open file)."""
+    return subprocess.Popen([sys.executable, "-m", "evo_ps", *cli_args(tmp_path, *extra)], cwd=REPO_ROOT,
+                            stdout=stdout, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "PYTHONUNBUFFERED": "1"})  # a killed run's output is all there
+
+
+def count_trials(tmp_path: Path, *, studies: tuple[str, ...] = ("toy_ja_math",),
+                 states: tuple[str, ...] | None = ("COMPLETE", "FAIL", "PRUNED")) -> int:
+    """Trials of `studies` in `states` (None: any, RUNNING and WAITING too), read straight from
+    study.db while workers write it (0 until its tables exist); cheap enough to poll."""
+    db = tmp_path / "run" / "study.db"
+    if not db.exists():
+        return 0
+    states = states or ("RUNNING", "WAITING", "COMPLETE", "FAIL", "PRUNED")
+    marks = lambda values: ", ".join("?" * len(values))  # noqa: E731
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            return con.execute(f"select count(*) from trials join studies using (study_id) where study_name in "
+                               f"({marks(studies)}) and state in ({marks(states)})", (*studies, *states)).fetchone()[0]
+        except sqlite3.OperationalError:  # no tables yet
+            return 0
+
+
+def wait_for(proc: subprocess.Popen, condition) -> None:
+    """Poll until `condition()` holds; the process must still be running then (pytest-timeout bounds it)."""
+    while not condition():
+        assert proc.poll() is None, f"the process ended ({proc.returncode}) before the awaited moment"
+        time.sleep(0.2)
+
+
+def check_mlflow(tmp_path: Path, studies: tuple[str, ...] = PHASES) -> None:
+    """One parent run; every finished trial of every phase study has exactly one nested run."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id], max_results=5000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    nested = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.data.tags["mlflow.parentRunId"] for r in nested} == {parents[0].info.run_id}
+    names = sorted(r.info.run_name for r in nested)
+    assert len(set(names)) == len(names), f"a trial was logged twice: {names}"
+    for name in studies:
+        logged = sorted(r.info.run_name for r in nested if r.data.tags["study"] == name)
+        finished = [f"{name}/trial-{t.number:04d}" for t in study(tmp_path, name).trials if t.state.is_finished()]
+        assert logged == finished, name
 
 
 @pytest.mark.slow
@@ -80,29 +133,14 @@ def test_same_seed_same_result(tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_killed_study_resumes(tmp_path):
-    args = [sys.executable, "-m", "evo_ps", *cli_args(tmp_path, "n_trials=8")]
-    proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    db = tmp_path / "run" / "study.db"
-    while proc.poll() is None:  # kill it once 3 trials are finished (pytest-timeout bounds the wait)
-        time.sleep(0.5)
-        if db.exists():
-            with sqlite3.connect(db) as con:
-                try:
-                    done = con.execute(
-                        "select count(*) from trials join studies using (study_id) "
-                        "where study_name = 'toy_ja_math' and state = 'COMPLETE'").fetchone()[0]
-                except sqlite3.OperationalError:
-                    continue
-            if done >= 3:
-                break
+    proc = start_cli(tmp_path, "n_trials=8", stdout=subprocess.DEVNULL)
+    wait_for(proc, lambda: count_trials(tmp_path, states=("COMPLETE",)) >= 3)  # kill it once 3 trials are finished
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = {t.number: t.params for t in study(tmp_path).trials if t.state.name == "COMPLETE"}
     assert 3 <= len(kept) < 8
 
-    subprocess.run(args, cwd=REPO_ROOT, check=True, capture_output=True, timeout=900,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert start_cli(tmp_path, "n_trials=8", stdout=subprocess.DEVNULL).wait() == 0
     trials = study(tmp_path).trials
     assert {t.number: t.params for t in trials if t.number in kept} == kept
     finished = [t for t in trials if t.state.is_finished()]
@@ -115,18 +153,13 @@ def test_two_workers_share_one_study(tmp_path):
     # for the helper's last trial and writes the final result alone. No step depends on the
     # machine's speed: the primary starts once the helper says it is waiting, the helper waits as
     # long as the test may run (pytest-timeout bounds it)
-    def start(*extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "evo_ps", *cli_args(tmp_path, "n_trials=16", *extra)],
-                                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-    helper = start("helper=true", "helper_wait_minutes=120")
+    helper = start_cli(tmp_path, "n_trials=16", "helper=true", "helper_wait_minutes=120")
     helper_out = []
     for line in helper.stdout:  # until the helper is waiting for its primary
         helper_out.append(line)
         if line.startswith("helper  joining"):
             break
-    primary = start()
+    primary = start_cli(tmp_path, "n_trials=16")
     outputs = {"helper": "".join(helper_out) + helper.communicate()[0], "primary": primary.communicate()[0]}
     assert helper.returncode == 0, outputs["helper"][-3000:]
     assert primary.returncode == 0, outputs["primary"][-3000:]
@@ -142,15 +175,7 @@ def test_two_workers_share_one_study(tmp_path):
     card = (tmp_path / "run" / "best_model" / "README.md").read_text()
     assert f"(trial {best.number}," in card, card[:300]
 
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1
-    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    uniform = optuna.load_study(study_name="toy_ja_math-uniform",
-                                storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").trials
-    assert len(nested) == len(trials) + len([t for t in uniform if t.state.is_finished()])
+    check_mlflow(tmp_path)
 
 
 @pytest.mark.slow
