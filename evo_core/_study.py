@@ -106,7 +106,7 @@ def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSamp
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = optuna.storages.RDBStorage(
                     storage_url, heartbeat_interval=10, grace_period=30,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                    heartbeat_stale_trial_callback=RetryAtItsPoint())
         else:
             storage = storage_url
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
@@ -118,6 +118,35 @@ def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSamp
     if not storage_url.startswith(("sqlite:", "postgresql", "mysql")):
         return create()
     return open_store(storage_url, create)
+
+
+def suggest_all(study: optuna.Study, trial: optuna.Trial, space: Sequence[ParamSpec]) -> dict[str, float]:
+    """The trial's values for every parameter of `space`. Its whole point is recorded first, in one
+    write (user attr "point"), because the storage then takes one write per parameter: a worker
+    killed in between leaves a trial with a few of them, and RetryAtItsPoint retries it at the
+    whole point instead of those few plus fresh draws."""
+    if space:
+        trial.set_user_attr("point", planned_point(study, trial))
+    return {p.name: trial.suggest_float(p.name, p.low, p.high) for p in space}
+
+
+def planned_point(study: optuna.Study, trial: optuna.Trial) -> dict[str, float]:
+    """What the trial's suggestions will return: an enqueued trial's fixed values, else what a
+    relative sampler (CMA-ES) drew for the whole space, which its first suggestion would draw
+    anyway; an independent sampler draws per parameter, so nothing is known yet (empty)."""
+    [frozen] = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number == trial.number]
+    fixed = frozen.system_attrs.get("fixed_params")  # never ask the sampler for an enqueued trial
+    return {name: float(value) for name, value in (fixed or trial.relative_params).items()}
+
+
+class RetryAtItsPoint:
+    """Heartbeat callback: the trial of a killed worker is retried once, as an enqueued trial at
+    exactly its own point (its recorded "point", with every stored parameter)."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if "retry_of" in trial.user_attrs:
+            return  # a retry that died too is not retried again
+        study.enqueue_trial({**trial.user_attrs.get("point", {}), **trial.params}, user_attrs={"retry_of": trial.number})
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -134,7 +163,7 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     worker = f"{socket.gethostname()}:{os.getpid()}"  # recorded on every trial this process runs
 
     def objective(trial: optuna.Trial):
-        params = {p.name: trial.suggest_float(p.name, p.low, p.high) for p in space}
+        params = suggest_all(study, trial, space)
         trial.set_user_attr("worker", worker)
         try:
             return scored(trial, params)

@@ -133,3 +133,37 @@ def test_workers_opening_a_fresh_study_together_enqueue_its_first_trial_once(tmp
         studies = list(pool.map(open_one, range(4)))
     waiting = studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.system_attrs["fixed_params"] for t in waiting] == [start]
+
+
+@pytest.mark.parametrize("kind", ["cmaes", "enqueued"])
+def test_a_trial_killed_while_its_parameters_were_stored_is_retried_at_its_own_point(tmp_path, kind):
+    # a worker dies after storing 1 of the 3 parameters: its trial stays RUNNING until the heartbeat
+    # fails it and calls the retry callback (called directly here: the 30 s grace is not the point)
+    from evo_core._study import RetryAtItsPoint, suggest_all
+
+    study = study_at(tmp_path)
+    run_trials(study, space=SPACE, evaluate=quadratic, fitness=["fit"], n_trials=4)  # CMA-ES is past x0
+    if kind == "enqueued":
+        study.enqueue_trial({p.name: 0.25 for p in SPACE})
+    trial = study.ask()
+    stored = []
+    real_suggest = trial.suggest_float
+
+    def dies_after_one(name, low, high):
+        if stored:
+            raise SystemExit("killed")
+        stored.append(real_suggest(name, low, high))
+        return stored[-1]
+
+    trial.suggest_float = dies_after_one
+    with pytest.raises(SystemExit):
+        suggest_all(study, trial, SPACE)
+    killed = study.trials[trial.number]
+    assert len(killed.params) == 1 and len(killed.user_attrs["point"]) == 3
+    RetryAtItsPoint()(study, killed)
+
+    run_trials(study, space=SPACE, evaluate=quadratic, fitness=["fit"], n_trials=5)
+    [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+    assert retry.state.name == "COMPLETE" and retry.params == killed.user_attrs["point"]
+    RetryAtItsPoint()(study, retry)  # once: a retry that dies is not retried again
+    assert not [t for t in study.trials if t.state.name == "WAITING"]
