@@ -130,7 +130,8 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
-    check_signature(main, search.signature(), storage)
+    signature = search.signature()
+    check_signature(main, signature, storage)
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
     if cfg.helper:
         print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
@@ -143,7 +144,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
         run_id, run_key = main.user_attrs.get("mlflow_run_id"), main.user_attrs["mlflow_run_key"]
     run_id = tracker.start(run_id=run_id, key=run_key,
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
-                           params={"config": resolved, "seed": cfg.seed, "storage": storage, **search.signature()})
+                           params={"config": resolved, "seed": cfg.seed, "storage": storage, **signature})
     if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's
         main.set_user_attr("mlflow_run_id", run_id)
     print(f"study   {cfg.study_name!r}, storage {storage}")
