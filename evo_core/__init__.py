@@ -14,8 +14,8 @@ from ._lifecycle import Phases, Search, check_signature, run_study
 from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
 from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in
 from ._plots import plot_history
-from ._pool import (ModelPool, check_device, check_finite, check_model_path, load_models, load_pool, model_fingerprint,
-                    require_models, use_weights)
+from ._pool import (ModelPool, check_device, check_finite, check_model_path, is_vision_language, language_model_params,
+                    load_models, load_pool, model_fingerprint, require_models, use_weights, vision_language_sources)
 from ._progress import Progress
 from ._registry import Registry
 from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
@@ -25,11 +25,11 @@ from ._tracking import Tracker, markdown_table, mlflow_ui_command
 __all__ = [
     "atomic_dir", "atomic_write_text", "best_trial", "build_objective", "check_device", "check_finite",
     "check_model_path", "check_signature", "cli_main", "finished_trials", "GenomeCMA", "GenomeSpace",
-    "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "Metric",
+    "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "Metric",
     "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveConfig", "OBJECTIVES",
     "open_study", "pack_genome", "paper_popsize", "ParamSpec", "Phases", "plot_history", "Progress",
     "project_path", "PROJECT_ROOT", "register_resolvers", "Registry", "require_models", "run_cli",
     "run_study", "run_trials", "SamplerConfig", "SAMPLERS", "Search", "sqlite_url_in", "start_point",
     "StudyConfig", "Tracker", "TrackingConfig", "typed_config", "unpack_genome", "use_weights",
-    "wait_for_workers",
+    "vision_language_sources", "wait_for_workers",
 ]

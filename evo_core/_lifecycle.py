@@ -3,11 +3,11 @@
     class MySearch:                                   # see evo_ps/_search.py, evo_dfs/_search.py
         def __init__(self, cfg): ...                  # the validated config; nothing loaded yet
         def check(self): ...                          # what can fail before anything loads
-        tokenizer_path: str                           # whose tokenizer prompts the models
+        tokenizer_path: str                           # whose tokenizer (and VLM processor) prompts the models
         def load(self, tokenizer): ...                # the models, once
         def signature(self) -> dict: ...              # what a resumed study must share with its first run
         def search(self, phases) -> optuna.Study:     # one or more phases.run(...); the main study
-        def table_models(self, best):                 # (row name, model, extra columns) for the test table
+        def table_models(self, best):                 # (row name, model, extra columns) for the test table, best last
         def export(self, best, study, table) -> list[Path]:   # best model, card, plots: MLflow artifacts
 
     run_study(cfg, MySearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
@@ -41,6 +41,7 @@ from optuna.trial import FrozenTrial
 from ._files import atomic_write_text, writable_dir
 from ._objective import Objective, build_objective, mean_scores
 from ._plots import plot_history
+from ._pool import vision_language_sources
 from ._progress import Progress
 from ._study import SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, run_trials, start_point, wait_for_workers
 from ._tracking import Tracker, mlflow_ui_command
@@ -117,10 +118,13 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
         torch.set_num_threads(cfg.torch_threads)
 
     # the data first, so that a bad split fails in seconds rather than after minutes of loading
-    from transformers import AutoTokenizer
+    from transformers import AutoProcessor, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(search.tokenizer_path)
-    objective = build_objective(cfg.objective, tokenizer)
+    # a VLM's processor turns images into pixels and its image placeholder into image tokens
+    processor = (AutoProcessor.from_pretrained(search.tokenizer_path)
+                 if vision_language_sources({"prompting model": search.tokenizer_path}) else None)
+    objective = build_objective(cfg.objective, tokenizer, processor=processor)
     names = [m.name for m in objective.metrics]
     if cfg.objective.fitness not in names:
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
@@ -182,12 +186,17 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
         test_size = scores.pop("n")
         table[name] = scores | extra
     markdown = tracker.log_table(table, prefix="test")
+    # the last row scored is the best merge: its test outputs (and images), if the objective keeps them
+    write_samples = getattr(objective, "write_samples", None)
+    samples = write_samples("test", run_dir / "samples") if write_samples else []
     artifacts = search.export(best, study, table)
     # after the weights: a test_table.json on disk means its model is there too
     atomic_write_text(run_dir / "test_table.json", json.dumps(table, indent=2) + "\n")
     plot_history(study, run_dir / "history.png", fitness=fitness[0])
     for artifact in [run_dir / "history.png", *artifacts]:
         tracker.log_artifact(artifact)
+    for sample in samples:
+        tracker.log_artifact(sample, "samples")
     tracker.finish()
     print(f"\ntest split ({test_size} items), best of {len(study.trials)} trials (trial {best.number}):\n{markdown}")
     print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")

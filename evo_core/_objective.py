@@ -52,20 +52,27 @@ def mean_scores(item_scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
     return {name: sum(scores) / len(scores) for name, scores in item_scores.items()} | {"n": sizes.pop()}
 
 
-def objective_options(cls: type) -> list[str]:
-    """The keyword options an objective class takes besides tokenizer and splits (over its MRO)."""
+def _keywords(cls: type) -> set[str]:
     names = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is not None:
             names |= {p.name for p in inspect.signature(init).parameters.values()
                       if p.kind is p.KEYWORD_ONLY}
-    return sorted(names - {"tokenizer", "splits"})
+    return names
 
 
-def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search", "test")) -> Objective:
+def objective_options(cls: type) -> list[str]:
+    """The keyword options an objective class takes besides what the lifecycle gives it (tokenizer,
+    splits, processor), over its MRO."""
+    return sorted(_keywords(cls) - {"tokenizer", "splits", "processor"})
+
+
+def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search", "test"), *,
+                    processor: Any = None) -> Objective:
     """The registered objective an `objective` config group names, its data prepared once. Its
-    options (`objective.options` plus the shared keys of the group) are checked by name first."""
+    options (`objective.options` plus the shared keys of the group) are checked by name first.
+    `processor`: a vision-language model's processor, given to objectives that take one."""
     cls = OBJECTIVES.get(spec.name)
     known = objective_options(cls)
     unknown = sorted(set(spec.options) - set(known))
@@ -75,6 +82,9 @@ def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search"
               "stop_strings": spec.stop_strings, "batch_size": spec.batch_size, "chat_template": spec.chat_template,
               "language_detector": spec.language_detector,
               "allow_overlap": spec.allow_overlap}
+    if "processor" in _keywords(cls):
+        shared["processor"] = processor
+        known.append("processor")
     objective = cls(tokenizer=tokenizer, splits={name: getattr(spec, name) for name in splits},
                     **{k: v for k, v in shared.items() if k in known}, **spec.options)
     assert isinstance(objective, Objective), f"{cls.__name__} does not implement the objective contract"

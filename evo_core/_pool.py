@@ -1,4 +1,4 @@
-"""Model pool: load causal LMs once, validated before any weight is read.
+"""Model pool: load causal LMs (or vision-language models' LLMs) once, validated before any weight is read.
 
 Parameter-space search (one live model whose weights each trial overwrites):
 
@@ -9,6 +9,18 @@ Parameter-space search (one live model whose weights each trial overwrites):
     pool.base["model.norm.weight"]              # host (CPU) copies of the base weights
     pool.sources["ja"]["model.norm.weight"]     # host copies of every source's weights
     pool.reset()                                # live model := base again
+
+A source may be a vision-language model (LLaVA-style: `config.vision_config` + `config.text_config`,
+its LLM under `model.language_model`): only its LLM is merged, under causal-LM names
+(`model.language_model.X` <-> `model.X`, `lm_head.weight` stays), and the live model is then that
+VLM, so its vision tower and projector stay as they are. A VLM's vocabulary may extend the base's
+(LLaVA adds `<image>`: llava-v1.6-mistral has 32064 rows, Mistral 32000): the first rows are merged,
+the extra rows keep the VLM's values.
+
+    pool = load_pool(base="zoo/models/base", sources={"vlm": "zoo/models/vlm", "ja": "zoo/models/ja"})
+    pool.model                                  # the live LlavaForConditionalGeneration
+    pool.live_name                              # "vlm": whose vision tower and extra rows it keeps
+    pool.use(pool.sources["ja"])                # the live VLM with the Japanese LLM's weights
 
 Data-flow search (several models side by side, nothing merged):
 
@@ -28,6 +40,7 @@ compares: a model replaced under the same path is a different search.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -36,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -205,17 +218,23 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def check_same_tokenizer(paths: Mapping[str, str]) -> None:
+def check_same_tokenizer(paths: Mapping[str, str], *, may_extend: Iterable[str] = ()) -> None:
     """Every model's tokenizer maps the same tokens to the same ids as the first model's; models
-    without tokenizer files are skipped (nothing to compare; they are prompted with the first's)."""
+    without tokenizer files are skipped (nothing to compare; they are prompted with the first's).
+    Models named in `may_extend` (VLMs) may add tokens after the first model's last id."""
     (ref_name, ref_path), *rest = paths.items()
     ref = _vocabulary(ref_path)
     if ref is None:
         return
+    may_extend = set(may_extend)
     for name, path in rest:
         own = _vocabulary(path)
         if own is None or own == ref:
             continue
+        if name in may_extend:
+            own = {t: i for t, i in own.items() if t in ref or i < len(ref)}  # appended tokens are allowed
+            if own == ref:
+                continue
         extra, missing = sorted(own.keys() - ref.keys()), sorted(ref.keys() - own.keys())
         moved = sorted(t for t in own.keys() & ref.keys() if own[t] != ref[t])
         details = [f"{len(items)} tokens {label}, e.g. {items[:3]}" for label, items in
@@ -248,11 +267,40 @@ def check_finite(name: str, model: torch.nn.Module) -> None:
                              f"(NaN or inf)")
 
 
+def is_vision_language(config: object) -> bool:
+    """A LLaVA-style VLM config: a vision tower's config and its language model's config."""
+    return hasattr(config, "vision_config") and hasattr(config, "text_config")
+
+
+def text_config(config: object) -> object:
+    """The language model's config: a VLM's text_config, else the config itself."""
+    return config.text_config if is_vision_language(config) else config
+
+
+def vision_language_sources(paths: Mapping[str, str | Path]) -> list[str]:
+    """The names of the models in `paths` that are vision-language models (by their config.json;
+    models not available locally count as not: loading them reports them)."""
+    found = []
+    for name, path in paths.items():
+        config = Path(path).expanduser() / "config.json"
+        if config.is_file() and {"vision_config", "text_config"} <= json.loads(config.read_text()).keys():
+            found.append(name)
+        elif not config.is_file() and _HUB_ID.fullmatch(str(path)):
+            with contextlib.suppress(Exception):  # offline, gated: the loader's own check says so later
+                if is_vision_language(AutoConfig.from_pretrained(str(path))):
+                    found.append(name)
+    return found
+
+
 def check_same_architecture(configs: Mapping[str, object]) -> None:
-    """All configs share the first one's architectures and model type."""
+    """All configs share the first one's architectures and model type; a VLM counts as its
+    language model's model type (its LLM is what is merged)."""
     (ref_name, ref), *rest = configs.items()
+    with_vlm = any(is_vision_language(cfg) for cfg in configs.values())
 
     def signature(cfg):
+        if with_vlm:
+            return ("language model", text_config(cfg).model_type)
         return (tuple(cfg.architectures or ()), cfg.model_type)
 
     for name, cfg in rest:
@@ -261,14 +309,21 @@ def check_same_architecture(configs: Mapping[str, object]) -> None:
                              f"(architectures, model_type); the pool needs one architecture")
 
 
-def check_same_shapes(shapes: Mapping[str, Mapping[str, tuple[int, ...]]]) -> None:
-    """All models have the first one's tensor names and shapes; the error names the tensor."""
+def check_same_shapes(shapes: Mapping[str, Mapping[str, tuple[int, ...]]], *,
+                      extra_rows: Mapping[str, int] | None = None) -> None:
+    """All models have the first one's tensor names and shapes; the error names the tensor.
+    `extra_rows`: models (VLMs) whose tensors with the first model's vocabulary size as their first
+    dimension may have more rows than that (appended tokens)."""
     (ref_name, ref), *rest = shapes.items()
     for name, own in rest:
+        vocab = (extra_rows or {}).get(name)
         for key in sorted(set(ref) | set(own)):
             if key not in own or key not in ref:
                 holder, lacker = (ref_name, name) if key not in own else (name, ref_name)
                 raise ValueError(f"tensor {key} is in model {holder!r} but not in {lacker!r}")
+            mine, theirs = tuple(own[key]), tuple(ref[key])
+            if vocab is not None and theirs[:1] == (vocab,) and mine[1:] == theirs[1:] and mine[0] >= vocab:
+                continue
             if tuple(own[key]) != tuple(ref[key]):
                 raise ValueError(
                     f"tensor {key} has shape {tuple(own[key])} in model {name!r} "
@@ -276,7 +331,36 @@ def check_same_shapes(shapes: Mapping[str, Mapping[str, tuple[int, ...]]]) -> No
 
 
 def _param_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
-    return {key: tuple(p.shape) for key, p in model.named_parameters()}
+    return {key: tuple(p.shape) for key, p in language_model_params(model).items()}
+
+
+def language_model_params(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The causal-LM parameters of `model` under causal-LM names, in `named_parameters` order: a
+    VLM's `model.language_model.X` is `model.X`, its `lm_head.weight` stays (unless tied)."""
+    if not is_vision_language(getattr(model, "config", None)):
+        return dict(model.named_parameters())
+    language_model = model.model.language_model
+    params = {f"model.{key}": p for key, p in language_model.named_parameters()}
+    head = model.get_output_embeddings().weight
+    if head is not language_model.get_input_embeddings().weight:
+        params["lm_head.weight"] = head
+    return params
+
+
+_VLM_CHECKPOINT_PREFIXES = (("model.language_model.", "model."), ("language_model.model.", "model."),
+                            ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."))
+
+
+def _language_model_shapes(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """A VLM checkpoint's LLM tensors under causal-LM names (both LLaVA layouts: transformers 5's
+    `model.language_model.*` and the older `language_model.model.*`); vision tensors left out."""
+    renamed = {}
+    for key, shape in shapes.items():
+        for old, new in _VLM_CHECKPOINT_PREFIXES:
+            if key.startswith(old):
+                renamed[new + key.removeprefix(old)] = shape
+                break
+    return renamed
 
 
 def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", device: str = "cpu",
@@ -294,35 +378,49 @@ def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", devi
         if not _NAME.fullmatch(name):
             raise ValueError(f"model name {name!r} must use only letters, digits, '_' and '-'")
     resolved = {name: check_model_path(name, path) for name, path in paths.items()}
-    check_same_architecture({name: _load_config(name, path) for name, path in resolved.items()})
-    check_same_tokenizer(resolved)
+    configs = {name: _load_config(name, path) for name, path in resolved.items()}
+    check_same_architecture(configs)
+    vlms = [name for name, cfg in configs.items() if is_vision_language(cfg)]
+    check_same_tokenizer(resolved, may_extend=vlms)
+    # a VLM may have more vocabulary rows than the first model (LLaVA's <image>, ...)
+    extra_rows = {name: text_config(next(iter(configs.values()))).vocab_size for name in vlms}
     headers = {name: _header_shapes(name, path) for name, path in resolved.items()}
     if same_shapes and all(h is not None for h in headers.values()):
-        check_same_shapes(headers)
+        check_same_shapes({name: _language_model_shapes(h) if name in vlms else h for name, h in headers.items()},
+                          extra_rows=extra_rows)
 
     models = {}
     for name, path in resolved.items():
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        auto = AutoModelForImageTextToText if name in vlms else AutoModelForCausalLM
+        model = auto.from_pretrained(path, dtype=torch_dtype)
         check_finite(name, model)
         models[name] = model.to(device).eval().requires_grad_(False)
     if same_shapes:
-        check_same_shapes({name: _param_shapes(model) for name, model in models.items()})
+        check_same_shapes({name: _param_shapes(model) for name, model in models.items()}, extra_rows=extra_rows)
     return models
 
 
 @torch.no_grad()
 def use_weights(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> None:
-    """Overwrite a live model's parameters in place (e.g. to score one source model as it is)."""
-    for key, param in model.named_parameters():
-        param.copy_(weights[key])
+    """Overwrite a live model's (language-model) parameters in place with `weights`, keyed by
+    causal-LM names (e.g. to score one source model as it is). A VLM's appended vocabulary rows,
+    which `weights` may lack, keep their values."""
+    for key, param in language_model_params(model).items():
+        _leading_rows(param, weights[key]).copy_(weights[key])
+
+
+def _leading_rows(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`tensor` cut down to `like`'s rows (a VLM's vocabulary tensor viewed as the base's)."""
+    return tensor[:like.shape[0]] if tensor.dim() and tensor.shape != like.shape else tensor
 
 
 @dataclass(eq=False)
 class ModelPool:
     """A base and its sources, loaded once. `model` is the live model trials write into.
 
-    `base` and `sources` hold host (CPU) copies keyed by parameter name (tied weights once, as
-    `model.named_parameters()` lists them); `param_names` is that order.
+    `base` and `sources` hold host (CPU) copies keyed by causal-LM parameter name (tied weights
+    once, as `named_parameters()` lists them); `param_names` is that order. With a VLM among the
+    sources, `model` is that VLM (`live_name`) and only its language model is written.
     """
 
     model: PreTrainedModel
@@ -335,6 +433,7 @@ class ModelPool:
     num_layers: int
     dtype: torch.dtype
     device: torch.device
+    live_name: str = "base"  # the model `model` was loaded as: the base, or a VLM source
 
     @property
     def source_names(self) -> tuple[str, ...]:
@@ -344,14 +443,19 @@ class ModelPool:
     def param_names(self) -> tuple[str, ...]:
         return tuple(self.base)
 
-    def live_params(self) -> dict[str, torch.nn.Parameter]:
-        return dict(self.model.named_parameters())
+    def live_params(self) -> dict[str, torch.Tensor]:
+        """The live model's merged tensors by causal-LM name: views a merge writes into (a VLM's
+        vocabulary tensors are viewed down to the base's rows)."""
+        live = language_model_params(self.model)
+        return {key: _leading_rows(live[key], self.base[key]) for key in self.base}
 
-    @torch.no_grad()
+    def use(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """The live model with `weights` (the base's, a source's) as its language model."""
+        use_weights(self.model, weights)
+
     def reset(self) -> None:
         """Overwrite the live model with the base weights."""
-        for key, param in self.model.named_parameters():
-            param.copy_(self.base[key])
+        self.use(self.base)
 
 
 def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str = "float32",
@@ -365,21 +469,34 @@ def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str
     if base_name in sources:
         raise ValueError(f"source name {base_name!r} is taken by the base model; rename the source")
     paths = {name: check_model_path(name, path) for name, path in {base_name: base, **sources}.items()}
+    vlms = vision_language_sources(paths)
+    if base_name in vlms:
+        raise ValueError(f"the base {paths[base_name]} is a vision-language model; the base is the LLM the "
+                         f"sources were fine-tuned from (e.g. Mistral-7B-v0.1 for LLaVA-1.6-Mistral)")
+    if len(vlms) > 1:
+        raise ValueError(f"sources {', '.join(vlms)} are all vision-language models; a pool keeps one vision "
+                         f"tower, so at most one source may be a VLM")
     # load on CPU: the host copies stay there; only the live model moves to `device`
     models = load_models(paths, dtype=dtype, device="cpu")
-    live = models.pop(base_name)
-    host_base = {key: p.detach().clone() for key, p in live.named_parameters()}
-    host_sources = {name: {key: p.detach() for key, p in m.named_parameters()} for name, m in models.items()}
+    live_name = vlms[0] if vlms else base_name
+    base_params = language_model_params(models[base_name])
+    host = {}
+    for name, m in models.items():
+        host[name] = {key: _leading_rows(p.detach(), base_params[key]) for key, p in language_model_params(m).items()}
+    # the live model's own weights are copied: merges overwrite them
+    host[live_name] = {key: t.clone() for key, t in host[live_name].items()}
+    live = models[live_name]
     live.to(device)
     return ModelPool(
         model=live,
-        tokenizer=tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(paths[base_name]),
+        tokenizer=tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(paths[live_name]),
         config=live.config,
-        base=host_base,
-        sources=host_sources,
+        base=host.pop(base_name),
+        sources=host,
         paths=paths,
         base_name=base_name,
-        num_layers=live.config.num_hidden_layers,
+        num_layers=text_config(live.config).num_hidden_layers,
         dtype=resolve_dtype(dtype),
         device=torch.device(device),
+        live_name=live_name,
     )

@@ -8,6 +8,11 @@ scored by the lifecycle. With `space.warm_start_trials`, a first phase searches 
 (one value per source and parameter kind) and the per-layer CMA-ES starts at its best point instead
 of the paper's x0. The test table: base, every source, the best uniform merge (if any) and the best
 merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card.
+
+A source may be a vision-language model (evo_core/_pool.py): its LLM is merged, the live model is the
+VLM, prompts go through its processor, and the export is the whole VLM (vision tower and projector
+as they were) with its processor, loadable by transformers alone. mergekit 0.1.5 knows no LLaVA
+architecture, so a VLM merge comes without a mergekit YAML (the model card says so).
 """
 from __future__ import annotations
 
@@ -18,9 +23,10 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
+from transformers import AutoProcessor
 
 from evo_core import (Phases, best_trial, check_device, check_finite, load_pool, model_fingerprint, require_models,
-                      use_weights)
+                      vision_language_sources)
 
 from ._config import PSConfig
 from ._export import mergekit_yaml, save_merged
@@ -40,6 +46,9 @@ class PSSearch:
         self.method = merge_method(self.cfg.merge.method, self.cfg.merge.options)  # unknown names/options fail here
         require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}})
         check_device(pool.device, key="pool.device")
+        # a VLM source's tokenizer (with its image token) and processor prompt the models
+        vlms = vision_language_sources(pool.sources)
+        self.tokenizer_path = pool.sources[vlms[0]] if vlms else pool.base
 
     def load(self, tokenizer: Any) -> None:
         pool = self.cfg.pool
@@ -79,7 +88,7 @@ class PSSearch:
         the best merge last (it is the one exported)."""
         pool = self.pool
         for name in (pool.base_name, *pool.source_names):
-            use_weights(pool.model, pool.base if name == pool.base_name else pool.sources[name])
+            pool.use(pool.base if name == pool.base_name else pool.sources[name])
             yield name, pool.model, {}
         if self.uniform_best is not None:
             uniform, trial = self.uniform_best
@@ -93,15 +102,23 @@ class PSSearch:
         run_dir, model_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "best_model"
         best_params = self.space.tensor_params(best.params)
         sources = {s: pool.paths[s] for s in pool.source_names}
-        recipe = mergekit_yaml(method=self.method, tensor_params=best_params, base=pool.paths[pool.base_name],
-                               sources=sources, dtype=cfg.pool.dtype)
         search_scores = {k: v for k, v in best.user_attrs.items() if isinstance(v, float) and not k.endswith("seconds")}
-        save_merged(pool.model, pool.tokenizer, model_dir, card={
-            "title": f"{cfg.study_name}: best of {len(study.trials)} trials (trial {best.number}, seed {best.number})",
-            "method": self.method.name, "base": pool.paths[pool.base_name], "sources": sources,
-            "parameters": best.params, "scores": {"search": search_scores, **table}, "mergekit_yaml": recipe})
+        card = {"title": f"{cfg.study_name}: best of {len(study.trials)} trials (trial {best.number}, seed {best.number})",
+                "method": self.method.name, "base": pool.paths[pool.base_name], "sources": sources,
+                "parameters": best.params, "scores": {"search": search_scores, **table}}
+        if pool.live_name == pool.base_name:
+            card["mergekit_yaml"] = mergekit_yaml(method=self.method, tensor_params=best_params,
+                                                  base=pool.paths[pool.base_name], sources=sources, dtype=cfg.pool.dtype)
+            saver = pool.tokenizer
+        else:
+            card["notes"] = (f"The language model of `{pool.paths[pool.live_name]}` was merged with the text models "
+                             f"above; its vision tower and projector are unchanged. mergekit 0.1.5 has no LLaVA "
+                             f"architecture, so no mergekit YAML is given.")
+            saver = AutoProcessor.from_pretrained(pool.paths[pool.live_name])  # tokenizer + image processor
+        save_merged(pool.model, saver, model_dir, card=card)
         plot_layer_params(self.space, best.params, run_dir / "layer_params.png")
-        return [run_dir / "layer_params.png", model_dir / "mergekit_config.yml", model_dir / "README.md"]
+        files = [run_dir / "layer_params.png", model_dir / "mergekit_config.yml", model_dir / "README.md"]
+        return [f for f in files if f.exists()]
 
     def _space(self, *, uniform: bool) -> SearchSpace:
         cfg, pool = self.cfg.space, self.pool

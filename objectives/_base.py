@@ -25,13 +25,26 @@ generation prompt added): instruction-tuned models expect it; the paper's raw te
 
 A registered objective subclasses GenerativeObjective and says only how to read a gold answer
 (`parse_gold`) and an output (`predict`); an output is right when its prediction equals the gold.
+Graded metrics (ROUGE-L) override `item_scores` and `records` instead (see _vqa.py).
+
+Items are (question, answer) pairs, or dicts {"question", "answer", "image"} for visual QA. Image
+items need the processor of a vision-language model (the lifecycle gives it): each prompt is
+tokenized with its image placeholder expanded and the image turned into pixels once, at
+construction. The image features (vision tower + projector) are computed on the first score of a
+split and reused by every later trial while the model's vision weights are unchanged: a merge only
+writes the language model, so a study runs the vision tower once per split, not once per trial.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
-from evo_core import OBJECTIVES, Metric, mean_scores
+import torch
+
+from evo_core import OBJECTIVES, Metric, atomic_write_text, language_model_params, mean_scores
 
 from ._data import Item, check_disjoint, load_split
 from ._generation import GENERATION_BACKENDS, Batch, pad_token_id, plan_batches
@@ -53,6 +66,15 @@ class _Split:
     items: list[Item]
     golds: list[Any]  # parse_gold of each item's answer
     batches: list[Batch]  # the tokenized prompts, padded and batched once
+    pixels: list[dict[str, torch.Tensor]] | None = None  # per item: the processor's image inputs
+
+
+def item_fields(item: Item | Mapping[str, Any]) -> tuple[str, str, Any]:
+    """(question, answer, image or None) of a text item (a pair) or a visual-QA item (a dict)."""
+    if isinstance(item, Mapping):
+        return item["question"], item["answer"], item.get("image")
+    question, answer = item
+    return question, answer, None
 
 
 class GenerativeObjective:
@@ -75,6 +97,7 @@ class GenerativeObjective:
         chat_template: bool = False,
         allow_overlap: bool = False,
         generation_backend: str = "hf_greedy",
+        processor: Any = None,
     ):
         # cheap argument checks first, before any data is read
         if not splits:
@@ -100,17 +123,25 @@ class GenerativeObjective:
         items = {name: load_split(name, spec) for name, spec in splits.items()}
         if not allow_overlap:
             check_disjoint(items)
+        self.processor = processor
         pad = pad_token_id(tokenizer)
         self._splits = {}
+        self._features: dict[str, tuple[Any, list[torch.Tensor]]] = {}  # split -> (vision state, per item)
+        self._last_outputs: dict[str, list[str]] = {}  # split -> the outputs its last score judged
         for name, split_items in items.items():
             golds = []
-            for i, (_, answer) in enumerate(split_items):
+            for i, item in enumerate(split_items):
                 try:
-                    golds.append(self.parse_gold(answer))
+                    golds.append(self.parse_gold(item_fields(item)[1]))
                 except ValueError as err:
                     raise ValueError(f"split {name!r} item {i}: {err}") from None
-            prompt_ids = [self.prompt_ids(q) for q, _ in split_items]
-            self._splits[name] = _Split(split_items, golds, plan_batches(prompt_ids, pad_id=pad, batch_size=batch_size))
+            fields = [item_fields(item) for item in split_items]
+            if any(image is not None for _, _, image in fields):
+                prompt_ids, pixels = self._image_prompts(name, fields)
+            else:
+                prompt_ids, pixels = [self.prompt_ids(q) for q, _, _ in fields], None
+            self._splits[name] = _Split(split_items, golds, plan_batches(prompt_ids, pad_id=pad, batch_size=batch_size),
+                                        pixels)
 
     # -- what a registered objective defines ------------------------------------------------
     def parse_gold(self, answer: str) -> Any:
@@ -130,6 +161,24 @@ class GenerativeObjective:
                                                            add_generation_prompt=True, return_dict=False))
         return self.tokenizer(prompt)["input_ids"]
 
+    def _image_prompts(self, split: str, fields: list[tuple[str, str, Any]]) -> tuple[list[list[int]], list[dict]]:
+        """Token ids (image placeholder expanded) and pixel inputs of visual-QA items, once."""
+        if self.processor is None or not hasattr(self.processor, "image_processor"):
+            raise ValueError(f"split {split!r} has images but the prompting model has no image processor: "
+                             f"visual QA needs a vision-language model among the pool's sources")
+        image_token = getattr(self.processor, "image_token", "<image>")
+        if image_token not in self.prompt_template:
+            raise ValueError(f"prompt template {self.prompt_template!r} has no {image_token!r}: the image would "
+                             f"not reach the model; put {image_token!r} where the image goes")
+        prompt_ids, pixels = [], []
+        for i, (question, _, image) in enumerate(fields):
+            if image is None:
+                raise ValueError(f"split {split!r} item {i} has no image, unlike the split's other items")
+            encoded = self.processor(images=[image], text=[fill(self.prompt_template, question)], return_tensors="pt")
+            prompt_ids.append(encoded["input_ids"][0].tolist())
+            pixels.append({k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")})
+        return prompt_ids, pixels
+
     def split_names(self) -> list[str]:
         return list(self._splits)
 
@@ -137,16 +186,53 @@ class GenerativeObjective:
         return list(self._split(split).items)
 
     def generate(self, model: Any, split: str) -> list[str]:
-        return self._generate(
-            model,
-            self.tokenizer,
-            self._split(split).batches,
-            max_new_tokens=self.max_new_tokens,
-            stop_strings=self.stop_strings,
-        )
+        batches = self._split(split).batches
+        if self._split(split).pixels is not None:
+            features = self.image_features(model, split)
+            batches = [dataclasses.replace(b, image_features=torch.cat([features[i] for i in b.indices]))
+                       for b in batches]
+        return self._generate(model, self.tokenizer, batches, max_new_tokens=self.max_new_tokens,
+                              stop_strings=self.stop_strings)
+
+    @torch.inference_mode()
+    def image_features(self, model: Any, split: str) -> list[torch.Tensor]:
+        """Each item's image features (tokens x hidden) as `model` sees them: computed on the
+        first call, then reused while the model's vision weights (all but its language model) are
+        the same tensors, unmodified (their in-place version counters are part of the key)."""
+        llm = {id(p) for p in language_model_params(model).values()}
+        state = (id(model), tuple((p.data_ptr(), p._version) for p in model.parameters() if id(p) not in llm))
+        cached = self._features.get(split)
+        if cached is not None and cached[0] == state:
+            return cached[1]
+        features = [_image_tokens(model, pixels) for pixels in self._split(split).pixels]
+        self._features[split] = (state, features)
+        return features
 
     def score_items(self, model: Any, split: str) -> dict[str, list[float]]:
-        return self.item_scores(self.generate(model, split), split)
+        outputs = self.generate(model, split)
+        self._last_outputs[split] = outputs
+        return self.item_scores(outputs, split)
+
+    def write_samples(self, split: str, out_dir: str | Path, *, n: int = 24) -> list[Path]:
+        """The last scored outputs of `split` (at the end of a study: the best merge's on the test
+        split), as `samples.jsonl` records of the first `n` items, each item's image beside it as a
+        PNG. The lifecycle logs them as MLflow artifacts."""
+        outputs = self._last_outputs.get(split)
+        if outputs is None:
+            return []
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        files, lines = [], []
+        for i, (item, record) in enumerate(zip(self.items(split)[:n], self.records(outputs, split)[:n])):
+            image = item_fields(item)[2]
+            if image is not None:
+                files.append(out / f"{split}_{i:03d}.png")
+                image.save(files[-1])
+                record = {"image": files[-1].name, **record}
+            lines.append(json.dumps(record, ensure_ascii=False, default=str))
+        files.insert(0, out / "samples.jsonl")
+        atomic_write_text(files[0], "\n".join(lines) + "\n")
+        return files
 
     def score(self, model: Any, split: str) -> dict[str, float | int]:
         return mean_scores(self.score_items(model, split))
@@ -164,7 +250,8 @@ class GenerativeObjective:
         if len(outputs) != len(data.items):
             raise ValueError(f"split {split!r} has {len(data.items)} items but got {len(outputs)} outputs")
         records = []
-        for (question, answer), gold, output in zip(data.items, data.golds, outputs):
+        for item, gold, output in zip(data.items, data.golds, outputs):
+            question, answer, _ = item_fields(item)
             prediction = self.predict(output)
             ja = self._ja_probability(output)
             records.append({
@@ -182,3 +269,16 @@ class GenerativeObjective:
         if split not in self._splits:
             raise ValueError(f"unknown split {split!r}; known: {', '.join(self._splits)}")
         return self._splits[split]
+
+
+def _image_tokens(model: Any, pixels: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One image's features as the language model takes them: (image tokens, hidden)."""
+    param = next(model.parameters())
+    inputs = {k: v.to(param.device, param.dtype if v.is_floating_point() else v.dtype) for k, v in pixels.items()}
+    out = model.get_image_features(**inputs)
+    # transformers 5 returns a model output whose pooler_output holds the projected features (a
+    # tensor, or a list per image); older releases return them directly
+    features = getattr(out, "pooler_output", out)
+    if isinstance(features, (list, tuple)):
+        features = torch.cat([f.reshape(-1, f.shape[-1]) for f in features])
+    return features.reshape(-1, features.shape[-1])

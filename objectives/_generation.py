@@ -13,7 +13,9 @@ in prompt order, cut before the first stop string). "hf_greedy" is the loop belo
 vLLM backend registers under another name and is picked with `objective.options.generation_backend`.
 
 The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
-use_cache=True) and must return .logits and .<cache>, where <cache> is the installed transformers'
+use_cache=True) (for a batch with image features, the first call passes inputs_embeds= instead:
+the token embeddings with the image tokens' rows replaced by the features, as LLaVA's own forward
+does with pixel values) and must return .logits and .<cache>, where <cache> is the installed transformers'
 name for the KV cache (`CACHE_ARG`: `cache` from 5.24 on, `past_key_values` before); with None on
 the first call the model builds its own cache, e.g. an HF DynamicCache. So the same loop drives HF models
 and the data-flow (layer-path) models. Not HF `generate`: that one is tied to HF model classes.
@@ -48,6 +50,9 @@ class Batch:
     indices: list[int]  # positions of these rows in the caller's prompt list
     input_ids: torch.Tensor  # (rows, width), left-padded
     attention_mask: torch.Tensor  # (rows, width), 0 on padding
+    # visual QA: the rows' image features, row after row, one per image token of input_ids
+    # (model.config.image_token_id); they replace those tokens' embeddings in the first forward
+    image_features: torch.Tensor | None = None
 
 
 def plan_batches(prompt_ids: Sequence[Sequence[int]], *, pad_id: int, batch_size: int) -> list[Batch]:
@@ -167,9 +172,12 @@ def _generate_batch(
     generated: list[list[int]] = [[] for _ in range(rows)]
     done = [False] * rows
     past = None
+    inputs = {"input_ids": input_ids}
+    if batch.image_features is not None:
+        inputs = {"inputs_embeds": _embed_with_images(model, input_ids, batch.image_features)}
     for _ in range(max_new_tokens):
         out = model(
-            input_ids=input_ids,
+            **inputs,
             attention_mask=attention_mask,
             position_ids=position_ids,
             use_cache=True,
@@ -191,10 +199,18 @@ def _generate_batch(
             break
         # finished rows keep stepping (their tokens are ignored) so the cache stays rectangular
         finished = torch.tensor(done, device=device)
-        input_ids = next_tokens.masked_fill(finished, pad)[:, None]
+        inputs = {"input_ids": next_tokens.masked_fill(finished, pad)[:, None]}
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, 1))], dim=-1)
         position_ids = position_ids[:, -1:] + 1
     return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop_strings) for ids in generated]
+
+
+def _embed_with_images(model: Any, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    embeds = model.get_input_embeddings()(input_ids)
+    is_image = input_ids == model.config.image_token_id
+    assert int(is_image.sum()) == features.shape[0], (
+        f"{int(is_image.sum())} image tokens in the prompts but {features.shape[0]} image features")
+    return embeds.masked_scatter(is_image[..., None], features.to(embeds.device, embeds.dtype))
 
 
 def _cut(text: str, stop_strings: tuple[str, ...]) -> str:

@@ -133,3 +133,89 @@ def cli_error():
 def error_line():
     """error_line(proc) -> the single 'error: ...' line a failed CLI printed."""
     return _error_line
+
+
+def _tiny_llava(language_model_dir: Path, out: Path, *, seed: int, next_version: bool = False) -> Path:
+    """A LLaVA (transformers' own classes) around a copy of a tiny causal LM, on 32x32 images with
+    patch 8, and the LM's tokenizer plus an `<image>` token appended (one more vocabulary row, as
+    llava-v1.6-mistral has over Mistral). next_version=False: LlavaForConditionalGeneration with a
+    random 2-layer SigLIP tower (16 image tokens); True: LlavaNextForConditionalGeneration (the
+    paper's LLaVA-1.6) with a CLIP tower and any-resolution tiles."""
+    import transformers as tf
+
+    lm = tf.AutoModelForCausalLM.from_pretrained(language_model_dir)
+    tokenizer = tf.AutoTokenizer.from_pretrained(language_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": [tf.AddedToken("<image>", special=True,
+                                                                              normalized=False)]})
+    tower = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+                 patch_size=8)
+    text = lm.config.to_dict() | {"vocab_size": len(tokenizer)}
+    if next_version:
+        grid = [[32, 32], [32, 64], [64, 32]]
+        config = tf.LlavaNextConfig(vision_config=tf.CLIPVisionConfig(**tower), text_config=text, vision_feature_layer=-1,
+                                    image_token_index=len(tokenizer) - 1, image_grid_pinpoints=grid)
+        images = tf.LlavaNextImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                            image_grid_pinpoints=grid)
+        processor = tf.LlavaNextProcessor(image_processor=images, tokenizer=tokenizer, patch_size=8,
+                                          vision_feature_select_strategy="default", image_token="<image>",
+                                          num_additional_image_tokens=1)
+        model_class = tf.LlavaNextForConditionalGeneration
+    else:
+        config = tf.LlavaConfig(vision_config=tf.SiglipVisionConfig(**tower), text_config=text, vision_feature_layer=-1,
+                                image_token_index=len(tokenizer) - 1, vision_feature_select_strategy="full",
+                                image_seq_length=16)
+        processor = tf.LlavaProcessor(image_processor=tf.SiglipImageProcessor(size={"height": 32, "width": 32}),
+                                      tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="full",
+                                      image_token="<image>", num_additional_image_tokens=0)
+        model_class = tf.LlavaForConditionalGeneration
+    torch.manual_seed(seed)
+    vlm = model_class(config).eval()
+    with torch.no_grad():
+        for key, param in vlm.model.language_model.named_parameters():
+            source = lm.get_parameter(f"model.{key}")
+            param[:source.shape[0]].copy_(source)
+        vlm.lm_head.weight[:lm.lm_head.weight.shape[0]].copy_(lm.lm_head.weight)
+    vlm.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dirs(tiny_model_dirs, tmp_path_factory) -> dict[str, Path]:
+    """base, "vlm" (a tiny LLaVA whose LM is the tiny src_a) and "ja" (the tiny src_b, text only)."""
+    vlm = _tiny_llava(tiny_model_dirs["src_a"], tmp_path_factory.mktemp("tiny_vlm") / "vlm", seed=7)
+    return {"base": tiny_model_dirs["base"], "vlm": vlm, "ja": tiny_model_dirs["src_b"]}
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral_vlm_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Stand-ins for the paper's EvoVLM-JP pool: a tiny Mistral "base", a fine-tune "shisa" (text)
+    and a LLaVA-1.6 (LlavaNext) whose LLM is another fine-tune of that base."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny_mistral")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(1)
+    base = MistralForCausalLM(MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            head_dim=16, pad_token_id=0, eos_token_id=1, bos_token_id=1))
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    dirs = {}
+    for i, name in enumerate(("base", "shisa", "llava_lm")):
+        with torch.no_grad():
+            for key, param in base.state_dict().items():
+                param.copy_(state[key] + (0.0 if name == "base" else 0.02 * torch.randn(param.shape)))
+        dirs[name] = root / name
+        base.save_pretrained(dirs[name])
+        tokenizer.save_pretrained(dirs[name])
+    dirs["llava"] = _tiny_llava(dirs.pop("llava_lm"), root / "llava", seed=2, next_version=True)
+    return dirs
+
+
+def tiny_images(n: int, *, seed: int, size: tuple[int, int] = (32, 32)) -> list:
+    """n distinct random RGB images of `size` (width, height)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8")) for _ in range(n)]

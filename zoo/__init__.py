@@ -1,4 +1,4 @@
-"""The embedded model zoo: a tiny world, its tokenizer, the builder and the committed models.
+"""The embedded model zoo: a tiny world, its tokenizer, the builders and the committed models.
 
 Importing it registers the data source "zoo" (the world's tasks), which the zoo configs name
 (`imports: [objectives, zoo]` in conf/config.yaml).
@@ -9,8 +9,11 @@ from objectives import SOURCES, Item
 
 
 @SOURCES.register("zoo")
-def load_zoo(*, task: str, split: str) -> list[Item]:
-    """The embedded zoo's tasks ("ja_math", "en_math", "ja_qa"), via `zoo.world.task_items`."""
-    from zoo import world  # looked up at call time so tests can monkeypatch world.task_items
+def load_zoo(*, task: str, split: str) -> list[Item] | list[dict]:
+    """The embedded zoo's tasks: text ("ja_math", "en_math", "ja_qa", via `zoo.world.task_items`)
+    and visual QA ("ja_vqa", "en_vqa", ..., via `zoo.vqa.task_items`: dicts with an image)."""
+    from zoo import vqa, world  # looked up at call time so tests can monkeypatch task_items
 
+    if task in vqa.EVAL_SIZES:
+        return vqa.task_items(task, split)
     return [(str(q), str(a)) for q, a in world.task_items(task, split)]
