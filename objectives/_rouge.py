@@ -15,7 +15,10 @@ What we follow (SakanaAI/evolutionary-model-merge, read, not copied):
   a few emoji blocks (emoticons, pictographs, transport/map, flags, dingbats U+2702-U+27B0), then
   `neologdn.normalize`, then whitespace collapsed to single spaces and stripped. Both reference
   and prediction go through it. No lower-casing or punctuation removal (their docstring says so,
-  their code does not).
+  their code does not). Kept as theirs, quirk included: emoji are removed one code point at a
+  time, so the joiners of a multi-part emoji (U+200D, the variation selector U+FE0F) stay and
+  become tokens ("👨‍👩‍👧" leaves "\u200d\u200d"); rare in answers, and fixing it would move scores
+  away from the paper's.
 - evomerge/eval/utils.py, `compute_score`: the "_ja" variant replaces a prediction by "" when the
   reference is Japanese (fastText lid.176 P(ja) >= 0.5) and the prediction is not (P(ja) < 0.5);
   an English reference is never gated. Note >= here, where the MGSM-JA objective uses > 0.5
