@@ -11,6 +11,12 @@
 
 Registered: "mgsm_ja" (last number must equal the gold number; the zoo's math tasks and real
 MGSM-JA) and "answer_match" (a regex capture must equal the gold string; the zoo's Q&A).
+
+Japanese visual QA (the paper's EvoVLM-JP evaluation): _rouge.py scores outputs with ROUGE-L on
+MeCab tokens of normalised text, per item, and rougeL_ja gates non-Japanese predictions to
+Japanese references (vqa_item_scores, VQAScorer, rouge_l, normalize_text); _vqa_data.py reads
+JA-VG-VQA-500 ("ja_vg_vqa") and JA-VLM-Bench-In-the-Wild ("ja_vlm_wild") from local files into
+VQA items {"image", "question", "answer"}; "evovlm_ja" is the paper's VQA prompt template.
 Unknown names fail listing the known ones: objectives.names(). See _base.py for the metrics,
 _data.py for split specs, _generation.py for the generation loop, _language.py for the
 Japanese detectors ("fasttext" as in the paper, "script" as a fallback).
@@ -19,41 +25,61 @@ from __future__ import annotations
 
 from ._answers import extract_last_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
-from ._data import SOURCES, Item, check_disjoint, load_split, question_key
+from ._data import SOURCES, Item, VQAItem, check_disjoint, image_key, item_key, load_split, question_key
 from ._generation import CACHE_ARG, GENERATION_BACKENDS, greedy_generate
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
 from ._prompts import (
+    EVOVLM_JA_MAX_NEW_TOKENS,
+    EVOVLM_JA_PROMPT_TEMPLATE,
+    IMAGE_TOKEN,
     MGSM_JA_MAX_NEW_TOKENS,
     MGSM_JA_PROMPT_TEMPLATE,
     MGSM_JA_STOP_STRINGS,
     PROMPT_TEMPLATES,
 )
+from ._rouge import JA_GATE, MecabTokenizer, VQAScorer, mecab_tokenizer, normalize_text, rouge_l, vqa_item_scores
+from ._vqa_data import load_ja_vg_vqa, load_ja_vlm_wild
 
 __all__ = [
     "CACHE_ARG",
     "AnswerMatchObjective",
     "DETECTORS",
+    "EVOVLM_JA_MAX_NEW_TOKENS",
+    "EVOVLM_JA_PROMPT_TEMPLATE",
     "GENERATION_BACKENDS",
     "GenerativeObjective",
+    "IMAGE_TOKEN",
     "Item",
+    "JA_GATE",
     "JA_THRESHOLD",
     "MGSM_JA_MAX_NEW_TOKENS",
     "MGSM_JA_PROMPT_TEMPLATE",
     "MGSM_JA_STOP_STRINGS",
+    "MecabTokenizer",
     "NumericAnswerObjective",
     "PROMPT_TEMPLATES",
     "SOURCES",
+    "VQAItem",
+    "VQAScorer",
     "ZOO_QA_ANSWER_PATTERN",
     "build",
     "check_disjoint",
     "extract_last_number",
     "get",
     "greedy_generate",
+    "image_key",
+    "item_key",
     "language_detector",
+    "load_ja_vg_vqa",
+    "load_ja_vlm_wild",
     "load_split",
+    "mecab_tokenizer",
     "names",
+    "normalize_text",
     "parse_number",
     "question_key",
     "register",
+    "rouge_l",
+    "vqa_item_scores",
 ]

@@ -1,4 +1,8 @@
-"""Evaluation data: split specs -> (question, gold answer) items, and the split-isolation check.
+"""Evaluation data: split specs -> items, and the split-isolation check.
+
+Text sources (tsv, hf, zoo) give (question, gold answer) tuples; visual QA sources ("ja_vg_vqa",
+"ja_vlm_wild", see _vqa_data.py) give dicts {"image": PIL.Image.Image (RGB), "question": str,
+"answer": str}.
 
 A split spec is a dict naming a registered source plus that source's keys, and an optional
 "limit" (keep the first N items):
@@ -7,11 +11,12 @@ A split spec is a dict naming a registered source plus that source's keys, and a
     {"source": "hf", "dataset": "juletxara/mgsm", "name": "ja", "split": "test"}
     {"source": "hf", "dataset": "SakanaAI/gsm8k-ja-test_250-1319", "split": "test"}  # the paper's search set
     {"source": "zoo", "task": "ja_math", "split": "search", "limit": 64}
+    {"source": "ja_vg_vqa", "path": "JA-VG-VQA-500/data/test-00000-of-00001.parquet"}  # VQA: dicts
     "/data/gsm8k_ja_250-1318.jsonl"        # a local file: .tsv, or .jsonl/.json/.csv/.parquet
                                            # with the columns question and answer_number
 
-    items = load_split("search", spec)          # list[(question, answer)], never empty
-    check_disjoint({"search": items, "test": test_items})
+    items = load_split("search", spec)          # list[(question, answer)] or list[VQAItem], never empty
+    check_disjoint({"search": items, "test": test_items})   # either kind of item
 """
 from __future__ import annotations
 
@@ -25,8 +30,9 @@ from typing import Any, Callable, Mapping
 from evo_core import Registry
 
 Item = tuple[str, str]  # (question, gold answer as written in the data)
+VQAItem = dict[str, Any]  # {"image": PIL.Image.Image (RGB), "question": str, "answer": str}
 
-SOURCES: Registry[Callable[..., list[Item]]] = Registry("data source")
+SOURCES: Registry[Callable[..., list[Item] | list[VQAItem]]] = Registry("data source")
 
 
 @SOURCES.register("tsv")
@@ -111,7 +117,7 @@ def split_spec(split: str, spec: Mapping[str, Any] | str) -> Mapping[str, Any]:
     return spec
 
 
-def load_split(split: str, spec: Mapping[str, Any] | str) -> list[Item]:
+def load_split(split: str, spec: Mapping[str, Any] | str) -> list[Item] | list[VQAItem]:
     """Load one split's items; a clear one-line error for a bad spec or empty data."""
     spec = split_spec(split, spec)
     kwargs = {k: v for k, v in spec.items() if k not in ("source", "limit")}
@@ -144,10 +150,32 @@ def question_key(question: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def check_disjoint(splits: Mapping[str, list[Item]]) -> None:
-    """Raise if any two splits share a problem (search must never see test items)."""
+def image_key(image: Any) -> str:
+    """Identity of an image: a hash of its mode, size and decoded pixels (so the same picture
+    saved twice, or re-encoded losslessly, is the same image)."""
+    digest = hashlib.sha1(f"{image.mode} {image.size}".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def item_key(item: Item | VQAItem) -> str:
+    """Identity of an item across splits: its question_key; for a VQA item, the image's pixels
+    AND the question (the same question about another image is another item)."""
+    if isinstance(item, Mapping):
+        return hashlib.sha1(f"{image_key(item['image'])} {question_key(item['question'])}".encode()).hexdigest()
+    question, _ = item
+    return question_key(question)
+
+
+def _question(item: Item | VQAItem) -> str:
+    return item["question"] if isinstance(item, Mapping) else item[0]
+
+
+def check_disjoint(splits: Mapping[str, list[Item] | list[VQAItem]]) -> None:
+    """Raise if any two splits share a problem (search must never see test items); VQA items
+    are shared when both their image and their question are (item_key)."""
     names = list(splits)
-    keys = {name: {question_key(q): q for q, _ in splits[name]} for name in names}
+    keys = {name: {item_key(item): _question(item) for item in splits[name]} for name in names}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             shared = keys[a].keys() & keys[b].keys()
