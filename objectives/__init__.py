@@ -10,7 +10,8 @@
     obj.default_fitness               # "acc_ja": what a search maximises unless told otherwise
 
 Registered: "mgsm_ja" (last number must equal the gold number; the zoo's math tasks and real
-MGSM-JA) and "answer_match" (a regex capture must equal the gold string; the zoo's Q&A).
+MGSM-JA), "answer_match" (a regex capture must equal the gold string; the zoo's Q&A) and "ja_vqa"
+(_vqa.py: visual QA through a VLM's processor, metrics rougeL and rougeL_ja, the fitness).
 
 Japanese visual QA (the paper's EvoVLM-JP evaluation): _rouge.py scores outputs with ROUGE-L on
 MeCab tokens of normalised text, per item, and rougeL_ja gates non-Japanese predictions to
@@ -39,6 +40,7 @@ from ._prompts import (
     PROMPT_TEMPLATES,
 )
 from ._rouge import JA_GATE, MecabTokenizer, VQAScorer, mecab_tokenizer, normalize_text, rouge_l, vqa_item_scores
+from ._vqa import VQAObjective
 from ._vqa_data import load_ja_vg_vqa, load_ja_vlm_wild
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "PROMPT_TEMPLATES",
     "SOURCES",
     "VQAItem",
+    "VQAObjective",
     "VQAScorer",
     "ZOO_QA_ANSWER_PATTERN",
     "build",

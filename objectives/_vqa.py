@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 from evo_core import Metric
 
 from ._base import GenerativeObjective, item_fields, register
-from ._rouge import vqa_item_scores
+from ._rouge import VQAScorer
 
 
 @register("ja_vqa")
@@ -27,6 +27,12 @@ class VQAObjective(GenerativeObjective):
     default_fitness: ClassVar[str] = "rougeL_ja"
     default_prompt_template: ClassVar[str] = "evovlm_ja"
     default_max_new_tokens: ClassVar[int] = 256
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        # the references' words and languages once per split, not once per trial
+        self._scorers = {split: VQAScorer(data.golds, ja_probability=self._ja_probability)
+                         for split, data in self._splits.items()}
 
     def parse_gold(self, answer: str) -> str:
         if not str(answer).strip():
@@ -40,7 +46,7 @@ class VQAObjective(GenerativeObjective):
         golds = self._split(split).golds
         if len(outputs) != len(golds):
             raise ValueError(f"split {split!r} has {len(golds)} items but got {len(outputs)} outputs")
-        return vqa_item_scores(list(outputs), golds, ja_probability=self._ja_probability)
+        return self._scorers[split].item_scores(list(outputs))
 
     def records(self, outputs: Sequence[str], split: str) -> list[dict[str, Any]]:
         scores = self.item_scores(outputs, split)

@@ -2,7 +2,11 @@
 
     load_split("search", {"source": "ja_vg_vqa", "path": "JA-VG-VQA-500/data/test-00000-of-00001.parquet"})
     load_split("test", {"source": "ja_vlm_wild", "path": "JA-VLM-Bench-In-the-Wild/data/test-00000-of-00001.parquet"})
+    load_split("search", {"source": "ja_vg_vqa", "dataset": "SakanaAI/JA-VG-VQA-500", "split": "test"})  # the hub
     # -> [{"image": PIL.Image.Image (RGB), "question": str, "answer": str}, ...]
+
+`dataset=` fetches the hub dataset's parquet shards of `split` (data/<split>-*.parquet) into the HF
+cache (a GPU user's setup; offline it fails in one line saying how to point `path` at a copy).
 
 VQA sources return dicts (VQAItem), where the text sources return (question, answer) tuples.
 Layouts, as the hub datasets have them when downloaded (their dataset cards' `dataset_info`) and
@@ -98,23 +102,43 @@ def _item(row: dict[str, Any], qa: dict[str, Any], base: Path, where: str) -> VQ
             "answer": _text(qa.get("answer"), "answer", where)}
 
 
+def _files(path: str | Path | None, dataset: str | None, split: str) -> list[Path]:
+    """The local file `path`, or the hub dataset's parquet shards of `split` (downloaded once)."""
+    if (path is None) == (dataset is None):
+        raise ValueError("a VQA split needs path= (a local .parquet or .jsonl) or dataset= (a hub id), not both")
+    if path is not None:
+        return [Path(path)]
+    import huggingface_hub
+
+    try:
+        local = huggingface_hub.snapshot_download(dataset, repo_type="dataset", allow_patterns=[f"data/{split}-*"])
+    except Exception as err:  # offline, unknown, gated
+        raise FileNotFoundError(
+            f"dataset {dataset!r} cannot be fetched ({type(err).__name__}); download it (huggingface-cli download "
+            f"{dataset} --repo-type dataset --local-dir DIR) and set path=DIR/data/{split}-00000-of-00001.parquet") from None
+    files = sorted(Path(local).glob(f"data/{split}-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"dataset {dataset!r} has no data/{split}-*.parquet; is {split!r} its split?")
+    return files
+
+
 @SOURCES.register("ja_vg_vqa")
-def load_ja_vg_vqa(*, path: str | Path) -> list[VQAItem]:
+def load_ja_vg_vqa(*, path: str | Path | None = None, dataset: str | None = None, split: str = "test") -> list[VQAItem]:
     """JA-VG-VQA-500's layout: image + `qas` per row; the first QA is the item (as the paper)."""
-    path = Path(path)
     items = []
-    for i, row in enumerate(_rows(path, ("image", "qas"))):
-        where = f"{path} row {i}"
-        qas = row["qas"]
-        if not isinstance(qas, list) or not qas or not isinstance(qas[0], dict):
-            raise ValueError(f"{where}: 'qas' must be a non-empty list of {{question, answer}}, got {qas!r:.80}")
-        items.append(_item(row, qas[0], path.parent, where))
+    for file in _files(path, dataset, split):
+        for i, row in enumerate(_rows(file, ("image", "qas"))):
+            where = f"{file} row {i}"
+            qas = row["qas"]
+            if not isinstance(qas, list) or not qas or not isinstance(qas[0], dict):
+                raise ValueError(f"{where}: 'qas' must be a non-empty list of {{question, answer}}, got {qas!r:.80}")
+            items.append(_item(row, qas[0], file.parent, where))
     return items
 
 
 @SOURCES.register("ja_vlm_wild")
-def load_ja_vlm_wild(*, path: str | Path) -> list[VQAItem]:
+def load_ja_vlm_wild(*, path: str | Path | None = None, dataset: str | None = None,
+                     split: str = "test") -> list[VQAItem]:
     """JA-VLM-Bench-In-the-Wild's layout: image, question, answer per row."""
-    path = Path(path)
-    return [_item(row, row, path.parent, f"{path} row {i}")
-            for i, row in enumerate(_rows(path, ("image", "question", "answer")))]
+    return [_item(row, row, file.parent, f"{file} row {i}") for file in _files(path, dataset, split)
+            for i, row in enumerate(_rows(file, ("image", "question", "answer")))]
