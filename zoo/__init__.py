@@ -12,8 +12,12 @@ from objectives import SOURCES, Item
 def load_zoo(*, task: str, split: str) -> list[Item] | list[dict]:
     """The embedded zoo's tasks: text ("ja_math", "en_math", "ja_qa", via `zoo.world.task_items`)
     and visual QA ("ja_vqa", "en_vqa", ..., via `zoo.vqa.task_items`: dicts with an image)."""
-    from zoo import vqa, world  # looked up at call time so tests can monkeypatch task_items
+    from zoo import world  # looked up at call time so tests can monkeypatch task_items
 
-    if task in vqa.EVAL_SIZES:
-        return vqa.task_items(task, split)
-    return [(str(q), str(a)) for q, a in world.task_items(task, split)]
+    if task in world.EVAL_SIZES:
+        return [(str(q), str(a)) for q, a in world.task_items(task, split)]
+    from zoo import vqa  # images: only for the VQA tasks
+
+    if task not in vqa.EVAL_SIZES:
+        raise ValueError(f"unknown zoo task {task!r}; known: {', '.join([*world.EVAL_SIZES, *vqa.EVAL_SIZES])}")
+    return vqa.task_items(task, split)
