@@ -1,6 +1,6 @@
 """Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
 
-    python -m bench.results                        # every block: 8 studies and the zoo report, ~1 h on 2 cores
+    python -m bench.results                        # every block: 11 studies and the zoo report, ~1.5 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
     python -m bench.results --render               # no runs: rewrite the docs from docs/results/
@@ -66,6 +66,7 @@ RUNS = {
     "hybrid": Run("evo_dfs", ("+experiment=toy_hybrid", f"pool.sources.ps_merge={OUT / 'ps_seed0' / 'best_model'}"),
                   after=("ps_seed0",)),
     "zoo_report": Run("zoo.report", study=False),
+    **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -87,6 +88,26 @@ def uniform_vs_per_layer(tables: Tables) -> str:
     return "\n".join(lines) + "\n"
 
 
+def vqa_seeds(tables: Tables) -> str:
+    """The VQA study (`+experiment=toy_ja_vqa`) over three seeds: every row of its test table, per
+    seed rougeL / rougeL_ja, the mean rougeL_ja and its spread; then the evolved merge's margin
+    over the best of the other rows, per seed."""
+    seeds = (0, 1, 2)
+    runs = [tables[f"vqa_seed{s}"] for s in seeds]
+    lines = ["| model | " + " | ".join(f"seed {s} rougeL / rougeL_ja" for s in seeds)
+             + " | mean rougeL_ja (spread) |", "|---" * (len(seeds) + 2) + "|"]
+    for model in runs[0]:
+        rows = [run[model] for run in runs]
+        ja = [100 * r["rougeL_ja"] for r in rows]
+        lines.append(f"| {model} | " + " | ".join(f"{100 * r['rougeL']:.1f} / {100 * r['rougeL_ja']:.1f}" for r in rows)
+                     + f" | {statistics.mean(ja):.1f} ({min(ja):.1f}-{max(ja):.1f}) |")
+    margins = [100 * (run["best_merge"]["rougeL_ja"] - max(v["rougeL_ja"] for k, v in run.items() if k != "best_merge"))
+               for run in runs]
+    lines.append("| best_merge minus the best other row | " + " | ".join(f"{m:+.1f}" for m in margins)
+                 + f" | {statistics.mean(margins):+.1f} ({min(margins):+.1f} to {max(margins):+.1f}) |")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass(frozen=True)
 class Block:
     runs: tuple[str, ...]
@@ -100,6 +121,8 @@ BLOCKS = {
     "dfs_demo": Block(("dfs",), lambda t: markdown_table(t["dfs"])),
     "hybrid_demo": Block(("hybrid",), lambda t: markdown_table(t["hybrid"])),
     "zoo_report": Block(("zoo_report",), lambda t: zoo_markdown(t["zoo_report"])),
+    "vqa_demo": Block(("vqa_seed0",), lambda t: markdown_table(t["vqa_seed0"])),
+    "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
 }
 
 

@@ -120,3 +120,17 @@ def test_paper_vlm_experiment_without_models_fails_fast(tmp_path, run_cli, error
     line = error_line(proc)
     assert "llava-hf/llava-v1.6-mistral-7b-hf" in line and "augmxnt/shisa-gamma-7b-v1" in line, line
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_toy_vqa_experiment_end_to_end(tmp_path, run_cli):
+    # the embedded VQA default, shortened: the zoo's tiny LLaVA and Japanese LLM, the documented command
+    run = tmp_path / "run"
+    proc = run_cli("evo_ps", "+experiment=toy_ja_vqa", f"run_dir={run}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
+                   "n_trials=3", "space.warm_start_trials=2", "+objective.search.limit=24", "+objective.test.limit=12")
+    for row in ("| base |", "| vlm |", "| ja |", "| best_uniform |", "| best_merge |"):
+        assert row in proc.stdout, proc.stdout[-2000:]
+    assert "test split (12 items)" in proc.stdout
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    assert isinstance(LlavaForConditionalGeneration.from_pretrained(run / "best_model"), LlavaForConditionalGeneration)
+    assert AutoProcessor.from_pretrained(run / "best_model").image_token == "<image>"
