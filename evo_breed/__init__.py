@@ -4,9 +4,12 @@
     i, j = pick_parents(scores, rng, alpha=1.0)                # fitness, then attraction
     child = split_slerp(a, b, names, split=5, w=0.3)            # split-point SLERP crossover
     run_study(cfg, BreedSearch(cfg), resolved=yaml)             # the whole search, on evo_core's lifecycle
+
+Importing it registers the "multi_task" objective (several tasks' items in one fitness).
 """
 from __future__ import annotations
 
+from . import _multitask  # noqa: F401  (registers the "multi_task" objective)
 from ._archive import Archive, Member, attraction, pick_parents, place_for, resource_fitness
 from ._crossover import split_index, split_slerp
 from ._search import BreedSearch

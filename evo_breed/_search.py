@@ -88,7 +88,7 @@ class BreedSearch:
         return {"search": "evo_breed", "archive": dataclasses.asdict(cfg.archive),
                 "crossover": dataclasses.asdict(cfg.crossover), "seed": cfg.seed, "models": dict(self.pool.paths),
                 "model_hashes": self.model_hashes, "objective": cfg.objective.name, "fitness": cfg.objective.fitness,
-                "search_split": str(cfg.objective.search)}
+                "search_split": str(cfg.objective.search), "objective_options": dict(cfg.objective.options)}
 
     # -- the phases -------------------------------------------------------------------------------
 

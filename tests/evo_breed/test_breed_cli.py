@@ -2,10 +2,12 @@
 archive is kept), the real-model experiment on tiny stand-ins, and one-line failures."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,9 +24,11 @@ from transformers import AutoModelForCausalLM
 from evo_breed import Archive, place_for, split_slerp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SMALL = ["objective.search.limit=20", "+objective.test.limit=20", "archive.init_merges=1", "archive.pop_size=4"]
+TASKS = ("en_math", "ja_qa")
+SMALL = ["objective.search.limit=12", "objective.test.limit=10", "archive.init_merges=1", "archive.pop_size=4",
+         *(f"objective.options.tasks.{t}.{s}.limit={n}" for t in TASKS for s, n in (("search", 12), ("test", 10)))]
 STUDIES = ("breed_toy_ja_math-init", "breed_toy_ja_math")  # the phases, in the order offered
-RESOURCES = ("acc", "acc_ja")
+RESOURCES = ("acc_ja", "en_math.acc", "ja_qa.acc")
 
 
 def cli_args(tmp_path: Path, *extra: str) -> list[str]:
@@ -37,6 +41,20 @@ def trials(tmp_path: Path, name: str, states=("COMPLETE",)) -> list:
     except KeyError:
         return []
     return sorted((t for t in study.trials if states is None or t.state.name in states), key=lambda t: t.number)
+
+
+def count_complete(tmp_path: Path, name: str) -> int:
+    """COMPLETE trials of study `name`, read straight from study.db while a run writes it (0 until
+    its tables exist): opening it with Optuna would race the run's own schema creation."""
+    db = tmp_path / "run" / "study.db"
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            return con.execute("select count(*) from trials join studies using (study_id) where study_name = ? "
+                               "and state = 'COMPLETE'", (name,)).fetchone()[0]
+        except sqlite3.OperationalError:  # no tables yet
+            return 0
 
 
 def state(tmp_path: Path) -> dict:
@@ -80,8 +98,8 @@ def start_cli(tmp_path: Path, *extra: str, stdout=subprocess.DEVNULL) -> subproc
 @pytest.mark.slow
 def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_line):
     out = run_cli("evo_breed", *cli_args(tmp_path, "n_trials=9")).stdout
-    assert "archive 4 models, alpha 1, attraction, proportional selection, items of acc + acc_ja; " \
-           "5 starting models, 4 children" in out, out[:2000]
+    assert "archive 4 models, alpha 1, attraction, proportional selection, items of acc_ja + en_math.acc + " \
+           "ja_qa.acc; 5 starting models, 4 children" in out, out[:2000]
     for row in ("| base |", "| ja |", "| math_wiz |", "| math_abel |", "| champion |"):
         assert row in out
     run = tmp_path / "run"
@@ -91,7 +109,9 @@ def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_lin
     for t in children:  # the dashboard shows each child's parents, split and crossover
         info = t.user_attrs["breed"]
         assert info["id"] == f"c{t.number}" and len(info["parents"]) == 2 and info["crossover"] == "slerp"
-        assert set(t.user_attrs["item_scores"]) == set(RESOURCES) and len(t.user_attrs["item_scores"]["acc_ja"]) == 20
+        items = t.user_attrs["item_scores"]  # the multi-task objective: every task's per-item scores
+        assert set(items) == {"acc", "acc_ja", "en_math.acc", "en_math.acc_ja", "ja_qa.acc", "ja_qa.acc_ja"}
+        assert {len(v) for v in items.values()} == {12}
     check_archive(tmp_path, n_trials=9)
 
     model_dir = run / "best_model"
@@ -109,7 +129,7 @@ def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_lin
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("evo_breed").experiment_id])
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert "test.champion.acc_ja" in parent.data.metrics
+    assert {"test.champion.acc_ja", "test.champion.en_math.acc", "test.champion.ja_qa.acc"} <= set(parent.data.metrics)
     assert {"lineage.png", "coverage.png", "state.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert len(runs) == 1 + 9  # one nested run per trial, both phases
 
@@ -130,9 +150,9 @@ def test_kill_9_mid_run_keeps_the_archive(tmp_path):
     args = (f"n_trials={n_trials}", "crossover.mutation_std=0.01")
     with open(tmp_path / "runs.log", "a") as log:
         for kill in range(2):
-            done = len(trials(tmp_path, STUDIES[1]))
+            done = count_complete(tmp_path, STUDIES[1])
             proc = start_cli(tmp_path, *args, stdout=log)
-            while len(trials(tmp_path, STUDIES[1])) < done + 2:
+            while count_complete(tmp_path, STUDIES[1]) < done + 2:
                 assert proc.poll() is None, (tmp_path / "runs.log").read_text()[-3000:]
                 time.sleep(0.05)
             time.sleep(rng.uniform(0, 0.6))  # within a trial, or between a trial's end and its offer
@@ -151,17 +171,18 @@ def test_kill_9_mid_run_keeps_the_archive(tmp_path):
 
     # each child member's weights are its crossover, exactly (recomputed after a kill or not)
     members = {m["id"]: m for m in state(tmp_path)["members"]}
+    order = [k for k, _ in AutoModelForCausalLM.from_pretrained(REPO_ROOT / "zoo" / "models" / "base").named_parameters()]
     checked = 0
     for t in trials(tmp_path, STUDIES[1]):
         info = t.user_attrs["breed"]
         if info["id"] in members and all(p in members for p in info["parents"]):
             a, b = (load_file(tmp_path / "run" / "archive" / "members" / f"{p}.safetensors") for p in info["parents"])
-            want = split_slerp(a, b, list(a), split=info["split"], w=info["w"], mutation_std=0.01,
+            want = split_slerp(a, b, order, split=info["split"], w=info["w"], mutation_std=0.01,
                                seed=zlib.crc32(f"0/{t.number}".encode()))
             got = load_file(tmp_path / "run" / "archive" / "members" / f"{info['id']}.safetensors")
             assert all(torch.equal(got[k], want[k]) for k in want), info["id"]
             checked += 1
-    print(f"{checked} child members checked against their crossover")
+    assert checked, "no child member with both parents still in the archive"
 
 
 @pytest.mark.slow
@@ -180,7 +201,7 @@ def test_real_model_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_m
         f"pool.sources.wizardmath={tiny_model_dirs['src_b']}", f"pool.sources.abel={tiny_model_dirs['src_c']}",
         "pool.device=cpu", "torch_threads=1", "n_trials=10", "objective.max_new_tokens=6",
         f"objective.search={search}", "+objective.test.limit=4").stdout
-    assert "archive 12 models, alpha 1, attraction (weight 0.7), tournament selection" in out, out[-2000:]
+    assert "archive 12 models, alpha 1, attraction (weight 0.7), tournament selection, items of acc_ja;" in out, out[-2000:]
     assert "8 starting models, 2 children" in out
     for row in ("| base |", "| shisa |", "| wizardmath |", "| abel |", "| champion |"):
         assert row in out, out[-2000:]
@@ -203,7 +224,11 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
     ("archive.alpha=-1", "archive.alpha must be >= 0"),
     ("crossover.method=della", "crossover.method must be one of slerp"),
     ("+archive.size=3", "size"),
-    ("archive.resources=[acc,nope]", "archive.resources: nope not a metric of objective 'mgsm_ja'; known: acc, acc_ja"),
+    ("archive.resources=[acc,nope]", "archive.resources: nope not a metric of objective 'multi_task'; known: acc, "
+                                     "acc_ja, en_math.acc, en_math.acc_ja, ja_qa.acc, ja_qa.acc_ja"),
+    ("objective.options.tasks.ja_qa.search.limit=7", "split 'search' has {'mgsm_ja': 50, 'en_math': 50, 'ja_qa': 7} "
+                                                     "items per task; every task must score as many"),
+    ("+objective.options.tasks.ja_qa.split=3", "task 'ja_qa' needs name, search, test"),
 ])
 def test_bad_settings_are_one_line(tmp_path, cli_error, override, message):
     line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
