@@ -43,20 +43,26 @@ def plot_lineage(nodes: dict[str, dict[str, Any]], ancestry: Sequence[str], out_
     plt.close(fig)
 
 
-def plot_coverage(members: Sequence[Any], out_png: Path, *, fitness: str) -> None:
-    """Archive members (rows, by search score) x search items (columns, most covered first)."""
+def plot_coverage(members: Sequence[Any], out_png: Path, *, resources: Sequence[str]) -> None:
+    """Archive members (rows, by search score) x search items (columns): one block per resource
+    metric (every metric scores as many items), most covered items first within a block."""
     import matplotlib.pyplot as plt
 
     plt.switch_backend("Agg")
     members = sorted(members, key=lambda m: -m.mean)
     grid = np.array([m.scores for m in members], dtype=float)
-    grid = grid[:, np.argsort(-grid.sum(axis=0), kind="stable")]
+    size = grid.shape[1] // len(resources)
+    blocks = [grid[:, k * size:(k + 1) * size] for k in range(len(resources))]
+    grid = np.hstack([b[:, np.argsort(-b.sum(axis=0), kind="stable")] for b in blocks])
     fig, ax = plt.subplots(figsize=(10, 0.35 * len(members) + 1.8))
     ax.imshow(grid, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
+    for k in range(1, len(resources)):
+        ax.axvline(k * size - 0.5, color="black", lw=1)
+    ax.set_xticks([(k + 0.5) * size for k in range(len(resources))],
+                  [f"{r}: {int((b.max(axis=0) > 0).sum())}/{size} covered" for r, b in zip(resources, blocks)])
     ax.set_yticks(range(len(members)), [f"{m.id} ({m.mean:.2f})" for m in members])
-    ax.set_xlabel(f"search items, most covered first ({int((grid.max(axis=0) > 0).sum())} of {grid.shape[1]} "
-                  f"covered by some member)")
-    ax.set_title(f"archive coverage: per-item {fitness}")
+    ax.set_xlabel("search items per resource metric, most covered first")
+    ax.set_title("archive coverage: which member gets which item right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)

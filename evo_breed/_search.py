@@ -115,8 +115,12 @@ class BreedSearch:
         study = phases.run(name=cfg.study_name, params=PARAMS, candidate=self._child,
                            n_trials=cfg.n_trials - len(self.initial), sampler=TrialSeededSampler(cfg.seed))
         self._offer_finished()
+        champion = self.archive.champion
+        if champion is None:
+            raise ValueError(f"no model of study {cfg.study_name!r} was scored (every trial failed; see their "
+                             f"fail_reason in the dashboard)")
         print(f"archive {', '.join(f'{m.id} {m.mean:.3f}' for m in self.archive.members)}; "
-              f"champion {self.archive.champion.id} {self.archive.champion.mean:.3f}")
+              f"champion {champion.id} {champion.mean:.3f}")
         return study
 
     def _initial(self, values: dict[str, float], number: int):
@@ -228,7 +232,7 @@ class BreedSearch:
             (tmp / "README.md").write_text(model_card(cfg, champion, ancestry, nodes, table, dict(pool.paths)),
                                            encoding="utf-8")
         plot_lineage(nodes, ancestry, run_dir / "lineage.png", fitness=cfg.objective.fitness)
-        plot_coverage(self.archive.members, run_dir / "coverage.png", fitness=" + ".join(self.resources))
+        plot_coverage(self.archive.members, run_dir / "coverage.png", resources=self.resources)
         return [run_dir / "lineage.png", run_dir / "coverage.png", self.archive.root / "state.json",
                 model_dir / "README.md", model_dir / "lineage.json"]
 
