@@ -78,15 +78,15 @@ def replayed(tmp_path: Path, *, capacity: int = 4, alpha: float = 1.0) -> tuple[
     return ids, champion[0]
 
 
-def check_archive(tmp_path: Path, *, n_trials: int) -> None:
+def check_archive(tmp_path: Path, *, n_trials: int, capacity: int = 4) -> None:
     """The archive on disk is what the study says, every trial offered exactly once."""
     saved = state(tmp_path)
     offered = {name: sorted(numbers) for name, numbers in saved["offered"].items()}
     assert offered == {name: [t.number for t in trials(tmp_path, name)] for name in STUDIES}
-    ids, champion = replayed(tmp_path)
+    ids, champion = replayed(tmp_path, capacity=capacity)
     assert [m["id"] for m in saved["members"]] == ids and saved["champion"]["id"] == champion
     assert sum(len(v) for v in offered.values()) >= n_trials - 1  # a killed trial FAILs and counts as finished
-    Archive(tmp_path / "run" / "archive", capacity=4, alpha=1.0)  # opens: every member's file is there
+    Archive(tmp_path / "run" / "archive", capacity=capacity, alpha=1.0)  # opens: every member's file is there
 
 
 def start_cli(tmp_path: Path, *extra: str, stdout=subprocess.DEVNULL) -> subprocess.Popen:
@@ -146,8 +146,10 @@ def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_lin
 def test_kill_9_mid_run_keeps_the_archive(tmp_path):
     """SIGKILL while children are bred (mutation on: a lost child must be recomputed exactly), then
     the same command: every scored child is offered once and the archive is the one the study implies."""
+    # 5 starting models and 8 children in an archive of 9: the first 4 children enter freely (their
+    # parents stay, so their weights can be checked below), the later ones must evict
     n_trials, rng = 13, random.Random(3)
-    args = (f"n_trials={n_trials}", "crossover.mutation_std=0.01")
+    args = (f"n_trials={n_trials}", "crossover.mutation_std=0.01", "archive.pop_size=9")
     with open(tmp_path / "runs.log", "a") as log:
         for kill in range(2):
             done = count_complete(tmp_path, STUDIES[1])
@@ -161,13 +163,13 @@ def test_kill_9_mid_run_keeps_the_archive(tmp_path):
             # as the kill left it: consistent, if behind the study by the last child at most
             saved = state(tmp_path)
             assert len(trials(tmp_path, STUDIES[1])) - len(saved["offered"].get(STUDIES[1], [])) <= 1
-            Archive(tmp_path / "run" / "archive", capacity=4, alpha=1.0)
+            Archive(tmp_path / "run" / "archive", capacity=9, alpha=1.0)
     final = start_cli(tmp_path, *args, stdout=subprocess.PIPE)
     out = final.communicate()[0]
     assert final.returncode == 0, out[-3000:]
     assert "| champion |" in out
     assert not trials(tmp_path, STUDIES[1], states=("RUNNING",))
-    check_archive(tmp_path, n_trials=n_trials)
+    check_archive(tmp_path, n_trials=n_trials, capacity=9)
 
     # each child member's weights are its crossover, exactly (recomputed after a kill or not)
     members = {m["id"]: m for m in state(tmp_path)["members"]}
@@ -233,3 +235,31 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
 def test_bad_settings_are_one_line(tmp_path, cli_error, override, message):
     line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
     assert message in line, line
+
+
+@pytest.mark.slow
+def test_a_child_scored_but_not_offered_before_a_kill_is_recomputed_exactly(tmp_path, run_cli):
+    """The kill window between a child's COMPLETE and its offer, made on purpose: the state is put
+    back to before the last offer (its file gone, as if the process died holding the weights); the
+    same command then offers it from the study, recomputing the crossover (with mutation) from its
+    parents: the same weights and the same archive as the uninterrupted run."""
+    args = cli_args(tmp_path, "n_trials=8", "archive.pop_size=20", "crossover.mutation_std=0.01")
+    run_cli("evo_breed", *args)
+    root = tmp_path / "run" / "archive"
+    done = state(tmp_path)
+    last = max(trials(tmp_path, STUDIES[1]), key=lambda t: t.number)
+    child = last.user_attrs["breed"]["id"]
+    weights = load_file(root / "members" / f"{child}.safetensors")
+
+    before = json.loads(json.dumps(done))
+    before["members"] = [m for m in before["members"] if m["id"] != child]
+    before["offered"][STUDIES[1]].remove(last.number)
+    best = max(before["members"], key=lambda m: m["mean"])  # the first of equals, as the archive keeps it
+    before["champion"] = next(m for m in before["members"] if m["mean"] == best["mean"])
+    (root / "state.json").write_text(json.dumps(before))
+    (root / "members" / f"{child}.safetensors").unlink()
+
+    run_cli("evo_breed", *args)  # nothing left to run: the offer is replayed
+    assert state(tmp_path) == done
+    again = load_file(root / "members" / f"{child}.safetensors")
+    assert all(torch.equal(again[k], weights[k]) for k in weights)
