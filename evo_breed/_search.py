@@ -103,8 +103,9 @@ class BreedSearch:
                              f"{cfg.objective.name!r}; known: {', '.join(names)}")
         self.archive = Archive(Path(cfg.run_dir) / "archive", capacity=cfg.archive.pop_size, alpha=cfg.archive.alpha)
         a = cfg.archive
-        print(f"archive {a.pop_size} models, alpha {a.alpha:g}, "
-              f"{'attraction' + (f' (weight {a.attraction_weight:g})' if a.attraction_weight < 1 else '') if a.attraction else 'no attraction'}, "
+        pull = "no attraction" if not a.attraction else (
+            "attraction" + (f" (weight {a.attraction_weight:g})" if a.attraction_weight < 1 else ""))
+        print(f"archive {a.pop_size} models, alpha {a.alpha:g}, {pull}, "
               f"{a.selection} selection, items of {' + '.join(self.resources)}; {len(self.initial)} starting models, "
               f"{cfg.n_trials - len(self.initial)} children; {len(self.names)} tensors to split")
         init_name = f"{cfg.study_name}-init"
