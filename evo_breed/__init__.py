@@ -5,11 +5,11 @@
     child = split_slerp(a, b, names, split=5, w=0.3)            # split-point SLERP crossover
     run_study(cfg, BreedSearch(cfg), resolved=yaml)             # the whole search, on evo_core's lifecycle
 
-Importing it registers the "multi_task" objective (several tasks' items in one fitness).
+`evo_breed.multitask` is a plugin module: a config naming it in `imports` gets the "multi_task"
+objective (several tasks' items in one fitness); importing evo_breed itself registers nothing.
 """
 from __future__ import annotations
 
-from . import _multitask  # noqa: F401  (registers the "multi_task" objective)
 from ._archive import Archive, Member, attraction, pick_parents, place_for, resource_fitness
 from ._crossover import split_index, split_slerp
 from ._search import BreedSearch

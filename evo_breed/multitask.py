@@ -1,5 +1,7 @@
 """`multi_task`: one objective made of several registered ones, for a fitness whose items span
-tasks (M2N2's resources: each expert holds the items of its own task).
+tasks (M2N2's resources: each expert holds the items of its own task). A plugin module: a config
+that uses it names it in `imports` (`[objectives, zoo, evo_breed.multitask]`); importing it
+registers the objective, once.
 
     objective:
       name: multi_task
@@ -84,4 +86,10 @@ class MultiTaskObjective:
                 for metric, scores in sub.score_items(model, split).items()}
 
 
-OBJECTIVES.register("multi_task", MultiTaskObjective)
+def register() -> None:
+    """Register "multi_task" unless it is (a test may have restored the registry since the import)."""
+    if "multi_task" not in OBJECTIVES:
+        OBJECTIVES.register("multi_task", MultiTaskObjective)
+
+
+register()
