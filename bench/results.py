@@ -1,6 +1,6 @@
 """Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
 
-    python -m bench.results                        # every block: 11 studies and the zoo report, ~1.5 h on 2 cores
+    python -m bench.results                        # every block: 11 studies, the zoo report and the 9-run breeding bench, ~2.5 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
     python -m bench.results --render               # no runs: rewrite the docs from docs/results/
@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.breed_vs_cmaes import render as breed_vs_cmaes
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
 
@@ -67,6 +68,7 @@ RUNS = {
                   after=("ps_seed0",)),
     "zoo_report": Run("zoo.report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
+    "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -123,6 +125,7 @@ BLOCKS = {
     "zoo_report": Block(("zoo_report",), lambda t: zoo_markdown(t["zoo_report"])),
     "vqa_demo": Block(("vqa_seed0",), lambda t: markdown_table(t["vqa_seed0"])),
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
+    "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),
 }
 
 

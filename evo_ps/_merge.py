@@ -432,10 +432,21 @@ def _row_rank(shape: torch.Size, delta: torch.Tensor) -> torch.Tensor:
 
 def _slerp_dot(base: torch.Tensor, d_a: torch.Tensor, d_b: torch.Tensor) -> float:
     """Cosine between the two source tensors, as mergekit's slerp computes it (in float64 here)."""
-    x, y = base.double() + d_a.double(), base.double() + d_b.double()
+    return slerp_cosine(base.double() + d_a.double(), base.double() + d_b.double())
+
+
+def slerp_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Cosine between two whole tensors as mergekit's slerp computes it (float64; a norm below 1e-8
+    is taken as 1), clamped to [-1, 1]. Also evo_breed's crossover."""
+    x, y = x.double().reshape(-1), y.double().reshape(-1)
     nx, ny = x.norm().item(), y.norm().item()
     nx, ny = (nx if nx > _SLERP_NORM_EPS else 1.0), (ny if ny > _SLERP_NORM_EPS else 1.0)
     return max(-1.0, min(1.0, torch.dot(x / nx, y / ny).item()))
+
+
+def slerp_coefficients(t: float, dot: float) -> tuple[float, float]:
+    """mergekit's slerp: (c_a, c_b) with result c_a a + c_b b for cosine `dot`; linear when nearly collinear."""
+    return _slerp_coefficients(t, dot)
 
 
 def _slerp_coefficients(t: float, dot: float) -> tuple[float, float]:

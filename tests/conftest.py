@@ -105,6 +105,8 @@ def _cli_error(command: str, *overrides: str) -> str:
     new interpreter (seconds instead of half a minute); it must fail: -> its one `error:` line."""
     from hydra import compose, initialize_config_dir
 
+    from evo_breed._config import validate as validate_breed
+    from evo_breed._search import BreedSearch
     from evo_core import register_resolvers, run_cli
     from evo_dfs._config import validate as validate_dfs
     from evo_dfs._search import DFSSearch
@@ -112,7 +114,8 @@ def _cli_error(command: str, *overrides: str) -> str:
     from evo_ps._search import PSSearch
 
     conf_dir, validate, search = {"evo_ps": (REPO_ROOT / "conf", validate_ps, PSSearch),
-                                  "evo_dfs": (REPO_ROOT / "conf" / "dfs", validate_dfs, DFSSearch)}[command]
+                                  "evo_dfs": (REPO_ROOT / "conf" / "dfs", validate_dfs, DFSSearch),
+                                  "evo_breed": (REPO_ROOT / "conf" / "breed", validate_breed, BreedSearch)}[command]
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))

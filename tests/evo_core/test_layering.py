@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ABOVE_THE_CORE = {"objectives", "evo_ps", "evo_dfs", "zoo", "bench"}
+ABOVE_THE_CORE = {"objectives", "evo_ps", "evo_dfs", "evo_breed", "zoo", "bench"}
 PROJECT_PACKAGES = ("evo_core", *sorted(ABOVE_THE_CORE), "tests")
 
 
@@ -33,7 +33,7 @@ def test_nothing_imports_a_command_module():
 
 def test_importing_the_core_has_no_process_wide_effects():
     code = ("import sys, matplotlib, optuna; from omegaconf import OmegaConf; import evo_core;"
-            "print(sorted(m for m in ('objectives', 'evo_ps', 'evo_dfs', 'zoo') if m in sys.modules),"
+            "print(sorted(m for m in ('objectives', 'evo_ps', 'evo_dfs', 'evo_breed', 'zoo') if m in sys.modules),"
             " OmegaConf.has_resolver('project'), optuna.logging.get_verbosity(), 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "False", str(20), "False"], out.stdout  # 20: optuna.logging.INFO
