@@ -136,7 +136,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
                       directions=directions)  # a handle on the main study's user attributes
     signature = search.signature()
     check_signature(main, signature, storage)
-    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
+    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri)
     if cfg.helper:
         print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
         run_id, run_key = primary_run_id(main, storage, cfg.helper_wait_minutes), None
@@ -153,7 +153,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
         main.set_user_attr("mlflow_run_id", run_id)
     print(f"study   {cfg.study_name!r}, storage {storage}")
     print(f"        inspect: optuna-dashboard {storage}")
-    print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
+    print(f"mlflow  run {run_id}; browse: {tracker.uri if cfg.tracking.uri else mlflow_ui_command(tracker.mlruns_dir)}")
     if cfg.helper:
         study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness))
         print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
