@@ -180,10 +180,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mlflow      tracking.uri={uri}   (UI: open it in a browser)")
             print(f"dashboard   optuna-dashboard {storage}")
             print("Ctrl-C stops both (the PostgreSQL data is deleted)", flush=True)
+            signal.signal(signal.SIGTERM, _interrupt)  # kill PID stops both as Ctrl-C does
             with contextlib.suppress(KeyboardInterrupt):
-                signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
                 while True:
                     time.sleep(3600)
+    print("stopped", flush=True)
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

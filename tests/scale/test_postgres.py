@@ -83,3 +83,36 @@ def test_workers_reach_the_mlflow_server_over_http_at_once(servers, tmp_path):
     run = tracker.client.get_run(run_id)
     assert run.data.metrics["test.best_merge.acc_ja"] == 0.5 and run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert [a.path for a in tracker.client.list_artifacts(run_id)] == ["test_table.md"]
+
+
+def test_the_documented_command_starts_both_servers_and_stops_them(tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evo_core.servers import free_port
+
+    command = [sys.executable, "-m", "evo_core.servers", "--pg-port", str(free_port()),
+               "--mlflow-port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")]
+    proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stdout:  # until it says both are up (pytest-timeout bounds the wait)
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            break
+    out = "".join(lines)
+    assert proc.poll() is None, out
+    storage = re.search(r"tracking\.storage=(\S+)", out).group(1)
+    uri = re.search(r"tracking\.uri=(\S+)", out).group(1)
+    data = Path(re.search(r"\(data (\S+),", out).group(1))
+    assert "user nobody" in out if os.geteuid() == 0 else True
+    study = optuna.create_study(study_name="cli", storage=storage)
+    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=2)
+    from mlflow.tracking import MlflowClient
+    assert MlflowClient(uri).search_experiments()  # the server answers
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0 and "stopped" in proc.stdout.read()
+    assert not data.exists()  # the throwaway cluster is gone
