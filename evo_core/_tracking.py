@@ -55,6 +55,7 @@ class Tracker:
     def __init__(self, *, mlruns_dir: str | Path, experiment: str, uri: str | None = None):
         # MLflow is imported here: it is slow to import and only the CLI paths need it
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server's "View run" line per run
         logging.getLogger("alembic").setLevel(logging.WARNING)
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
