@@ -99,9 +99,14 @@ def postgres(*, user: str | None = None, port: int | None = None) -> Iterator[Po
         raise RuntimeError(f"postgres(user={user!r}) needs root")
     else:
         user = None
+    if user:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise RuntimeError(f"no user {user!r} to run PostgreSQL as (it refuses root): "
+                               f"useradd --system {user}, or name another") from None
     data = Path(tempfile.mkdtemp(prefix="evo-pg-"))
     if user:
-        entry = pwd.getpwnam(user)
         os.chown(data, entry.pw_uid, entry.pw_gid)
     os.chmod(data, 0o700)
     pg = Postgres(port=port or free_port(), data=data, bin_dir=bin_dir, user=user)
