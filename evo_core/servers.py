@@ -114,10 +114,18 @@ def postgres(*, user: str | None = None, port: int | None = None) -> Iterator[Po
     try:
         pg.run("initdb", "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                "--locale=C", "--no-sync")
-        options = (f"-c listen_addresses=127.0.0.1 -p {pg.port} -c unix_socket_directories={data} "
-                   "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        pg.run("pg_ctl", "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "-t", "120",
-               "-o", options, "start")
+        for attempt in range(3):  # a free port may be taken by another process before the server binds it
+            options = (f"-c listen_addresses=127.0.0.1 -p {pg.port} -c unix_socket_directories={data} "
+                       "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            try:
+                pg.run("pg_ctl", "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "-t", "120",
+                       "-o", options, "start")
+                break
+            except RuntimeError as err:
+                if port is not None or attempt == 2:
+                    log = (data / "server.log").read_text(errors="replace")[-800:] if (data / "server.log").exists() else ""
+                    raise RuntimeError(f"{err}; server log: {log}") from None
+                pg.port = free_port()
         started = True
         yield pg
     finally:
@@ -133,41 +141,57 @@ def mlflow_server(backend_store_uri: str, artifacts: str | Path, *, port: int | 
     """`mlflow server` on 127.0.0.1 with `backend_store_uri` and proxied artifacts in `artifacts`
     (clients upload over HTTP, so workers on other machines need no shared disk); yields its URI
     once it answers, and stops it (its whole process group) on exit."""
-    port = port or free_port()
     artifacts = Path(artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts),
-               "--workers", "1"]
     out = open(log, "a") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
-    uri = f"http://127.0.0.1:{port}"
+    proc = None
     try:
-        deadline = time.monotonic() + start_timeout
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited ({proc.returncode}) before answering"
+        for attempt in range(3):  # a free port may be taken by another process before the server binds it
+            chosen = port or free_port()
+            command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(chosen),
+                       "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts),
+                       "--workers", "1"]
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
+            uri = f"http://127.0.0.1:{chosen}"
+            if _answers(proc, uri, start_timeout):
+                break
+            _stop_group(proc)  # whatever it started before it exited
+            if port is not None or attempt == 2:
+                raise RuntimeError(f"mlflow server exited ({proc.returncode}) before answering on {uri}"
                                    + (f"; see {log}" if log else ""))
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not answer on {uri} within {start_timeout:g} s")
-            time.sleep(0.5)
         yield uri
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            _stop_group(proc)
         if log:
             out.close()
+
+
+def _answers(proc: subprocess.Popen, uri: str, timeout: float) -> bool:
+    """True once `uri`/health answers; False if the process exits first; a RuntimeError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
+                if response.status == 200:
+                    return True
+        if proc.poll() is not None:
+            return False
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not answer on {uri} within {timeout:g} s")
+        time.sleep(0.5)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
