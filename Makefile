@@ -16,7 +16,7 @@ LOCK    := requirements.lock
 TORCH   ?= torch==2.13.0
 UV      := uv==0.13.9
 
-.PHONY: demo test install lock test-latest results zoo bench clean-venv
+.PHONY: demo test install lock test-latest results zoo bench clean-venv system-deps
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PY_BASE) -m venv $(VENV)
@@ -31,8 +31,26 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m evo_ps
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
+
+# What the scale-out and browser tests run besides Python (docs/scale-out.md): a PostgreSQL server
+# (initdb, pg_ctl) and headless Chromium, both Debian's packages. Installed only when missing (the
+# machine image carries PostgreSQL; Chromium costs one apt-get, measured in docs/scale-out.md);
+# without root, sudo. Nothing is downloaded when both are present. Should apt fail, the suite
+# still runs and the tests that need the missing part fail with one line naming it (never a skip).
+PG_BIN  := $(firstword $(wildcard /usr/lib/postgresql/*/bin) $(dir $(shell command -v initdb 2>/dev/null)))
+SUDO    := $(if $(filter 0,$(shell id -u)),,sudo)
+system-deps:
+	@missing=""; \
+	  [ -x "$(PG_BIN)/initdb" ] && [ -x "$(PG_BIN)/pg_ctl" ] || missing="$$missing postgresql"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "system-deps: apt-get install$$missing"; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends$$missing \
+	    || echo "system-deps: could not install$$missing; the tests that need it will fail, naming it"; \
+	  fi
 
 # Re-resolve every dependency (pyproject.toml + the dev extra) against today's registry.
 lock:

@@ -39,6 +39,7 @@ class SamplerConfig:
 class TrackingConfig:
     storage: Optional[str] = None
     mlruns_dir: str = "mlruns"
+    uri: Optional[str] = None  # an MLflow tracking server (http://host:port); null: the local store in mlruns_dir
     experiment: str = "evo_ps"
 
 

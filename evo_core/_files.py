@@ -71,9 +71,10 @@ def open_store(url: str, create: Callable[[], T]) -> T:
     """`create()`: the first use of a database store (Optuna's, MLflow's), which creates or migrates
     its tables on a fresh database. Workers started together would all do that at once, and alembic
     and SQLAlchemy fail on the race ("table already exists", "duplicate column name"). SQLite: an
-    exclusive lock on `<database>.lock` next to it while `create()` runs. Server databases
-    (PostgreSQL, MySQL), where no file can be locked: a few tries with backoff; a worker that lost
-    the race succeeds once the tables exist."""
+    exclusive lock on `<database>.lock` next to it while `create()` runs. PostgreSQL: a session
+    advisory lock on the server, held the same way (so `create()` is also the only one to see an
+    empty study, and enqueue its first trial). Other servers (MySQL) and HTTP stores: a few tries with
+    backoff; a worker that lost the race succeeds once the tables exist."""
     if url.startswith("sqlite:///"):
         database = Path(url.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,8 @@ def open_store(url: str, create: Callable[[], T]) -> T:
                 return create()
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+    if url.startswith("postgresql"):
+        return _with_advisory_lock(url, create)
     for attempt in range(1, SCHEMA_ATTEMPTS):
         try:
             return create()
@@ -92,6 +95,26 @@ def open_store(url: str, create: Callable[[], T]) -> T:
                 raise
             time.sleep(0.5 * 2 ** attempt)
     return create()  # the last try: its error, if any, is the one reported
+
+
+STORE_LOCK_KEY = 0x65766F6D  # "evom": the advisory lock every open_store on one PostgreSQL database takes
+
+
+def _with_advisory_lock(url: str, create: Callable[[], T]) -> T:
+    """`create()` while holding a PostgreSQL session advisory lock on `url`'s database (released
+    when its connection closes, also when the process dies)."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text("select pg_advisory_lock(:key)"), {"key": STORE_LOCK_KEY})
+            try:
+                return create()
+            finally:
+                con.execute(sqlalchemy.text("select pg_advisory_unlock(:key)"), {"key": STORE_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def _looks_like_schema_race(err: BaseException | None) -> bool:

@@ -135,11 +135,11 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
     signature = search.signature()
-    check_signature(main, signature, storage)
-    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment)
+    check_signature(main, signature, without_password(storage))
+    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri)
     if cfg.helper:
-        print(f"helper  joining study {cfg.study_name!r} in {storage} (waiting for its primary run if needed)")
-        run_id, run_key = primary_run_id(main, storage, cfg.helper_wait_minutes), None
+        print(f"helper  joining study {cfg.study_name!r} in {without_password(storage)} (waiting for its primary run if needed)")
+        run_id, run_key = primary_run_id(main, without_password(storage), cfg.helper_wait_minutes), None
     else:
         if "mlflow_run_key" not in main.user_attrs:
             # the parent run is tagged with this key before its id can be stored on the study: a
@@ -148,12 +148,12 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
         run_id, run_key = main.user_attrs.get("mlflow_run_id"), main.user_attrs["mlflow_run_key"]
     run_id = tracker.start(run_id=run_id, key=run_key,
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
-                           params={"config": resolved, "seed": cfg.seed, "storage": storage, **signature})
+                           params={"config": resolved, "seed": cfg.seed, "storage": without_password(storage), **signature})
     if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's
         main.set_user_attr("mlflow_run_id", run_id)
-    print(f"study   {cfg.study_name!r}, storage {storage}")
-    print(f"        inspect: optuna-dashboard {storage}")
-    print(f"mlflow  run {run_id}; browse: {mlflow_ui_command(tracker.mlruns_dir)}")
+    print(f"study   {cfg.study_name!r}, storage {without_password(storage)}")
+    print(f"        inspect: optuna-dashboard {without_password(storage)}")
+    print(f"mlflow  run {run_id}; browse: {tracker.uri if cfg.tracking.uri else mlflow_ui_command(tracker.mlruns_dir)}")
     if cfg.helper:
         study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness))
         print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
@@ -201,6 +201,19 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     print(f"\ntest split ({test_size} items), best of {len(study.trials)} trials (trial {best.number}):\n{markdown}")
     print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")
     return table
+
+
+def without_password(url: str) -> str:
+    """A database URL as printed and logged: a password in it (postgresql://user:secret@host/db)
+    shown as ***, so that it lands in no log or MLflow param."""
+    if "://" not in url or "@" not in url:
+        return url
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  (not a URL SQLAlchemy parses: shown as it is)
+        return url
 
 
 def import_plugins(modules: Sequence[str]) -> None:

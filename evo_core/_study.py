@@ -98,8 +98,9 @@ def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSamp
     """Create the study, or load it to resume. RDB storages get a heartbeat so that a trial of a
     killed worker is marked FAIL (and retried) instead of hanging RUNNING forever. Workers may open
     a fresh storage at once (the schema is created by one of them at a time). `first_trial` is
-    enqueued if the study has no trial yet, by one worker only on SQLite: workers started together
-    would each see an empty study and enqueue it, and the same point would be scored once per worker."""
+    enqueued if the study has no trial yet, by one worker only on SQLite and PostgreSQL (under
+    open_store's lock): workers started together would each see an empty study and enqueue it, and
+    the same point would be scored once per worker."""
     def create() -> optuna.Study:
         if storage_url.startswith(("sqlite:", "postgresql", "mysql")):
             with warnings.catch_warnings():
@@ -111,7 +112,7 @@ def open_study(*, name: str, storage_url: str, sampler: optuna.samplers.BaseSamp
             storage = storage_url
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                     directions=list(directions), load_if_exists=True)
-        if first_trial is not None and not study.trials:  # under open_store's lock on SQLite
+        if first_trial is not None and not study.trials:  # under open_store's lock (SQLite, PostgreSQL)
             study.enqueue_trial(first_trial)
         return study
 
@@ -144,9 +145,35 @@ class RetryAtItsPoint:
     exactly its own point (its recorded "point", with every stored parameter)."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        worker = trial.user_attrs.get("worker", "its worker")
+        record_fail_reason(study, trial, f"worker {worker} stopped: no heartbeat for 30 s (killed, or its machine "
+                                         f"died)" + ("" if "retry_of" in trial.user_attrs else "; retried at its point"))
         if "retry_of" in trial.user_attrs:
             return  # a retry that died too is not retried again
         study.enqueue_trial({**trial.user_attrs.get("point", {}), **trial.params}, user_attrs={"retry_of": trial.number})
+
+
+def record_fail_reason(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """User attrs `fail_reason` and `heartbeat_failed` on a trial the heartbeat just failed. Optuna
+    refuses attributes on a finished trial, so they go straight into its RDB tables (one insert;
+    only the process whose state change won calls this). Best effort: the retry must happen anyway,
+    and MLflow's nested run says why without it (Tracker.log_trial)."""
+    import json
+
+    from optuna.storages._rdb import models
+
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    if not hasattr(storage, "scoped_session"):
+        return
+    session = storage.scoped_session()
+    try:
+        for key, value in (("fail_reason", reason), ("heartbeat_failed", True)):
+            session.add(models.TrialUserAttributeModel(trial_id=trial._trial_id, key=key, value_json=json.dumps(value)))
+        session.commit()
+    except Exception:  # noqa: BLE001  (e.g. a second caller: the attributes are there)
+        session.rollback()
+    finally:
+        session.close()
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:

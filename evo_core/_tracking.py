@@ -12,6 +12,9 @@ time); a resumed study whose run is not in this store (mlruns_dir moved) starts 
 with the old id; `log_missing_trials` gives trials that no callback saw (failed by the heartbeat
 of a killed worker) their nested run afterwards. Browse it with:
 mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
+
+With `uri` (tracking.uri: an `mlflow server`, docs/scale-out.md) every worker logs over HTTP
+instead, and the server keeps the runs and the artifacts; `mlruns_dir` is then unused.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import logging
 import math
 import os
 import re
+import time
+from datetime import datetime
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -47,20 +52,32 @@ def mlflow_ui_command(mlruns_dir: Path) -> str:
 class Tracker:
     """Logs a study to MLflow through explicit run ids (no global active-run state)."""
 
-    def __init__(self, *, mlruns_dir: str | Path, experiment: str):
+    def __init__(self, *, mlruns_dir: str | Path, experiment: str, uri: str | None = None):
         # MLflow is imported here: it is slow to import and only the CLI paths need it
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server's "View run" line per run
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        self.mlruns_dir = writable_dir(mlruns_dir, key="tracking.mlruns_dir")
-        self.uri = f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+        if uri:  # a tracking server: it owns the store and the artifact root
+            self.mlruns_dir, self.uri = None, uri.rstrip("/")
+        else:
+            self.mlruns_dir = writable_dir(mlruns_dir, key="tracking.mlruns_dir")
+            self.uri = f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
 
         def open_experiment() -> tuple[MlflowClient, str]:  # a new client creates the store's tables
             client = MlflowClient(tracking_uri=self.uri)
             found = client.get_experiment_by_name(experiment)
-            return client, found.experiment_id if found else client.create_experiment(
-                experiment, artifact_location=(self.mlruns_dir / "artifacts").as_uri())
+            if found:
+                return client, found.experiment_id
+            try:
+                return client, client.create_experiment(
+                    experiment, artifact_location=self.mlruns_dir and (self.mlruns_dir / "artifacts").as_uri())
+            except MlflowException as err:  # another worker created it first
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                return client, client.get_experiment_by_name(experiment).experiment_id
 
         self.client, self.experiment_id = open_store(self.uri, open_experiment)
         self.run_id: str | None = None
@@ -99,6 +116,8 @@ class Tracker:
         tags = {"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name}
         if "fail_reason" in trial.user_attrs:  # why a FAIL failed, next to its state (MLflow caps tags at 8,000)
             tags["fail_reason"] = trial.user_attrs["fail_reason"][:5000]
+        elif trial.state.name == "FAIL":  # only the heartbeat fails a trial without a reason of its own
+            tags["fail_reason"] = f"worker {trial.user_attrs.get('worker', '?')} stopped: no heartbeat for 30 s"
         nested = self.client.create_run(
             self.experiment_id, run_name=f"{study.study_name}/trial-{trial.number:04d}", tags=tags)
         metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -112,15 +131,32 @@ class Tracker:
         if complete and len(study.directions) == 1:
             self.client.log_metric(self.run_id, "best_value", study.best_value, step=trial.number)
 
-    def log_missing_trials(self, studies: Iterable[optuna.Study]) -> None:
+    def log_missing_trials(self, studies: Iterable[optuna.Study], *, settle_seconds: float = 30.0) -> None:
         """Log the finished trials of `studies` that have no nested run yet (a trial failed by the
-        heartbeat of a killed worker never reaches a callback): one nested run per trial."""
-        for study in studies:
-            logged = {int(match.group(1)) for run in self._nested_runs(study.study_name)
-                      if (match := _TRIAL_RUN_NAME.search(run.info.run_name or ""))}
-            for trial in finished_trials(study):
-                if trial.number not in logged:
-                    self.log_trial(study, trial)
+        heartbeat of a killed worker never reaches a callback): one nested run per trial. A trial
+        another worker finished less than `settle_seconds` ago may still be in that worker's own
+        callback (a helper's last trial, as the primary gets here): it is left to that worker until
+        then, and logged here only if no run of it has appeared by that time (the worker died right
+        after finishing it); a trial failed by the heartbeat is logged at once (no worker is left)."""
+        studies = list(studies)
+        while True:
+            waiting = False
+            for study in studies:
+                logged = {int(match.group(1)) for run in self._nested_runs(study.study_name)
+                          if (match := _TRIAL_RUN_NAME.search(run.info.run_name or ""))}
+                for trial in finished_trials(study):
+                    if trial.number in logged:
+                        continue
+                    orphan = trial.state.name == "FAIL" and ("heartbeat_failed" in trial.user_attrs
+                                                             or "fail_reason" not in trial.user_attrs)
+                    age = (datetime.now() - (trial.datetime_complete or datetime.now())).total_seconds()
+                    if orphan or age >= settle_seconds:
+                        self.log_trial(study, trial)
+                    else:
+                        waiting = True
+            if not waiting:
+                return
+            time.sleep(1.0)
 
     def _nested_runs(self, study_name: str) -> list:
         query = f"tags.mlflow.parentRunId = '{self.run_id}' and tags.study = '{study_name}'"

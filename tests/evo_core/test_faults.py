@@ -379,6 +379,7 @@ def test_workers_open_a_fresh_mlflow_store_at_once(tmp_path):
 
 
 def test_a_server_database_retries_a_lost_schema_race_a_bounded_number_of_times(monkeypatch):
+    # MySQL (PostgreSQL takes a server-side advisory lock instead: tests/scale/test_postgres.py)
     from sqlalchemy.exc import IntegrityError
 
     monkeypatch.setattr("time.sleep", lambda seconds: None)
@@ -392,10 +393,10 @@ def test_a_server_database_retries_a_lost_schema_race_a_bounded_number_of_times(
             return "store"
         return attempt
 
-    assert open_store("postgresql://db/optuna", create(fail_times=2)) == "store" and len(attempts) == 3
+    assert open_store("mysql://db/optuna", create(fail_times=2)) == "store" and len(attempts) == 3
     attempts.clear()
     with pytest.raises(IntegrityError):
-        open_store("postgresql://db/optuna", create(fail_times=99))
+        open_store("mysql://db/optuna", create(fail_times=99))
     assert len(attempts) == SCHEMA_ATTEMPTS
 
 

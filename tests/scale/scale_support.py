@@ -1,0 +1,125 @@
+"""Helpers of the scale-out tests: trial counts straight from PostgreSQL, headless Chromium (page
+DOM, visible text, screenshots) and optuna-dashboard on loopback. A missing Chromium FAILS the
+test with one line naming the fix (`make test` installs it: make system-deps)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from evo_core.servers import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Servers:
+    pg: object
+    mlflow_uri: str
+    logs: Path
+
+    def database(self, name: str) -> str:
+        return self.pg.create_database(name)
+
+
+def count_trials(url: str, studies: tuple[str, ...], states: tuple[str, ...] | None = None) -> int:
+    """Trials of `studies` in `states` (None: any), straight from PostgreSQL (0 until the tables exist)."""
+    import psycopg
+
+    states = states or ("RUNNING", "WAITING", "COMPLETE", "FAIL", "PRUNED")
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn) as con:
+        try:
+            return con.execute("select count(*) from trials join studies using (study_id) where study_name = any(%s) "
+                               "and state::text = any(%s)", (list(studies), list(states))).fetchone()[0]
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+
+# ---- headless Chromium ----------------------------------------------------------------------------------
+
+def chromium_binary() -> str:
+    found = shutil.which("chromium")
+    if not found:
+        pytest.fail("chromium not found: apt-get install chromium (make test does it: make system-deps)", pytrace=False)
+    return found
+
+
+def chromium(url: str, *mode: str, budget_ms: int = 20000, size: str = "1400,1000", tmp: Path) -> str:
+    """One headless Chromium page load of `url` in a profile of its own; its stdout (the DOM with
+    --dump-dom). Virtual time lets the page's scripts and requests finish before the dump."""
+    profile = tmp / f"chromium-profile-{time.monotonic_ns()}"
+    command = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={size}",
+               f"--virtual-time-budget={budget_ms}", *mode, url]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, f"chromium failed ({proc.returncode}): {proc.stderr[-1500:]}"
+    return proc.stdout
+
+
+def page_text(dom: str) -> str:
+    """The visible text of a dumped DOM, whitespace collapsed."""
+    import html
+    import re
+
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def dump_until(url: str, expected: list[str], *, tmp: Path, tries: int = 4) -> tuple[str, str]:
+    """The DOM and text of `url` once every `expected` string is in its text (a busy machine may
+    render slower than one virtual-time budget): (dom, text) of the last try."""
+    for attempt in range(tries):
+        dom = chromium(url, "--dump-dom", tmp=tmp, budget_ms=20000 * (attempt + 1))
+        text = page_text(dom)
+        if all(item in text for item in expected):
+            break
+    return dom, text
+
+
+def screenshot(url: str, name: str, *, tmp: Path, size: str = "1400,1000") -> Path:
+    """A PNG of `url` in tmp (and in $EVO_SCREENSHOTS_DIR if set: docs/img/ is refreshed that way)."""
+    out = tmp / name
+    chromium(url, f"--screenshot={out}", tmp=tmp, size=size, budget_ms=30000)
+    assert out.stat().st_size > 10_000, f"{name}: screenshot too small"
+    if os.environ.get("EVO_SCREENSHOTS_DIR"):
+        target = Path(os.environ["EVO_SCREENSHOTS_DIR"])
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out, target / name)
+    return out
+
+
+@contextlib.contextmanager
+def optuna_dashboard(storage: str, log: Path):
+    """optuna-dashboard on 127.0.0.1 for `storage`; its base URL once it answers."""
+    port = free_port()
+    with open(log, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard._cli import main; main()", storage, "--host", "127.0.0.1",
+                                 "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/api/studies", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            assert proc.poll() is None, f"optuna-dashboard exited ({proc.returncode}): {log.read_text()[-1500:]}"
+            assert time.monotonic() < deadline, "optuna-dashboard did not answer within 300 s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        proc.wait(timeout=60)

@@ -1,0 +1,127 @@
+"""The shared stores on real servers: a PostgreSQL-backed study opened by several processes at once
+on an empty database, a killed worker's trial failed by the heartbeat and retried with its reason,
+and the MLflow tracking server reached over HTTP by workers starting together."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import warnings
+
+import optuna
+from optuna.trial import TrialState
+
+from evo_core._study import RetryAtItsPoint, open_study, wait_for_workers
+from evo_core._tracking import Tracker
+
+
+def at_once(job, n=4) -> list[int]:
+    """Run `job` in n forked processes released together; their exit codes."""
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(n)
+
+    def worker():
+        start.wait()
+        job()
+
+    processes = [context.Process(target=worker) for _ in range(n)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    return [process.exitcode for process in processes]
+
+
+def test_workers_open_a_new_study_on_an_empty_database_at_once(servers):
+    url = servers.database("fresh_study")  # no tables yet: the four create the schema together
+    first = {"a": 0.5}
+    job = lambda: open_study(name="shared", storage_url=url, sampler=optuna.samplers.RandomSampler(),  # noqa: E731
+                             first_trial=first)
+    assert at_once(job, n=6) == [0] * 6
+    assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["shared"]
+    study = optuna.load_study(study_name="shared", storage=url)
+    assert len(study.trials) == 1 and study.trials[0].state == TrialState.WAITING  # x0 enqueued once, not once each
+
+
+def test_a_killed_workers_trial_is_failed_with_its_reason_and_retried_at_its_point(servers):
+    url = servers.database("heartbeat")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2,
+                                             heartbeat_stale_trial_callback=RetryAtItsPoint())
+    study = optuna.create_study(study_name="s", storage=storage)
+
+    def worker():  # asks a trial, beats once, and dies without a word (kill -9)
+        storage.engine.dispose(close=False)  # the parent's connections stay the parent's
+        trial = study.ask()
+        trial.set_user_attr("point", {"a": 0.25, "b": 0.75})  # killed after storing only "a"
+        trial.set_user_attr("worker", f"elsewhere:{os.getpid()}")
+        trial.suggest_float("a", 0, 1, step=0.25)
+        storage.record_heartbeat(trial._trial_id)
+        os._exit(0)
+
+    assert at_once(worker, n=1) == [0]
+    started = time.monotonic()
+    wait_for_workers(study, poll_seconds=0.5)
+    assert time.monotonic() - started < 60
+    [dead, retry] = optuna.load_study(study_name="s", storage=url).trials
+    assert dead.state == TrialState.FAIL and dead.user_attrs["heartbeat_failed"] is True
+    assert dead.user_attrs["fail_reason"].startswith("worker elsewhere:") and "no heartbeat" in dead.user_attrs["fail_reason"]
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == dead.number
+    assert retry.system_attrs["fixed_params"] == {"a": dead.params["a"], "b": 0.75}
+
+
+def test_workers_reach_the_mlflow_server_over_http_at_once(servers, tmp_path):
+    uri = servers.mlflow_uri
+    assert at_once(lambda: Tracker(mlruns_dir=tmp_path / "unused", experiment="http_at_once", uri=uri)) == [0] * 4
+    assert not (tmp_path / "unused").exists()  # the server keeps runs and artifacts
+    tracker = Tracker(mlruns_dir=tmp_path / "unused", experiment="http_at_once", uri=uri + "/")
+    run_id = tracker.start(run_id=None, run_name="s", params={"seed": 0}, key="k1")
+    assert tracker.start(run_id=None, run_name="s", params={}, key="k1") == run_id  # found again by its key
+    tracker.log_table({"best_merge": {"acc_ja": 0.5}}, prefix="test")
+    tracker.finish()
+    run = tracker.client.get_run(run_id)
+    assert run.data.metrics["test.best_merge.acc_ja"] == 0.5 and run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert [a.path for a in tracker.client.list_artifacts(run_id)] == ["test_table.md"]
+
+
+def test_the_documented_command_starts_both_servers_and_stops_them(tmp_path):
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from evo_core.servers import free_port
+
+    command = [sys.executable, "-m", "evo_core.servers", "--pg-port", str(free_port()),
+               "--mlflow-port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")]
+    proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stdout:  # until it says both are up (pytest-timeout bounds the wait)
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            break
+    out = "".join(lines)
+    assert proc.poll() is None, out
+    storage = re.search(r"tracking\.storage=(\S+)", out).group(1)
+    uri = re.search(r"tracking\.uri=(\S+)", out).group(1)
+    data = Path(re.search(r"\(data (\S+),", out).group(1))
+    assert "user nobody" in out if os.geteuid() == 0 else True
+    study = optuna.create_study(study_name="cli", storage=storage)
+    study.optimize(lambda t: t.suggest_float("a", 0, 1), n_trials=2)
+    from mlflow.tracking import MlflowClient
+    assert MlflowClient(uri).search_experiments()  # the server answers
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 0 and "stopped" in proc.stdout.read()
+    assert not data.exists()  # the throwaway cluster is gone
+
+
+def test_a_password_in_the_storage_url_is_never_printed_or_logged():
+    from evo_core._lifecycle import without_password
+
+    assert without_password("postgresql+psycopg://evo:s3cret@db-host:5432/optuna") == \
+        "postgresql+psycopg://evo:***@db-host:5432/optuna"
+    for url in ("postgresql+psycopg://postgres@127.0.0.1:5432/optuna", "sqlite:////tmp/run/study.db"):
+        assert without_password(url) == url

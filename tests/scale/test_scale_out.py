@@ -1,0 +1,233 @@
+"""The scaled set-up on real servers (docs/scale-out.md): `python -m evo_ps` on the zoo as 1 primary +
+3 helpers, each with a run dir of its own (as on separate machines), sharing one PostgreSQL study and
+one MLflow tracking server; a helper and then the primary are killed with SIGKILL at random moments
+(each within or just after one of its first trials) and started again. Then what users look at: optuna-dashboard and the MLflow UI in headless
+Chromium, and the comparison chart of two studies' final tables.
+
+One study is run per module (minutes); the tests below check it from several sides."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from scale_support import REPO_ROOT, count_trials, dump_until, optuna_dashboard, screenshot
+
+N_TRIALS, HELPERS, KILLS = 14, 3, 2
+STUDY = "toy_ja_math"
+PHASES = (f"{STUDY}-uniform", STUDY)  # the warm start (space.warm_start_trials=2), then per layer
+EXPERIMENT = "scale_out"
+SMALL = ["objective.search.limit=20", "+objective.test.limit=40", "merge=task_arithmetic", "space.warm_start_trials=2"]
+
+
+@dataclass
+class ScaleOut:
+    storage: str
+    uri: str
+    root: Path
+    outputs: dict[str, str] = field(default_factory=dict)  # worker name -> its output
+    killed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def study(self, name: str = STUDY) -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.uri)
+
+    def runs(self) -> list:
+        client = self.client()
+        return client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=5000)
+
+
+def start(scale: ScaleOut, name: str, *extra: str) -> subprocess.Popen:
+    """A worker as a user starts it on its own machine: its own run dir, the shared servers."""
+    log = open(scale.root / f"{name}.log", "a")
+    args = [f"run_dir={scale.root / name}", f"tracking.storage={scale.storage}", f"tracking.uri={scale.uri}",
+            f"tracking.experiment={EXPERIMENT}", f"n_trials={N_TRIALS}", *SMALL, *extra]
+    return subprocess.Popen([sys.executable, "-m", "evo_ps", *args], cwd=REPO_ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+
+
+def wait_for(procs: dict, condition) -> None:
+    while not condition():
+        assert all(p.poll() is None for p in procs.values()), {n: p.poll() for n, p in procs.items()}
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def scale_out(servers, tmp_path_factory) -> ScaleOut:
+    scale = ScaleOut(storage=servers.database("scale_out"), uri=servers.mlflow_uri,
+                     root=tmp_path_factory.mktemp("scale_out"))
+    rng, began = random.Random(13), time.monotonic()
+    helper = ["helper=true", "helper_wait_minutes=60"]
+    # all four at once on the empty database and the fresh MLflow experiment
+    procs = {"primary": start(scale, "primary")}
+    procs |= {f"helper{i}": start(scale, f"helper{i}", *helper) for i in range(1, HELPERS + 1)}
+    created = lambda: count_trials(scale.storage, PHASES)  # noqa: E731
+    trials_run = lambda name: sum(line.startswith("trial ") for line in  # noqa: E731
+                                  (scale.root / f"{name}.log").read_text().splitlines())
+    # kill 1: a random helper during or right after its 1st or 2nd trial; kill 2: the primary (the
+    # run's owner) during or right after its next trial; both by SIGKILL, at a random instant within the next 1.5 s
+    for victim in (rng.choice([n for n in procs if n != "primary"]), "primary"):
+        target = trials_run(victim) + (rng.randint(1, 2) if victim != "primary" else 1)
+        wait_for(procs, lambda: trials_run(victim) >= target)
+        time.sleep(rng.uniform(0, 1.5))
+        assert procs[victim].poll() is None, f"{victim} ended before its kill"
+        procs[victim].send_signal(signal.SIGKILL)
+        procs[victim].wait()
+        scale.killed.append(f"{victim} after {trials_run(victim)} trials of its own, {created()} in the study")
+        new = f"{victim}-restart"
+        procs[new] = start(scale, new, *([] if victim == "primary" else helper))
+        del procs[victim]
+    for name, proc in procs.items():
+        assert proc.wait() == 0, f"{name} failed:\n{(scale.root / f'{name}.log').read_text()[-3000:]}"
+    scale.outputs = {p.stem: p.read_text() for p in scale.root.glob("*.log")}
+    scale.seconds = time.monotonic() - began
+    # a second study on the same servers (another seed) for the comparison views
+    proc = start(scale, "seed1", "seed=1", f"study_name={STUDY}_seed1", "n_trials=3")
+    assert proc.wait() == 0, (scale.root / "seed1.log").read_text()[-3000:]
+    (scale.root / "summary.json").write_text(json.dumps({"killed": scale.killed, "seconds": scale.seconds}))
+    return scale
+
+
+@pytest.mark.slow
+def test_the_scaled_study_counts_every_trial_once(scale_out):
+    s = scale_out
+    out = s.outputs
+    assert "| best_merge |" in out["primary-restart"] and "| best_merge |" not in out["primary"]
+    assert sum("helper  done" in o for n, o in out.items() if n.startswith("helper")) == HELPERS
+
+    trials = s.study().trials
+    finished = [t for t in trials if t.state.is_finished()]
+    # each worker stops once the study holds N_TRIALS finished; any other worker's running trial
+    # may still finish: at most one per extra worker (3 helpers + 2 restarts)
+    extra_workers = HELPERS + KILLS
+    assert N_TRIALS <= len(finished) <= N_TRIALS + extra_workers, Counter(t.state.name for t in trials)
+    for name in PHASES:
+        assert not [t.number for t in s.study(name).trials if t.state == TrialState.RUNNING], name
+    points = Counter(tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE)
+    assert max(points.values()) == 1, "a point completed twice"
+    assert len({t.user_attrs["worker"] for t in finished}) >= 3
+    for name in PHASES:
+        for trial in s.study(name).trials:
+            if trial.state == TrialState.FAIL:
+                assert trial.user_attrs.get("fail_reason"), f"{name} trial {trial.number} failed without a reason"
+    print(f"\nscale-out: {s.seconds:.0f} s; killed {s.killed}; " + "; ".join(
+        f"{name}: " + ", ".join(f"{k} {v}" for k, v in Counter(t.state.name for t in s.study(name).trials).items())
+        for name in PHASES))
+
+
+@pytest.mark.slow
+def test_optuna_and_mlflow_agree_and_the_result_is_written_once(scale_out):
+    s = scale_out
+    runs = [r for r in s.runs() if r.info.run_name == f"{STUDY}-seed0" or r.data.tags.get("study") in PHASES]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    parent = parents[0]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(nested) == len(runs) - 1
+    names = [r.info.run_name for r in nested]
+    assert len(set(names)) == len(names), f"a trial was logged twice: {sorted(names)}"
+    for name in PHASES:
+        logged = sorted(r.info.run_name for r in nested if r.data.tags["study"] == name)
+        finished = [f"{name}/trial-{t.number:04d}" for t in s.study(name).trials if t.state.is_finished()]
+        assert logged == finished, name  # Optuna's and MLflow's counts are equal, trial by trial
+    print(f"\nmlflow: 1 parent run, {len(nested)} nested runs (" + ", ".join(
+        f"{state} {n}" for state, n in Counter(r.data.tags["state"] for r in nested).items()) + ")")
+    for run in nested:
+        if run.data.tags["state"] == "FAIL":
+            assert run.data.tags.get("fail_reason"), run.info.run_name
+
+    # the final table and the model: once, by the primary, in its run dir and in its run
+    client = s.client()
+    assert parent.info.status == "FINISHED" and "test.best_merge.acc_ja" in parent.data.metrics
+    assert len(client.get_metric_history(parent.info.run_id, "test.best_merge.acc_ja")) == 1
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"test_table.md", "history.png"} <= artifacts, artifacts
+    written = sorted(p.parent.name for p in s.root.glob("*/test_table.json"))
+    assert written == ["primary-restart", "seed1"], written  # not the killed primary's, no helper's
+    assert (s.root / "primary-restart" / "best_model" / "model.safetensors").is_file()
+    assert not list(s.root.glob("helper*/best_model"))
+
+
+# ---- what users look at, in headless Chromium -------------------------------------------------------------
+
+@pytest.mark.slow
+def test_optuna_dashboard_shows_the_study_its_trials_and_history(scale_out, tmp_path):
+    study = scale_out.study()
+    with optuna_dashboard(scale_out.storage, tmp_path / "dashboard.log") as url:
+        _, text = dump_until(f"{url}/dashboard", [STUDY, f"{STUDY}-uniform", f"{STUDY}_seed1"], tmp=tmp_path)
+        assert all(name in text for name in (STUDY, f"{STUDY}-uniform", f"{STUDY}_seed1")), text[:1000]
+        page = f"{url}/dashboard/studies/{study._study_id}"
+        dom, text = dump_until(page, [f"{STUDY} (id=", "History", "Best Trial"], tmp=tmp_path)
+        assert f"{STUDY} (id={study._study_id})" in text and "Best Trial" in text, text[:1000]
+        assert "History" in text and dom.count('class="main-svg"') >= 2, "no history plot"  # plotly's svg layers
+        best = study.best_trial
+        assert f"Best Trial (number={best.number})" in text, text[:1500]
+        _, text = dump_until(f"{page}/trials", [f"{len(study.trials)} Trials"], tmp=tmp_path)
+        assert f"{len(study.trials)} Trials" in text and "Trial 0 Complete" in text, text[:1000]
+        if any(t.state == TrialState.FAIL for t in study.trials):
+            assert " Fail" in text
+        screenshot(page, "optuna-dashboard-history.png", tmp=tmp_path)
+        screenshot(f"{page}/trials", "optuna-dashboard-trials.png", tmp=tmp_path)
+
+
+@pytest.mark.slow
+def test_mlflow_ui_shows_the_parent_run_its_trials_and_two_studies_compared(scale_out, tmp_path):
+    import urllib.parse
+
+    s = scale_out
+    runs = s.runs()
+    parents = {r.info.run_name: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    first, second = parents[f"{STUDY}-seed0"], parents[f"{STUDY}_seed1-seed1"]
+    experiment = first.info.experiment_id
+    run_page = f"{s.uri}/#/experiments/{experiment}/runs/{first.info.run_id}"
+    table = json.loads((s.root / "primary-restart" / "test_table.json").read_text())
+    _, text = dump_until(run_page, [f"{STUDY}-seed0", "test.best_merge.acc_ja", "Child runs"], tmp=tmp_path)
+    assert f"{STUDY}-seed0" in text and "Status Finished" in text, text[:1500]
+    for model, row in table.items():  # every cell of the final table, as a metric of the parent run
+        for metric in row:
+            assert f"test.{model}.{metric}" in text, (model, metric)
+    children = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
+    shown = [name for name in children if name in text]
+    assert "Child runs" in text and len(shown) >= min(3, len(children)), text[text.find("Child runs"):][:800]
+    screenshot(run_page, "mlflow-parent-run.png", tmp=tmp_path)
+
+    ids = [first.info.run_id, second.info.run_id]
+    compare = (f"{s.uri}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
+               f"&experiments={urllib.parse.quote(json.dumps([experiment]))}")
+    _, text = dump_until(compare, ["Comparing 2 Runs", f"{STUDY}-seed0", f"{STUDY}_seed1-seed1"], tmp=tmp_path)
+    assert "Comparing 2 Runs" in text and f"{STUDY}-seed0 {STUDY}_seed1-seed1" in text, text[:1500]
+    metrics = text[text.find("Metrics Show diff only"):]
+    assert "test.best_merge.acc_ja" in metrics and "test.best_uniform.acc" in metrics, metrics[:800]
+    screenshot(compare, "mlflow-compare-two-studies.png", tmp=tmp_path, size="1400,1400")
+
+
+@pytest.mark.slow
+def test_compare_chart_of_two_studies_final_tables(scale_out, tmp_path):
+    s = scale_out
+    parents = {r.info.run_name: r.info.run_id for r in s.runs() if "mlflow.parentRunId" not in r.data.tags}
+    out = tmp_path / "compare-tables.png"
+    proc = subprocess.run([sys.executable, "-m", "evo_core.compare", parents[f"{STUDY}-seed0"],
+                           parents[f"{STUDY}_seed1-seed1"], "--uri", s.uri, "--out", str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 runs, 6 models" in proc.stdout and out.stat().st_size > 10_000
+    if os.environ.get("EVO_SCREENSHOTS_DIR"):
+        import shutil
+
+        shutil.copy(out, Path(os.environ["EVO_SCREENSHOTS_DIR"]) / out.name)
