@@ -210,9 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--only", choices=MODELS, action="append", help="build only these (default: all)")
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step count (smoke builds)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: the recipe's)")
     args = parser.parse_args(argv)
     recipe = OmegaConf.load(RECIPE)
-    torch.set_num_threads(recipe.threads)
+    torch.set_num_threads(args.threads or recipe.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     for name in args.only or MODELS:

@@ -186,11 +186,12 @@ class Pool:
         return evaluate(self.vlm, self.processor, task, split)
 
 
-UNIFORM_GRID = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
-# hand-made per-layer merges: groups embed, layer0-3, head; weights of the VLM's LLM and the JA expert
+UNIFORM_GRID = [0.5, 0.75, 1.0, 1.25]
+# hand-made per-layer merges: weights per group (embed, layer0-3, head) of the VLM's LLM / the expert
 HAND_MADE = {
-    "vision early, Japanese late": {"vlm": [1, 1, 1, 0.5, 0.25, 0.25], "ja": [0.5, 0.25, 0.5, 1, 1.25, 1.25]},
-    "Japanese early, vision late": {"vlm": [0.25, 0.25, 0.5, 1, 1, 1], "ja": [1.25, 1.25, 1, 0.5, 0.25, 0.5]},
+    "vision early, Japanese late": ([1, 1, 1, 0.5, 0.25, 0.25], [0.5, 0.25, 0.5, 1, 1.25, 1.25]),
+    "vision 0-1, Japanese 2-3": ([1, 1, 1, 0.25, 0.25, 0], [0, 0, 0, 1, 1, 1]),
+    "Japanese early, vision late": ([0.25, 0.25, 0.5, 1, 1, 1], [1.25, 1.25, 1, 0.5, 0.25, 0.5]),
 }
 
 
@@ -201,21 +202,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--expert", default="ja_vqa", help="the Japanese LLM (a zoo/models dir)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    pool = Pool((args.expert,))
-    rows = [("vlm (its own English task, en_vqa)", pool.run("vlm", "en_vqa")),
-            ("vlm", pool.run("vlm")), (f"{args.expert} in the VLM", pool.run(args.expert))]
-    best, best_w = None, None
-    for wv in UNIFORM_GRID:
-        for wj in UNIFORM_GRID:
-            s = pool.run({"vlm": wv, args.expert: wj}, split="search")
-            print(f"uniform vlm {wv} {args.expert} {wj}: search {s['rougeL_ja']:.1f}", flush=True)
-            if best is None or s["rougeL_ja"] > best["rougeL_ja"]:
-                best, best_w = s, (wv, wj)
-    rows.append((f"best uniform on search: vlm {best_w[0]}, {args.expert} {best_w[1]}",
-                 pool.run({"vlm": best_w[0], args.expert: best_w[1]})))
-    for name, w in HAND_MADE.items():
-        rows.append((f"per-layer {name}", pool.run({"vlm": w["vlm"], args.expert: w["ja"]})))
-    print("| model (ja_vqa test unless said) | rougeL | rougeL_ja | japanese % |\n|---|---|---|---|")
+    e = args.expert
+    pool = Pool((e,))
+    fmt = lambda s: " ".join(f"{k} {v:.1f}" for k, v in s.items())  # noqa: E731
+    rows = [("vlm, its own English task (en_vqa)", pool.run("vlm", "en_vqa")),
+            ("vlm", pool.run("vlm")), (f"{e} in the VLM (cannot see)", pool.run(e))]
+
+    def best_on_search(candidates: dict[str, dict]) -> str:
+        scores = {}
+        for name, w in candidates.items():
+            scores[name] = pool.run(w, split="search")
+            print(f"search | {name} | {fmt(scores[name])}", flush=True)
+        return max(scores, key=lambda n: scores[n]["rougeL_ja"])
+
+    uniform = {f"uniform vlm {a}, {e} {b}": {"vlm": a, e: b} for a in UNIFORM_GRID for b in UNIFORM_GRID}
+    hand = {f"per-layer {n}": {"vlm": v, e: j} for n, (v, j) in HAND_MADE.items()}
+    for name in (best_on_search(uniform), best_on_search(hand)):
+        rows.append((f"{name} (best on search)", pool.run({**uniform, **hand}[name])))
+    print("| model (ja_vqa test, n=300, unless said) | rougeL | rougeL_ja | Japanese % |\n|---|---|---|---|")
     for name, s in rows:
         print(f"| {name} | {s['rougeL']:.1f} | {s['rougeL_ja']:.1f} | {s['japanese']:.0f} |")
 

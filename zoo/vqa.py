@@ -2,7 +2,8 @@
 
 An image (32x32 RGB, grey with noise) shows things of two kinds on a 4x4 grid of 8x8 cells; each
 kind is one of the world's objects drawn as a small square in its own colour (apples red, books
-blue, ...). The question names the two kinds and asks how many of each there are; the answer is
+blue, ...). The question's first kind is in the top two rows of cells, its second in the bottom
+two (so the counts' order can be read from the image, not only from the question's nouns). The question names the two kinds and asks how many of each there are; the answer is
 the two counts, in the question's order. Counts are digits, so the content of an answer is the
 same in both languages and only its framing differs:
 
@@ -68,18 +69,18 @@ def answer(lang: str, n_a: int, n_b: int) -> str:
 
 
 def draw(rng: random.Random, counts: dict[int, int]) -> Image.Image:
-    """Items of each kind (kind index -> count) at distinct random cells, on noisy grey."""
+    """Items of each kind (kind index -> count) at distinct random cells, on noisy grey: the
+    question's first kind in the top two rows of cells, its second in the bottom two."""
     noise = np.random.default_rng(rng.getrandbits(32))
     pixels = 128 + noise.integers(-12, 13, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
-    cells = rng.sample(range((IMAGE_SIZE // CELL) ** 2), sum(counts.values()))
-    i = 0
-    for kind, n in counts.items():
+    side = IMAGE_SIZE // CELL
+    half = side * side // 2
+    for part, (kind, n) in enumerate(counts.items()):  # the first kind in the top half, the second below
         colour = np.array(KINDS[kind][1])
-        for _ in range(n):
-            row, col = divmod(cells[i], IMAGE_SIZE // CELL)
+        for cell in rng.sample(range(part * half, (part + 1) * half), n):
+            row, col = divmod(cell, side)
             y, x = row * CELL + rng.randint(0, CELL - ITEM), col * CELL + rng.randint(0, CELL - ITEM)
             pixels[y:y + ITEM, x:x + ITEM] = colour
-            i += 1
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 

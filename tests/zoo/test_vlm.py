@@ -114,6 +114,8 @@ def test_vqa_items_splits_and_images_never_repeat():
 
 
 def test_metric_stand_in():
+    pytest.importorskip("fugashi")
+    pytest.importorskip("rouge_score")
     assert vlm_report.rouge_l(" 3 と 2", " 3 と 2") == 1.0
     assert vlm_report.rouge_l("3 and 2", " 3 と 2") == pytest.approx(2 / 3)  # right counts, in English
     assert vlm_report.rouge_l("5 と 1", " 3 と 2") == pytest.approx(1 / 3)   # the format only
@@ -124,6 +126,8 @@ def test_metric_stand_in():
 
 @pytest.fixture(scope="module")
 def preconditions():
+    pytest.importorskip("fugashi")
+    pytest.importorskip("rouge_score")
     pool = vlm_report.Pool(("ja_vqa",))
     return {"vlm_en": pool.run("vlm", "en_vqa"), "vlm": pool.run("vlm"), "ja": pool.run("ja_vqa"),
             **{name: pool.run(w) for name, w in PRECONDITION_MERGES.items()}}
