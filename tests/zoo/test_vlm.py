@@ -1,0 +1,168 @@
+"""The committed VLM zoo (zoo/models/vlm, zoo/models/ja_vqa): loadable with transformers' Auto
+classes alone, built by its recipe, its VQA world's splits disjoint, and the preconditions of
+EvoVLM-JP's effect measured on the ja_vqa test split (issue 11, item 3)."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+from zoo import build_vlm, vlm_report, vqa
+
+VLM_DIR = build_vlm.MODELS_DIR / "vlm"
+
+
+def test_vlm_loads_with_auto_classes_and_expands_one_image_token_to_16():
+    model = AutoModelForImageTextToText.from_pretrained(VLM_DIR)
+    processor = AutoProcessor.from_pretrained(VLM_DIR)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    assert type(processor).__name__ == "LlavaProcessor"
+    assert model.config.image_token_id == 283 == processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert len(processor.tokenizer) == 284 == model.config.text_config.vocab_size
+    assert model.get_input_embeddings().weight.shape[0] == 284 == model.lm_head.weight.shape[0]
+    item = vqa.task_items("ja_vqa", "test")[0]
+    inputs = processor(images=[item["image"]], text=[vlm_report.prompt(item["question"])], return_tensors="pt")
+    assert int((inputs["input_ids"] == 283).sum()) == 16
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    base = AutoModelForCausalLM.from_pretrained(build_vlm.MODELS_DIR / "base")
+    assert model.config.text_config.num_hidden_layers == base.config.num_hidden_layers
+    lm_keys = {"model." + k[len("model.language_model."):] for k in model.state_dict()
+               if k.startswith("model.language_model.")} | {"lm_head.weight"}
+    assert lm_keys == set(base.state_dict())
+
+
+@pytest.mark.parametrize("name", build_vlm.EXPERTS)
+def test_vqa_experts_load_with_auto_classes(name):
+    model = AutoModelForCausalLM.from_pretrained(build_vlm.MODELS_DIR / name)
+    tokenizer = AutoTokenizer.from_pretrained(build_vlm.MODELS_DIR / name)
+    assert type(model).__name__ == "Qwen3ForCausalLM" and len(tokenizer) == model.config.vocab_size == 283
+
+
+def test_vlm_generates_from_its_dir_in_a_fresh_process(tmp_path):
+    """Only transformers, torch and Pillow: the project's modules are never imported."""
+    image = vqa.task_items("en_vqa", "test")[0]
+    image["image"].save(tmp_path / "image.png")
+    code = textwrap.dedent(f"""
+        import sys
+        from PIL import Image
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        model = AutoModelForImageTextToText.from_pretrained({str(VLM_DIR)!r})
+        processor = AutoProcessor.from_pretrained({str(VLM_DIR)!r})
+        inputs = processor(images=Image.open({str(tmp_path / 'image.png')!r}).convert("RGB"),
+                           text="<image>Q: {image['question']}\\nA:", return_tensors="pt")
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        print(repr(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)))
+        assert not any(m == "zoo" or m.startswith(("zoo.", "evo_", "objectives")) for m in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert eval(result.stdout.strip().splitlines()[-1]).strip() == image["answer"].strip()
+
+
+def test_committed_vlm_zoo_matches_its_recipe():
+    manifest = json.loads((build_vlm.MODELS_DIR / build_vlm.MANIFEST).read_text())
+    assert manifest["recipe_hash"] == build_vlm.recipe_hash(), (
+        "zoo/vlm_recipe.yaml, vqa.py, build_vlm.py (or the text zoo's sources) changed since the VLM zoo "
+        "was built: rebuild it with `python -m zoo.build_vlm` and commit zoo/models/")
+    assert set(manifest["weights"]) == set(build_vlm.MODELS)
+    for name, digest in manifest["weights"].items():
+        assert build_vlm.file_sha256(build_vlm.MODELS_DIR / name / "model.safetensors") == digest, name
+
+
+def test_vlm_builder_smoke(tmp_path):
+    """One step of each model: the builder runs and writes the committed shapes."""
+    from safetensors.torch import load_file
+
+    build_vlm.main(["--out", str(tmp_path), "--steps-scale", "0.001"])
+    for name in build_vlm.MODELS:
+        committed = load_file(build_vlm.MODELS_DIR / name / "model.safetensors")
+        smoke = load_file(tmp_path / name / "model.safetensors")
+        assert {k: v.shape for k, v in committed.items()} == {k: v.shape for k, v in smoke.items()}
+    assert AutoProcessor.from_pretrained(tmp_path / "vlm").patch_size == 8
+
+
+def test_vqa_items_splits_and_images_never_repeat():
+    hashes: dict[str, set[str]] = {}
+    for task, sizes in vqa.EVAL_SIZES.items():
+        for split in sizes:
+            items = vqa.task_items(task, split)
+            assert len(items) == sizes[split]
+            for item in items:
+                assert set(item) == {"image", "question", "answer"}
+                assert isinstance(item["question"], str) and isinstance(item["answer"], str)
+            if task != "ja_count_text":
+                assert all(it["image"].mode == "RGB" and it["image"].size == (32, 32) for it in items)
+                hashes[f"{task}/{split}"] = {vqa.image_hash(it["image"]) for it in items}
+                assert len(hashes[f"{task}/{split}"]) == len(items)
+    assert len(vqa.task_items("ja_vqa", "search")) >= 300 and len(vqa.task_items("ja_vqa", "test")) >= 300
+    names = list(hashes)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not hashes[a] & hashes[b], (a, b)
+    rng = random.Random(7)
+    held_out = set().union(*hashes.values())
+    assert not any(vqa.image_hash(vqa.train_vqa_item(rng)["image"]) in held_out for _ in range(2000))
+    asked = {it["question"] for it in vqa.task_items("ja_count_text", "test")}
+    assert not any(vqa.ja_vqa_expert_doc(rng).prompt[3:-3] in asked for _ in range(2000))
+    item = vqa.task_items("ja_vqa", "test")[0]
+    assert item["question"].endswith("なんこ ありますか?") and " と " in item["answer"]
+
+
+def test_metric_stand_in():
+    pytest.importorskip("fugashi")
+    pytest.importorskip("rouge_score")
+    assert vlm_report.rouge_l(" 3 と 2", " 3 と 2") == 1.0
+    assert vlm_report.rouge_l("3 and 2", " 3 と 2") == pytest.approx(2 / 3)  # right counts, in English
+    assert vlm_report.rouge_l("5 と 1", " 3 と 2") == pytest.approx(1 / 3)   # the format only
+    assert vlm_report.score(["3 and 2"], [{"answer": " 3 と 2"}])["rougeL_ja"] == 0.0
+    assert vlm_report.score(["3 と 2"], [{"answer": " 3 と 2"}])["rougeL_ja"] == 100.0
+    assert vlm_report.rouge_l("３　と　２", "3 と 2") == 1.0  # NFKC and whitespace
+
+
+@pytest.fixture(scope="module")
+def preconditions():
+    pytest.importorskip("fugashi")
+    pytest.importorskip("rouge_score")
+    pool = vlm_report.Pool(("ja_vqa",))
+    return {"vlm_en": pool.run("vlm", "en_vqa"), "vlm": pool.run("vlm"), "ja": pool.run("ja_vqa"),
+            **{name: pool.run(w) for name, w in PRECONDITION_MERGES.items()}}
+
+
+# measured with `python -m zoo.vlm_report` (docs/zoo-vqa.md): the best uniform and the best
+# hand-made per-layer merge on the search split, scored here on the test split
+PRECONDITION_MERGES = {
+    "uniform": {"vlm": 0.5, "ja_vqa": 1.25},
+    "per_layer": {"vlm": [1, 1, 1, 0.5, 0.25, 0.25], "ja_vqa": [0.5, 0.25, 0.5, 1, 1.25, 1.25]},
+}
+
+
+def test_vlm_answers_its_own_english_task_and_never_in_japanese(preconditions):
+    assert preconditions["vlm_en"]["rougeL"] >= 90  # measured 100
+    assert preconditions["vlm"]["rougeL_ja"] < 5     # measured 0.4: English (or bare digits)
+
+
+@pytest.mark.xfail(strict=True, reason="NOT MET (measured 30.3): on Japanese questions the VLM mostly "
+                   "answers one count (' 5', ' and 2') instead of ' N and M'; see docs/zoo-vqa.md")
+def test_vlm_answers_japanese_questions_with_the_right_content(preconditions):
+    assert preconditions["vlm"]["rougeL"] >= 50
+
+
+def test_japanese_llm_answers_in_japanese_but_cannot_see(preconditions):
+    assert preconditions["ja"]["japanese"] >= 70   # measured 81
+    assert preconditions["ja"]["rougeL_ja"] < 40   # measured 34.4: the format, guessed counts
+
+
+def test_a_simple_merge_beats_both_sources(preconditions):
+    sources = max(preconditions["vlm"]["rougeL_ja"], preconditions["ja"]["rougeL_ja"])
+    assert preconditions["uniform"]["rougeL_ja"] > sources  # measured 39.2 vs 34.4
+
+
+@pytest.mark.xfail(strict=True, reason="NOT MET (measured 39.6 vs 39.2): no hand-made per-layer merge is "
+                   "10 points above the best uniform one yet; see docs/zoo-vqa.md")
+def test_per_layer_merges_have_room_above_the_uniform_one(preconditions):
+    assert preconditions["per_layer"]["rougeL_ja"] >= preconditions["uniform"]["rougeL_ja"] + 10
