@@ -3,7 +3,6 @@ on an empty database, a killed worker's trial failed by the heartbeat and retrie
 and the MLflow tracking server reached over HTTP by workers starting together."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 import warnings
@@ -13,23 +12,7 @@ from optuna.trial import TrialState
 
 from evo_core._study import RetryAtItsPoint, open_study, wait_for_workers
 from evo_core._tracking import Tracker
-
-
-def at_once(job, n=4) -> list[int]:
-    """Run `job` in n forked processes released together; their exit codes."""
-    context = multiprocessing.get_context("fork")
-    start = context.Barrier(n)
-
-    def worker():
-        start.wait()
-        job()
-
-    processes = [context.Process(target=worker) for _ in range(n)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join()
-    return [process.exitcode for process in processes]
+from tests.evo_core.test_faults import at_once
 
 
 def test_workers_open_a_new_study_on_an_empty_database_at_once(servers):
