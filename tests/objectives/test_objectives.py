@@ -32,7 +32,7 @@ def test_registry():
     assert objectives.get("ja_vqa") is objectives.VQAObjective
     assert objectives.get("mgsm_ja") is NumericAnswerObjective
     assert objectives.get("answer_match") is AnswerMatchObjective
-    with pytest.raises(ValueError, match="unknown objective 'mgsm'; known: answer_match, mgsm_ja"):
+    with pytest.raises(ValueError, match="unknown objective 'mgsm'; known: answer_match, ja_vqa, mgsm_ja"):
         objectives.build("mgsm", tokenizer=None, splits={})
 
 

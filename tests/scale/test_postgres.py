@@ -97,7 +97,7 @@ def test_the_documented_command_starts_both_servers_and_stops_them(tmp_path):
     from mlflow.tracking import MlflowClient
     assert MlflowClient(uri).search_experiments()  # the server answers
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 0 and "stopped" in proc.stdout.read()
+    assert proc.wait(timeout=300) == 0 and "stopped" in proc.stdout.read()
     assert not data.exists()  # the throwaway cluster is gone
 
 
