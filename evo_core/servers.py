@@ -209,7 +209,10 @@ def main(argv: list[str] | None = None) -> None:
             print(f"mlflow      tracking.uri={uri}   (UI: open it in a browser)")
             print(f"dashboard   optuna-dashboard {storage}")
             print("Ctrl-C stops both (the PostgreSQL data is deleted)", flush=True)
-            signal.signal(signal.SIGTERM, _interrupt)  # kill PID stops both as Ctrl-C does
+            # kill PID stops both as Ctrl-C does; SIGINT too, explicitly: a process started in the
+            # background by a non-interactive shell inherits SIGINT ignored, and Ctrl-C would do nothing
+            signal.signal(signal.SIGTERM, _interrupt)
+            signal.signal(signal.SIGINT, _interrupt)
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)
