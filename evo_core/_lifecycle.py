@@ -97,7 +97,9 @@ class Phases:
             model, extra = candidate(values, number)
             started = time.perf_counter()
             items = self.objective.score_items(model, "search")
-            return {**mean_scores(items), **extra, "eval_seconds": time.perf_counter() - started,
+            # what the evaluation spent (items, generated tokens, ...), if the objective says
+            work = getattr(self.objective, "last_work", {})
+            return {**mean_scores(items), **extra, **work, "eval_seconds": time.perf_counter() - started,
                     "item_scores": items}
 
         run_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,

@@ -47,7 +47,7 @@ import torch
 from evo_core import OBJECTIVES, Metric, atomic_write_text, language_model_params, mean_scores
 
 from ._data import Item, check_disjoint, load_split
-from ._generation import GENERATION_BACKENDS, Batch, pad_token_id, plan_batches
+from ._generation import GENERATION_BACKENDS, Batch, GenerationWork, pad_token_id, plan_batches
 from ._language import JA_THRESHOLD
 from ._language import language_detector as load_detector
 from ._prompts import fill, resolve_template
@@ -128,6 +128,7 @@ class GenerativeObjective:
         self._splits = {}
         self._features: dict[str, tuple[Any, list[torch.Tensor]]] = {}  # split -> (vision state, per item)
         self._last_outputs: dict[str, list[str]] = {}  # split -> the outputs its last score judged
+        self.last_work: dict[str, int] = {}  # the tokens the last generate spent (GenerationWork)
         for name, split_items in items.items():
             golds = []
             for i, item in enumerate(split_items):
@@ -191,8 +192,11 @@ class GenerativeObjective:
             features = self.image_features(model, split)
             batches = [dataclasses.replace(b, image_features=torch.cat([features[i] for i in b.indices]))
                        for b in batches]
-        return self._generate(model, self.tokenizer, batches, max_new_tokens=self.max_new_tokens,
-                              stop_strings=self.stop_strings)
+        work = GenerationWork()
+        outputs = self._generate(model, self.tokenizer, batches, max_new_tokens=self.max_new_tokens,
+                                 stop_strings=self.stop_strings, work=work)
+        self.last_work = dataclasses.asdict(work)
+        return outputs
 
     @torch.inference_mode()
     def image_features(self, model: Any, split: str) -> list[torch.Tensor]:

@@ -8,9 +8,11 @@
     outputs = run_batches(model, tokenizer, batches, max_new_tokens=48, stop_strings=["\\n"])
 
 Generation backends: `GENERATION_BACKENDS` maps a name to a function with run_batches' signature,
-`backend(model, tokenizer, batches, *, max_new_tokens, stop_strings) -> list[str]` (greedy, outputs
-in prompt order, cut before the first stop string). "hf_greedy" is the loop below; a GPU user's
-vLLM backend registers under another name and is picked with `objective.options.generation_backend`.
+`backend(model, tokenizer, batches, *, max_new_tokens, stop_strings, work=None) -> list[str]`
+(greedy, outputs in prompt order, cut before the first stop string); given a `GenerationWork`, a
+backend adds what it spent to it (prompt, generated and forward tokens: the study records them
+per trial, so cheaper-fitness schemes are judged on work done, not on seconds). "hf_greedy" is
+the loop below; a GPU user's vLLM backend registers under another name and is picked with `objective.options.generation_backend`.
 
 The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
 use_cache=True) (for a batch with image features, the first call passes inputs_embeds= instead:
@@ -43,6 +45,23 @@ from evo_core import Registry
 CACHE_ARG = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 GENERATION_BACKENDS: Registry[Callable[..., list[str]]] = Registry("generation backend")
+
+
+@dataclass
+class GenerationWork:
+    """Token counts of generation, summed over calls: `prompt_tokens` (real prompt tokens, no
+    padding), `generated_tokens` (tokens kept in outputs, plus each row's ending EOS), and
+    `forward_tokens` (every token position the model ran, padding and finished rows included:
+    what the FLOPs follow)."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    forward_tokens: int = 0
+
+    def add(self, other: GenerationWork) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.generated_tokens += other.generated_tokens
+        self.forward_tokens += other.forward_tokens
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,7 @@ def greedy_generate(
     max_new_tokens: int,
     stop_strings: Sequence[str] = (),
     batch_size: int = 8,
+    work: GenerationWork | None = None,
 ) -> list[str]:
     """Greedy continuations of `prompts` (texts, or token-id lists used as they are)."""
     if prompts and isinstance(prompts[0], str):
@@ -90,7 +110,8 @@ def greedy_generate(
     else:
         prompt_ids = [list(p) for p in prompts]
     batches = plan_batches(prompt_ids, pad_id=pad_token_id(tokenizer), batch_size=batch_size)
-    return run_batches(model, tokenizer, batches, max_new_tokens=max_new_tokens, stop_strings=stop_strings)
+    return run_batches(model, tokenizer, batches, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
+                       work=work)
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -109,6 +130,7 @@ def run_batches(
     *,
     max_new_tokens: int,
     stop_strings: Sequence[str] = (),
+    work: GenerationWork | None = None,
 ) -> list[str]:
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -116,7 +138,8 @@ def run_batches(
     eos_ids = _eos_ids(model, tokenizer)
     outputs: dict[int, str] = {}
     for batch in batches:
-        texts = _generate_batch(model, tokenizer, batch, max_new_tokens, tuple(stop_strings), eos_ids)
+        texts = _generate_batch(model, tokenizer, batch, max_new_tokens, tuple(stop_strings), eos_ids,
+                                work if work is not None else GenerationWork())
         outputs.update(zip(batch.indices, texts))
     return [outputs[i] for i in range(len(outputs))]
 
@@ -158,6 +181,7 @@ def _generate_batch(
     max_new_tokens: int,
     stop_strings: tuple[str, ...],
     eos_ids: frozenset[int],
+    work: GenerationWork,
 ) -> list[str]:
     device = _device(model)
     input_ids = batch.input_ids.to(device)
@@ -175,7 +199,9 @@ def _generate_batch(
     inputs = {"input_ids": input_ids}
     if batch.image_features is not None:
         inputs = {"inputs_embeds": _embed_with_images(model, input_ids, batch.image_features)}
+    work.prompt_tokens += int(attention_mask.sum())
     for _ in range(max_new_tokens):
+        work.forward_tokens += attention_mask.shape[0] * (input_ids.shape[1] if past is None else 1)
         out = model(
             **inputs,
             attention_mask=attention_mask,
@@ -189,6 +215,7 @@ def _generate_batch(
         for row, token in enumerate(next_tokens.tolist()):
             if done[row]:
                 continue
+            work.generated_tokens += 1
             if token in eos_ids:
                 done[row] = True
                 continue

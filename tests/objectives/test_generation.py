@@ -129,3 +129,19 @@ def test_bad_arguments(model, tok):
         greedy_generate(model, tok, PROMPTS, max_new_tokens=0)
     with pytest.raises(ValueError, match="batch_size"):
         greedy_generate(model, tok, PROMPTS, max_new_tokens=2, batch_size=0)
+
+
+def test_work_counts_the_tokens_spent(model, tok):
+    """prompt = real prompt tokens; generated = kept tokens + each row's ending EOS; forward = every
+    position run (the padded prefill, then one per row per further step, finished rows included)."""
+    from objectives import GenerationWork
+
+    work = GenerationWork()
+    outputs = greedy_generate(model, tok, PROMPTS, max_new_tokens=12, batch_size=len(PROMPTS), work=work)
+    ids = tok(PROMPTS)["input_ids"]
+    assert work.prompt_tokens == sum(len(i) for i in ids)
+    kept = [len(tok(o, add_special_tokens=False)["input_ids"]) for o in outputs]
+    ended = sum(k < 12 for k in kept)  # rows that stopped at an EOS generated it as a 13th-or-less token
+    assert work.generated_tokens == sum(kept) + ended
+    steps = max(kept) + (max(kept) < 12)
+    assert work.forward_tokens == len(PROMPTS) * max(len(i) for i in ids) + len(PROMPTS) * (steps - 1)
