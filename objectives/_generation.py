@@ -132,14 +132,30 @@ def run_batches(
     stop_strings: Sequence[str] = (),
     work: GenerationWork | None = None,
 ) -> list[str]:
+    return run_each_batch(_generate_batch, model, tokenizer, batches, max_new_tokens=max_new_tokens,
+                          stop_strings=stop_strings, work=work)
+
+
+def run_each_batch(
+    generate_batch: Callable[..., list[str]],
+    model: Any,
+    tokenizer: Any,
+    batches: Sequence[Batch],
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str],
+    work: GenerationWork | None,
+) -> list[str]:
+    """A backend's common frame: checks, EOS ids, then `generate_batch(model, tokenizer, batch,
+    max_new_tokens, stop_strings, eos_ids, work)` per batch, outputs put back in prompt order."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     assert not getattr(model, "training", False), "generate with model.eval(): dropout would change outputs"
     eos_ids = _eos_ids(model, tokenizer)
     outputs: dict[int, str] = {}
     for batch in batches:
-        texts = _generate_batch(model, tokenizer, batch, max_new_tokens, tuple(stop_strings), eos_ids,
-                                work if work is not None else GenerationWork())
+        texts = generate_batch(model, tokenizer, batch, max_new_tokens, tuple(stop_strings), eos_ids,
+                               work if work is not None else GenerationWork())
         outputs.update(zip(batch.indices, texts))
     return [outputs[i] for i in range(len(outputs))]
 
@@ -166,6 +182,18 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def take_token(generated: list[int], token: int, tokenizer: Any, stop_strings: tuple[str, ...],
+               eos_ids: frozenset[int], work: GenerationWork) -> bool:
+    """Record a live row's next token in its `generated` ids; True if the row ends with it (an EOS,
+    which is not kept, or a stop string completed)."""
+    work.generated_tokens += 1
+    if token in eos_ids:
+        return True
+    generated.append(token)
+    return bool(stop_strings) and any(s in tokenizer.decode(generated[-_stop_window(stop_strings):])
+                                      for s in stop_strings)
+
+
 def _stop_window(stop_strings: tuple[str, ...]) -> int:
     # Tokens to decode when checking for a stop string that the newest token may complete: a
     # token carries at least one UTF-8 byte, so 4 tokens per character always cover the string;
@@ -189,7 +217,6 @@ def _generate_batch(
     # HF's convention: positions count real tokens; padding gets a dummy position (masked anyway)
     position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 1)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
-    window = _stop_window(stop_strings) if stop_strings else 0
     pad = pad_token_id(tokenizer)
 
     rows = input_ids.shape[0]
@@ -213,15 +240,8 @@ def _generate_batch(
         past = getattr(out, CACHE_ARG)
         next_tokens = out.logits[:, -1, :].argmax(dim=-1)
         for row, token in enumerate(next_tokens.tolist()):
-            if done[row]:
-                continue
-            work.generated_tokens += 1
-            if token in eos_ids:
-                done[row] = True
-                continue
-            generated[row].append(token)
-            if window and any(s in tokenizer.decode(generated[row][-window:]) for s in stop_strings):
-                done[row] = True
+            if not done[row]:
+                done[row] = take_token(generated[row], token, tokenizer, stop_strings, eos_ids, work)
         if all(done):
             break
         # finished rows keep stepping (their tokens are ignored) so the cache stays rectangular
@@ -229,7 +249,12 @@ def _generate_batch(
         inputs = {"input_ids": next_tokens.masked_fill(finished, pad)[:, None]}
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((rows, 1))], dim=-1)
         position_ids = position_ids[:, -1:] + 1
-    return [_cut(tokenizer.decode(ids, skip_special_tokens=True), stop_strings) for ids in generated]
+    return [output_text(tokenizer, ids, stop_strings) for ids in generated]
+
+
+def output_text(tokenizer: Any, ids: list[int], stop_strings: tuple[str, ...]) -> str:
+    """A row's output: its kept tokens decoded, cut before the first stop string."""
+    return _cut(tokenizer.decode(ids, skip_special_tokens=True), stop_strings)
 
 
 def _embed_with_images(model: Any, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,235 @@
+"""The "fast_greedy" generation backend: run_batches' semantics, at close to the compute floor.
+
+    outputs = GENERATION_BACKENDS.get("fast_greedy")(model, tokenizer, batches, max_new_tokens=40,
+                                                     stop_strings=["\\n"], work=work)
+
+Same signature, outputs and `GenerationWork` accounting as "hf_greedy" (_generation.py), and token
+for token the same outputs as HF `generate(do_sample=False)`: the tests hold it to that on the zoo
+models and on a Llama. What it does differently (issue 12's profile of the hf_greedy loop):
+  - a KV cache preallocated per batch (rows x (prompt width + max_new_tokens)): each step writes
+    one column instead of concatenating every layer's cache (27% of decode);
+  - rows that ended are dropped from the batch (their cache rows compacted away) once an eighth
+    of the rows have ended, instead of being computed to the end (13% of decode row-steps);
+  - the prefill runs in groups of rows of similar prompt length (at most 1/16 padding each),
+    written right-aligned into the shared cache, instead of padding every row to the longest;
+  - in the prefill's last layer only the last position's query, attention and MLP are run: the
+    other positions' outputs feed nothing but logits that are never read;
+  - single-query attention is one fused SDPA call over the key/value heads (GQA packed, as HF does).
+It runs the model's own modules (embeddings, norms, projections, MLPs, rotary embedding, lm_head),
+reading their parameters in place: an in-memory merge written into the model is seen at once.
+Only the attention core and the cache are its own; they do HF's sdpa ops in HF's order, which is
+what keeps the argmax equal.
+
+Fast path: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM (by
+`config.model_type`) with sdpa attention, any dtype and device, tied or untied lm_head, any rope
+parameters (the model's own rotary module computes them). Everything else runs the hf_greedy loop
+unchanged: other architectures (GPT-2, the DFS layer-path models), batches with image features,
+eager/flash attention, and a sliding window shorter than prompt + max_new_tokens.
+
+torch.compile of the decode step was measured on the zoo (CPU, 1 thread) and not kept: see
+docs/benchmarks.md, "Generation at the compute floor".
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._generation import (
+    GENERATION_BACKENDS,
+    Batch,
+    GenerationWork,
+    _device,
+    _generate_batch,
+    output_text,
+    pad_token_id,
+    run_each_batch,
+    take_token,
+)
+
+FAST_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# A prefill group ends at the first prompt shorter than its longest by more than this share: the
+# padding it would add costs more than one more group's call overhead (measured on the zoo).
+MAX_PADDING = 1 / 16
+# Ended rows are dropped once they are this share of the batch: each compaction copies the whole
+# cache, so dropping every single row as it ends costs more than computing it a few more steps.
+DROP_SHARE = 1 / 8
+
+
+@GENERATION_BACKENDS.register("fast_greedy")
+def fast_run_batches(
+    model: Any,
+    tokenizer: Any,
+    batches: Sequence[Batch],
+    *,
+    max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    work: GenerationWork | None = None,
+) -> list[str]:
+    return run_each_batch(_fast_batch, model, tokenizer, batches, max_new_tokens=max_new_tokens,
+                          stop_strings=stop_strings, work=work)
+
+
+def takes_fast_path(model: Any, batch: Batch, max_new_tokens: int) -> bool:
+    config = getattr(model, "config", None)
+    if batch.image_features is not None or getattr(config, "model_type", None) not in FAST_MODEL_TYPES:
+        return False
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    # a window at least as long as the whole sequence masks nothing: plain causal attention
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    sliding = window is not None and (layer_types is None or "sliding_attention" in layer_types)
+    return not sliding or batch.input_ids.shape[1] + max_new_tokens <= window
+
+
+@torch.inference_mode()
+def _fast_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int, stop_strings: tuple[str, ...],
+                eos_ids: frozenset[int], work: GenerationWork) -> list[str]:
+    if not takes_fast_path(model, batch, max_new_tokens):
+        return _generate_batch(model, tokenizer, batch, max_new_tokens, stop_strings, eos_ids, work)
+    device = _device(model)
+    lengths = batch.attention_mask.sum(-1)
+    # buffer row j holds batch row alive[j]; longest prompts first, so prefill groups are consecutive
+    alive = sorted(range(len(lengths)), key=lambda r: -int(lengths[r]))
+    width = batch.input_ids.shape[1]
+    decoder = _Decoder(model, len(alive), width + max_new_tokens, device)
+    input_ids = batch.input_ids[alive].to(device)
+    key_real = decoder.key_real
+    key_real[:, :width] = batch.attention_mask[alive].to(device, torch.bool)
+    positions = lengths[alive].to(device)[:, None] - 1  # of each row's newest token
+    work.prompt_tokens += int(lengths.sum())
+
+    groups = _prefill_groups([int(lengths[r]) for r in alive])
+    next_tokens = torch.cat([decoder.prefill(input_ids[start:stop, width - w:], start, stop, width, w)
+                             for start, stop, w in groups])
+    work.forward_tokens += sum((stop - start) * w for start, stop, w in groups)
+    generated: list[list[int]] = [[] for _ in range(len(lengths))]
+    ended = [False] * len(alive)
+    pad = pad_token_id(tokenizer)
+    for step in range(max_new_tokens):
+        if step:
+            work.forward_tokens += len(alive)
+            positions = positions + 1
+            next_tokens = decoder.step(next_tokens.masked_fill(torch.tensor(ended, device=device), pad),
+                                       positions, width + step - 1)
+        for j, token in enumerate(next_tokens.tolist()):
+            if not ended[j]:
+                ended[j] = take_token(generated[alive[j]], token, tokenizer, stop_strings, eos_ids, work)
+        if all(ended):
+            break
+        if sum(ended) >= max(1, int(len(alive) * DROP_SHARE)):
+            keep = [j for j, e in enumerate(ended) if not e]
+            decoder.keep_rows(torch.tensor(keep, device=device), width + step)
+            alive, ended = [alive[j] for j in keep], [False] * len(keep)
+            next_tokens, positions = next_tokens[keep], positions[keep]
+    return [output_text(tokenizer, ids, stop_strings) for ids in generated]
+
+
+def _prefill_groups(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """(start, stop, width) of consecutive rows (lengths sorted longest first) padded together."""
+    groups, start = [], 0
+    for i, n in enumerate(lengths):
+        if n < lengths[start] * (1 - MAX_PADDING):
+            groups.append((start, i, lengths[start]))
+            start = i
+    groups.append((start, len(lengths), lengths[start]))
+    return groups
+
+
+class _Decoder:
+    """The model's own modules around a preallocated KV cache of `rows` x `columns` positions;
+    column c of every row holds the same step (prompts right-aligned, as left padding does)."""
+
+    def __init__(self, model: Any, rows: int, columns: int, device: torch.device):
+        self.model = model
+        self.inner = model.model
+        self.layers = list(self.inner.layers[:model.config.num_hidden_layers])
+        attn = self.layers[0].self_attn
+        # each family's own rotation (one formula today, but it is theirs to change)
+        self.rotate: Callable = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        self.head_dim = attn.head_dim
+        self.groups = attn.num_key_value_groups
+        dtype = self.inner.embed_tokens.weight.dtype
+        shape = (rows, model.config.num_key_value_heads, columns, self.head_dim)
+        # zeros, not empty: masked keys still enter q.k (then get -inf), and a NaN in garbage would stay NaN
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.layers]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.layers]
+        self.key_real = torch.ones((rows, columns), dtype=torch.bool, device=device)
+
+    def prefill(self, input_ids: torch.Tensor, start: int, stop: int, width: int, w: int) -> torch.Tensor:
+        """Rows start:stop (their last `w` prompt columns): fill their cache, return each row's first token."""
+        real = self.key_real[start:stop, width - w:width]
+        # HF's convention: positions count real tokens; padding gets a dummy position (masked anyway)
+        positions = (real.cumsum(-1) - 1).masked_fill(~real, 1)
+        causal = torch.ones((w, w), dtype=torch.bool, device=real.device).tril()
+        mask = causal[None, None] & real[:, None, None, :]
+        h = self.inner.embed_tokens(input_ids)
+        cos, sin = self.inner.rotary_emb(h, positions)
+        cache = (slice(start, stop), slice(None), slice(width - w, width))
+        for i in range(len(self.layers)):
+            last = i == len(self.layers) - 1
+            h = self._layer(i, h, cos, sin, mask[:, :, -1:] if last else mask, cache, last_only=last)
+        return self._next_tokens(h)
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, column: int) -> torch.Tensor:
+        """One decode step of the first len(tokens) rows, writing cache `column`: their next tokens."""
+        rows = tokens.shape[0]
+        h = self.inner.embed_tokens(tokens[:, None])
+        cos, sin = self.inner.rotary_emb(h, positions)
+        mask = self.key_real[:rows, None, None, :column + 1]
+        for i in range(len(self.layers)):
+            h = self._layer(i, h, cos, sin, mask, (slice(0, rows), slice(None), column), last_only=False)
+        return self._next_tokens(h)
+
+    def keep_rows(self, keep: torch.Tensor, columns: int) -> None:
+        """Compact the cache to rows `keep` (in that order), first `columns` columns."""
+        for buffer in (*self.keys, *self.values):
+            buffer[:len(keep), :, :columns] = buffer[keep, :, :columns]
+        self.key_real[:len(keep), :columns] = self.key_real[keep, :columns]
+
+    def _next_tokens(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.inner.norm(h[:, -1:]))[:, -1].argmax(dim=-1)
+
+    def _heads(self, x: torch.Tensor, norm: Any) -> torch.Tensor:
+        x = x.view(*x.shape[:-1], -1, self.head_dim)
+        return (x if norm is None else norm(x)).transpose(1, 2)
+
+    def _layer(self, i: int, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+               cache: tuple, *, last_only: bool) -> torch.Tensor:
+        """The decoder layer's forward as HF's modules compute it, keys and values through the
+        cache; last_only: the output at the last position only (keys and values at all)."""
+        layer = self.layers[i]
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)
+        k = self._heads(attn.k_proj(x), getattr(attn, "k_norm", None))
+        v = self._heads(attn.v_proj(x), None)
+        k = self.rotate(k, k, cos, sin)[1]
+        if last_only:
+            h, x, cos, sin = h[:, -1:], x[:, -1:], cos[:, -1:], sin[:, -1:]
+        q = self._heads(attn.q_proj(x), getattr(attn, "q_norm", None))
+        q = self.rotate(q, q, cos, sin)[0]
+        self.keys[i][cache] = k if isinstance(cache[2], slice) else k[:, :, 0]
+        self.values[i][cache] = v if isinstance(cache[2], slice) else v[:, :, 0]
+        if not isinstance(cache[2], slice):  # a decode step attends to the whole cache so far
+            k = self.keys[i][cache[0], :, :cache[2] + 1]
+            v = self.values[i][cache[0], :, :cache[2] + 1]
+        out = _attention(q, k, v, mask, self.groups, attn.scaling)
+        h = h + attn.o_proj(out)
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, groups: int,
+               scale: float) -> torch.Tensor:
+    """transformers' sdpa_attention_forward for a boolean mask: one query runs on the key/value
+    heads with the query heads packed (no repeated keys), several on repeated keys."""
+    rows, heads, queries, dim = q.shape
+    if groups > 1 and queries == 1:
+        q = q.reshape(rows, heads // groups, groups, dim)
+    elif groups > 1:
+        k = k[:, :, None].expand(-1, -1, groups, -1, -1).reshape(rows, heads, -1, dim)
+        v = v[:, :, None].expand(-1, -1, groups, -1, -1).reshape(rows, heads, -1, dim)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return out.reshape(rows, heads, queries, dim).transpose(1, 2).contiguous().reshape(rows, queries, -1)
