@@ -177,9 +177,9 @@ def test_chat_template_wraps_the_filled_prompt(tok, write_tsv):
 
 
 def test_generation_backends_are_registered_by_name(tok, write_tsv):
-    assert "hf_greedy" in objectives.GENERATION_BACKENDS
-    with pytest.raises(ValueError, match="unknown generation backend 'vllm'; known: hf_greedy"):
-        tsv_objective("mgsm_ja", tok, write_tsv, generation_backend="vllm")
+    assert {"hf_greedy", "fast_greedy", "vllm"} <= set(objectives.GENERATION_BACKENDS)
+    with pytest.raises(ValueError, match="unknown generation backend 'nosuch'; known: .*fast_greedy"):
+        tsv_objective("mgsm_ja", tok, write_tsv, generation_backend="nosuch")
     with pytest.raises(ValueError, match="unknown prompt template 'nosuch'|neither a known name"):
         tsv_objective("mgsm_ja", tok, write_tsv, prompt_template="nosuch")
 
