@@ -31,8 +31,8 @@ docs/benchmarks.md, "Generation at the compute floor".
 """
 from __future__ import annotations
 
-import sys
-from typing import Any, Callable, Sequence
+import functools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,20 +56,6 @@ MAX_PADDING = 1 / 16
 # Ended rows are dropped once they are this share of the batch: each compaction copies the whole
 # cache, so dropping every single row as it ends costs more than computing it a few more steps.
 DROP_SHARE = 1 / 8
-
-
-@GENERATION_BACKENDS.register("fast_greedy")
-def fast_run_batches(
-    model: Any,
-    tokenizer: Any,
-    batches: Sequence[Batch],
-    *,
-    max_new_tokens: int,
-    stop_strings: Sequence[str] = (),
-    work: GenerationWork | None = None,
-) -> list[str]:
-    return run_each_batch(_fast_batch, model, tokenizer, batches, max_new_tokens=max_new_tokens,
-                          stop_strings=stop_strings, work=work)
 
 
 def takes_fast_path(model: Any, batch: Batch, max_new_tokens: int) -> bool:
@@ -148,8 +134,6 @@ class _Decoder:
         self.inner = model.model
         self.layers = list(self.inner.layers[:model.config.num_hidden_layers])
         attn = self.layers[0].self_attn
-        # each family's own rotation (one formula today, but it is theirs to change)
-        self.rotate: Callable = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         self.head_dim = attn.head_dim
         self.groups = attn.num_key_value_groups
         dtype = self.inner.embed_tokens.weight.dtype
@@ -168,10 +152,10 @@ class _Decoder:
         mask = causal[None, None] & real[:, None, None, :]
         h = self.inner.embed_tokens(input_ids)
         cos, sin = self.inner.rotary_emb(h, positions)
-        cache = (slice(start, stop), slice(None), slice(width - w, width))
         for i in range(len(self.layers)):
             last = i == len(self.layers) - 1
-            h = self._layer(i, h, cos, sin, mask[:, :, -1:] if last else mask, cache, last_only=last)
+            h = self._layer(i, h, cos, sin, mask[:, :, -1:] if last else mask, slice(start, stop),
+                            slice(width - w, width), last_only=last)
         return self._next_tokens(h)
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, column: int) -> torch.Tensor:
@@ -181,7 +165,7 @@ class _Decoder:
         cos, sin = self.inner.rotary_emb(h, positions)
         mask = self.key_real[:rows, None, None, :column + 1]
         for i in range(len(self.layers)):
-            h = self._layer(i, h, cos, sin, mask, (slice(0, rows), slice(None), column), last_only=False)
+            h = self._layer(i, h, cos, sin, mask, slice(0, rows), column, last_only=False)
         return self._next_tokens(h)
 
     def keep_rows(self, keep: torch.Tensor, columns: int) -> None:
@@ -198,27 +182,35 @@ class _Decoder:
         return (x if norm is None else norm(x)).transpose(1, 2)
 
     def _layer(self, i: int, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-               cache: tuple, *, last_only: bool) -> torch.Tensor:
-        """The decoder layer's forward as HF's modules compute it, keys and values through the
-        cache; last_only: the output at the last position only (keys and values at all)."""
+               rows: slice, columns: slice | int, *, last_only: bool) -> torch.Tensor:
+        """The decoder layer's forward as HF's modules compute it, keys and values stored in the
+        cache at `rows` x `columns` (a prefill's slice, or a decode step's one column);
+        last_only: the output at the last position only (keys and values at all)."""
         layer = self.layers[i]
         attn = layer.self_attn
         x = layer.input_layernorm(h)
         k = self._heads(attn.k_proj(x), getattr(attn, "k_norm", None))
         v = self._heads(attn.v_proj(x), None)
-        k = self.rotate(k, k, cos, sin)[1]
+        k = _rotate(k, cos, sin)
         if last_only:
             h, x, cos, sin = h[:, -1:], x[:, -1:], cos[:, -1:], sin[:, -1:]
-        q = self._heads(attn.q_proj(x), getattr(attn, "q_norm", None))
-        q = self.rotate(q, q, cos, sin)[0]
-        self.keys[i][cache] = k if isinstance(cache[2], slice) else k[:, :, 0]
-        self.values[i][cache] = v if isinstance(cache[2], slice) else v[:, :, 0]
-        if not isinstance(cache[2], slice):  # a decode step attends to the whole cache so far
-            k = self.keys[i][cache[0], :, :cache[2] + 1]
-            v = self.values[i][cache[0], :, :cache[2] + 1]
+        q = _rotate(self._heads(attn.q_proj(x), getattr(attn, "q_norm", None)), cos, sin)
+        if isinstance(columns, slice):  # a prefill group attends to its own keys
+            self.keys[i][rows, :, columns], self.values[i][rows, :, columns] = k, v
+        else:  # a decode step adds one column and attends to the cache so far
+            self.keys[i][rows, :, columns], self.values[i][rows, :, columns] = k[:, :, 0], v[:, :, 0]
+            k, v = self.keys[i][rows, :, :columns + 1], self.values[i][rows, :, :columns + 1]
         out = _attention(q, k, v, mask, self.groups, attn.scaling)
         h = h + attn.o_proj(out)
         return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The four families' apply_rotary_pos_emb for one tensor (their q and k share cos and sin,
+    but here q may be the last position only), in their order of ops."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, groups: int,
@@ -233,3 +225,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
         v = v[:, :, None].expand(-1, -1, groups, -1, -1).reshape(rows, heads, -1, dim)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.reshape(rows, heads, queries, dim).transpose(1, 2).contiguous().reshape(rows, queries, -1)
+
+
+# the common frame (checks, EOS ids, prompt order) around _fast_batch
+fast_run_batches = GENERATION_BACKENDS.register("fast_greedy", functools.partial(run_each_batch, _fast_batch))

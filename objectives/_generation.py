@@ -11,8 +11,14 @@ Generation backends: `GENERATION_BACKENDS` maps a name to a function with run_ba
 `backend(model, tokenizer, batches, *, max_new_tokens, stop_strings, work=None) -> list[str]`
 (greedy, outputs in prompt order, cut before the first stop string); given a `GenerationWork`, a
 backend adds what it spent to it (prompt, generated and forward tokens: the study records them
-per trial, so cheaper-fitness schemes are judged on work done, not on seconds). "hf_greedy" is
-the loop below; a GPU user's vLLM backend registers under another name and is picked with `objective.options.generation_backend`.
+per trial, so cheaper-fitness schemes are judged on work done, not on seconds). Picked with
+`objective.options.generation_backend`:
+  - "hf_greedy": the loop below, for any model with the forward described next;
+  - "fast_greedy" (_fast_generation.py, the objectives' default): the same outputs token for
+    token, with a preallocated KV cache, ended rows dropped and prefill grouped by length, for
+    Llama/Mistral/Qwen2/Qwen3; it runs this loop for every other model;
+  - "vllm" (_vllm.py): a vLLM engine, for GPU users.
+`run_each_batch`, `take_token` and `output_text` are the frame every backend shares.
 
 The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
 use_cache=True) (for a batch with image features, the first call passes inputs_embeds= instead:
@@ -136,16 +142,9 @@ def run_batches(
                           stop_strings=stop_strings, work=work)
 
 
-def run_each_batch(
-    generate_batch: Callable[..., list[str]],
-    model: Any,
-    tokenizer: Any,
-    batches: Sequence[Batch],
-    *,
-    max_new_tokens: int,
-    stop_strings: Sequence[str],
-    work: GenerationWork | None,
-) -> list[str]:
+def run_each_batch(generate_batch: Callable[..., list[str]], model: Any, tokenizer: Any, batches: Sequence[Batch],
+                   *, max_new_tokens: int, stop_strings: Sequence[str] = (),
+                   work: GenerationWork | None = None) -> list[str]:
     """A backend's common frame: checks, EOS ids, then `generate_batch(model, tokenizer, batch,
     max_new_tokens, stop_strings, eos_ids, work)` per batch, outputs put back in prompt order."""
     if max_new_tokens < 1:

@@ -29,15 +29,8 @@ from ._generation import GENERATION_BACKENDS, Batch, GenerationWork, _eos_ids, o
 
 
 @GENERATION_BACKENDS.register("vllm")
-def vllm_run_batches(
-    model: Any,
-    tokenizer: Any,
-    batches: Sequence[Batch],
-    *,
-    max_new_tokens: int,
-    stop_strings: Sequence[str] = (),
-    work: GenerationWork | None = None,
-) -> list[str]:
+def vllm_run_batches(model: Any, tokenizer: Any, batches: Sequence[Batch], *, max_new_tokens: int,
+                     stop_strings: Sequence[str] = (), work: GenerationWork | None = None) -> list[str]:
     from vllm import SamplingParams
 
     if max_new_tokens < 1:
