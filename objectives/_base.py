@@ -96,7 +96,7 @@ class GenerativeObjective:
         language_detector: str = "fasttext",
         chat_template: bool = False,
         allow_overlap: bool = False,
-        generation_backend: str = "hf_greedy",
+        generation_backend: str = "fast_greedy",
         processor: Any = None,
     ):
         # cheap argument checks first, before any data is read
