@@ -20,7 +20,7 @@ from objectives import GENERATION_BACKENDS, GenerationWork
 from objectives import _fast_generation as fast
 from objectives._generation import plan_batches
 
-# lengths 1 to 40: several prefill groups (see test_prompts_of_very_different_lengths_...)
+# 1 to 61 tokens, two of them of equal length: prefill groups of one row and of several
 PROMPTS = ["Q: 1+1\nA:", "こたえは", "a", "The quick brown fox jumps over the lazy dog, again and again.",
            "xyz 123 456", "ねこ と いぬ", "Q: 12+30\nA:", "1234567890 1234567890 1234567890 1234567890"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,14 +107,9 @@ def test_stop_strings_cut_like_hf_greedy(model, tok, no_hf_loop):
     assert ours[0] == full[0][:full[0].find(stop)]
 
 
-def test_prompts_of_very_different_lengths_prefill_in_groups():
-    lengths = sorted((len(p) for p in PROMPTS), reverse=True)
-    groups = fast._prefill_groups(lengths)
-    assert [(start, stop) for start, stop, _ in groups][0][0] == 0 and groups[-1][1] == len(lengths)
-    assert len(groups) >= 4
-    for start, stop, width in groups:
-        assert width == lengths[start]
-        assert sum(width - n for n in lengths[start:stop]) <= fast.MAX_PADDING * width * (stop - start)
+def test_prefill_groups_are_the_runs_of_equal_length():
+    assert fast._prefill_groups([9, 9, 7, 5, 5, 5, 1]) == [(0, 2, 9), (2, 3, 7), (3, 6, 5), (6, 7, 1)]
+    assert fast._prefill_groups([4]) == [(0, 1, 4)]
 
 
 def test_an_in_place_merge_is_seen_at_once(tiny_model, tok, no_hf_loop):
