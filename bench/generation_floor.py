@@ -17,11 +17,13 @@ FLOPs the trial must do (2 per multiply-add), for the tokens actually needed:
     GenerationWork.generated_tokens). Norms, rotary embedding and activations are not counted.
 Matmul rate: the model's own weights in F.linear at the trial's shapes, single thread: the
 projections, MLP and lm_head for all real prompt tokens in one call each (prefill), and for one
-row per prompt (decode); the best of --reps (a floor: the machine at its fastest). Compute
-floor = prefill FLOPs / prefill rate + decode FLOPs / decode rate. Per backend: median seconds of --reps runs of the whole generation, the
-ratio to the floor, the same for the process's CPU seconds (on a shared machine, wall time also
-counts the waits for a core; CPU time does not), and whether its outputs equal hf_greedy's, item
-by item.
+row per prompt (decode); the best of --reps in CPU time (a floor: the core at its fastest, not
+counting waits for it on a shared machine). Compute
+floor = prefill FLOPs / prefill rate + decode FLOPs / decode rate. Per backend: median seconds
+of --reps runs of the whole generation, the ratio to the floor, the same for the process's CPU
+seconds (on a shared machine, wall time also counts the waits for a core; CPU time does not),
+and whether its outputs equal hf_greedy's, item by item. --profile adds, per model, the top ops
+of one fast_greedy run by CPU time (torch.profiler): where the time above the floor goes.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def matmul_rate(model, rows: int, reps: int) -> float:
     inputs = {w.shape[1]: torch.randn(rows, w.shape[1], dtype=w.dtype) for w in weights}
     flops = sum(2 * rows * w.shape[0] * w.shape[1] for w in weights)
     with torch.inference_mode():
-        best = min(seconds(lambda: [F.linear(inputs[w.shape[1]], w) for w in weights], reps))
+        best = min(seconds(lambda: [F.linear(inputs[w.shape[1]], w) for w in weights], reps, time.process_time))
     return flops / best
 
 
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["base", "math_abel"], help="zoo/models/<name> or paths")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-hf-generate", action="store_true", help="skip the HF generate reference")
+    parser.add_argument("--profile", action="store_true", help="top ops of one fast_greedy run per model")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from transformers import AutoModelForCausalLM
@@ -163,6 +166,14 @@ def main() -> None:
                 cpu = statistics.median(seconds(run, args.reps, time.process_time))
             same = sum(a == b for a, b in zip(outputs, reference))
             print(f"  {backend:<12} {median:>9.3f} {median / floor:>8.2f} {cpu:>6.3f} {cpu / floor:>8.2f}  {same}/{n}")
+        if args.profile:
+            with torch.inference_mode(), torch.profiler.profile() as profiler:
+                runs["fast_greedy"]()
+            ops = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in ops)
+            print("  fast_greedy profile, top ops by CPU time: " + ", ".join(
+                f"{e.key} {e.self_cpu_time_total / 1e6:.3f} s ({e.count} calls)" for e in ops[:6])
+                + f"; all ops {total / 1e6:.3f} s")
 
 
 if __name__ == "__main__":

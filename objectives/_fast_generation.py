@@ -26,8 +26,9 @@ parameters (the model's own rotary module computes them). Everything else runs t
 unchanged: other architectures (GPT-2, the DFS layer-path models), batches with image features,
 eager/flash attention, and a sliding window shorter than prompt + max_new_tokens.
 
-torch.compile of the decode step was measured on the zoo (CPU, 1 thread) and not kept: see
-docs/benchmarks.md, "Generation at the compute floor".
+torch.compile of the decode step was tried on the zoo (CPU, 1 thread) and not kept: minutes of
+compilation, no faster (docs/benchmarks.md, "Generation at the compute floor", has the figures
+against the compute floor).
 """
 from __future__ import annotations
 
@@ -52,8 +53,8 @@ from ._generation import (
 FAST_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 # Ended rows are dropped once they are this share of the batch: each compaction copies the whole
 # cache, and computing an ended row a few more steps is cheaper than that. On the zoo (rows end
-# within a few steps of each other) dropping at every ended row, at 1/8 and never measured the
-# same within noise; 1/8 bounds both the copies and the wasted row-steps of long-tailed batches.
+# within a few steps of each other) dropping at every ended row, at 1/8 and never timed the same
+# within noise; 1/8 bounds both the copies and the wasted row-steps of long-tailed batches.
 DROP_SHARE = 1 / 8
 
 
@@ -115,9 +116,9 @@ def _fast_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int, s
 
 def _prefill_groups(lengths: list[int]) -> list[tuple[int, int, int]]:
     """(start, stop, width) of the runs of equal length in `lengths` (sorted longest first).
-    Equal lengths, not a padding budget: on the zoo (lengths 66-76, one group per length) the
-    prefill took 0.73 s CPU against 0.86 s with groups padded up to 1/16 and 0.91 s padded to the
-    longest prompt (math_abel, 150 prompts, 1 thread, median of 9)."""
+    Equal lengths, not a padding budget: on the zoo (prompts of 66-76 tokens, a group per length)
+    that was faster than groups padded up to 1/16 and than one group padded to the longest prompt
+    (measured in development, CPU time, 1 thread): the extra calls cost less than the padding."""
     groups, start = [], 0
     for i, n in enumerate(lengths):
         if n != lengths[start]:
