@@ -1,7 +1,8 @@
 """The "fast_greedy" backend gives token for token what HF generate and "hf_greedy" give.
 
 Models: the tiny random Qwen3 (q/k norms, untied), a tiny random Llama (GQA, untied, linear rope
-scaling) and a tied Qwen2 (q/k/v biases) built here, and the trained zoo models on the zoo
+scaling), a tied Qwen2 (q/k/v biases) and a Mistral (a sliding window longer than any sequence)
+built here, and the trained zoo models on the zoo
 objective's 150 search prompts. The random models get a large init so their logits are far apart
 (near-uniform logits would let float noise pick between near-ties and test nothing).
 """
@@ -46,7 +47,13 @@ def qwen2_tied(tok):
     return Qwen2ForCausalLM(small_config(Qwen2Config, tok, tie_word_embeddings=True)).eval()
 
 
-@pytest.fixture(params=["qwen3", "llama", "qwen2_tied"])
+@pytest.fixture(scope="module")
+def mistral(tok):
+    torch.manual_seed(2)
+    return MistralForCausalLM(small_config(MistralConfig, tok, sliding_window=128)).eval()  # covers every sequence
+
+
+@pytest.fixture(params=["qwen3", "llama", "qwen2_tied", "mistral"])
 def model(request):
     return request.getfixturevalue("tiny_model" if request.param == "qwen3" else request.param)
 
