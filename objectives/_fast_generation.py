@@ -83,8 +83,7 @@ def _fast_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int, s
     width = batch.input_ids.shape[1]
     decoder = _Decoder(model, len(alive), width + max_new_tokens, device)
     input_ids = batch.input_ids[alive].to(device)
-    key_real = decoder.key_real
-    key_real[:, :width] = batch.attention_mask[alive].to(device, torch.bool)
+    decoder.key_real[:, :width] = batch.attention_mask[alive].to(device, torch.bool)
     positions = lengths[alive].to(device)[:, None] - 1  # of each row's newest token
     work.prompt_tokens += int(lengths.sum())
 
@@ -149,7 +148,8 @@ class _Decoder:
     def prefill(self, input_ids: torch.Tensor, start: int, stop: int, width: int, w: int) -> torch.Tensor:
         """Rows start:stop (their last `w` prompt columns): fill their cache, return each row's first token."""
         real = self.key_real[start:stop, width - w:width]
-        # HF's convention: positions count real tokens; padding gets a dummy position (masked anyway)
+        # a group has no padding, so this is 0..w-1 and a causal mask; built from the mask as HF
+        # builds them (padding would get a dummy position, masked anyway)
         positions = (real.cumsum(-1) - 1).masked_fill(~real, 1)
         causal = torch.ones((w, w), dtype=torch.bool, device=real.device).tril()
         mask = causal[None, None] & real[:, None, None, :]
