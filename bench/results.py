@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.adaptive_eval import render as adaptive_eval
 from bench.breed_vs_cmaes import render as breed_vs_cmaes
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
@@ -69,6 +70,7 @@ RUNS = {
     "zoo_report": Run("zoo.report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
+    "adaptive_eval": Run("bench.adaptive_eval", study=False),  # 6 studies inside (full, racing x 3 seeds)
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -126,6 +128,7 @@ BLOCKS = {
     "vqa_demo": Block(("vqa_seed0",), lambda t: markdown_table(t["vqa_seed0"])),
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
     "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),
+    "adaptive_eval": Block(("adaptive_eval",), lambda t: adaptive_eval(t["adaptive_eval"])),
 }
 
 

@@ -1,0 +1,178 @@
+"""Full evaluation vs racing (evaluation=racing) on the zoo default, side by side, over seeds; and
+the whole study vs a mergekit-evolve-style loop at the same number of trials.
+
+    python -m bench.adaptive_eval                    # 3 seeds x {full, racing}: 6 studies, one at a time
+    python -m bench.adaptive_eval --seeds 0 --sample 2
+    python -m bench.adaptive_eval --docs             # also docs/results/adaptive_eval.json and its block
+    python -m bench.adaptive_eval --out FILE         # the table as JSON (bench/results.py's way)
+
+Each study is the command a user types, in its own run dir under outputs/bench_adaptive/:
+  full     python -m evo_ps seed=S                       (= make demo: 40 uniform + 80 per-layer trials)
+  racing   python -m evo_ps seed=S evaluation=racing     (the same trials, conf/evaluation/racing.yaml)
+Per study, from its study.db (both phases, every finished trial's user attributes): the generated
+and forward tokens and the search items scored, summed over trials; the command's wall time; the
+best merge's test acc_ja (test_table.json, always the whole 300-problem test split).
+The study-level ratio: bench/ps_trial_loop.py's loop (b) (run_merge to disk + lm-eval on the
+merged dir, per trial) is timed on --sample trials of seed 0's full study (their own parameters
+and merge seeds, after one untimed warm-up), and its mean per-trial time is scaled to the study's
+trial count; the output says so. Studies run one at a time (1 torch thread each), so that wall
+times compare.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "outputs" / "bench_adaptive"
+DATA = ROOT / "docs" / "results" / "adaptive_eval.json"
+ARMS = {"full": (), "racing": ("evaluation=racing",)}
+WORK = ("generated_tokens", "forward_tokens", "n")
+
+
+def run_study(arm: str, seed: int) -> dict[str, float]:
+    """One study from scratch; its summed work, wall time and test acc_ja."""
+    run_dir = OUT / f"{arm}_seed{seed}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    command = [sys.executable, "-m", "evo_ps", f"seed={seed}", *ARMS[arm], f"run_dir={run_dir}",
+               f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
+    print(f"run     {arm} seed {seed}: {' '.join(command[1:])}", flush=True)
+    started = time.perf_counter()
+    with open(run_dir / "output.log", "w") as log:
+        proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {arm} seed {seed} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
+    wall = time.perf_counter() - started
+    trials = finished_trials(run_dir)
+    work = {key: sum(t.user_attrs.get(key, 0) for t in trials) for key in WORK}
+    table = json.loads((run_dir / "test_table.json").read_text())
+    print(f"done    {arm} seed {seed} in {wall / 60:.1f} min", flush=True)
+    return {**work, "trials": len(trials), "wall_seconds": round(wall, 1), "test_acc_ja": table["best_merge"]["acc_ja"],
+            "full_trials": sum(not t.user_attrs.get("partial") for t in trials)}
+
+
+def finished_trials(run_dir: Path) -> list:
+    import optuna
+
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+    return [t for summary in optuna.get_all_study_summaries(storage)
+            for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials
+            if t.state.is_finished() and t.state.name == "COMPLETE"]
+
+
+def loop_b_seconds(run_dir: Path, sample: int) -> float:
+    """Mean seconds per trial of the mergekit-evolve-style loop (b) on `sample` per-layer trials of
+    the study in run_dir (after one untimed warm-up trial)."""
+    import optuna
+    import torch
+
+    from bench.ps_trial_loop import MergekitEvolveLoop, objective_settings, zoo_paths
+    from evo_core import load_pool
+    from evo_ps import build_space, merge_method
+
+    torch.set_num_threads(1)
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+    trials = [t for t in optuna.load_study(study_name="toy_ja_math", storage=storage).trials if t.state.name == "COMPLETE"]
+    base, sources = zoo_paths(ROOT / "zoo" / "models")
+    pool = load_pool(base=base, sources=sources, dtype="float32", device="cpu")
+    method = merge_method("dare_ties")
+    space = build_space(method=method, sources=pool.source_names, tensor_names=pool.param_names,
+                        num_layers=pool.num_layers)
+    settings = objective_settings(150)
+    loop = MergekitEvolveLoop(method=method, base=base, sources=sources, settings=settings,
+                              batch_size=settings["batch_size"], workdir=None)
+    chosen = trials[:: max(1, len(trials) // (sample + 1))][: sample + 1]
+    seconds = []
+    for i, trial in enumerate(chosen):
+        result = loop.trial(space.tensor_params(trial.params), seed=trial.number)
+        print(f"loop b  trial {trial.number}: {result['total']:.1f} s (merge {result['merge']:.1f}, eval "
+              f"{result['eval']:.1f}){'  warm-up' if i == 0 else ''}", flush=True)
+        if i:
+            seconds.append(result["total"])
+    return statistics.mean(seconds)
+
+
+def render(table: dict) -> str:
+    """The docs' block: per seed and arm the work, wall time and test acc_ja; the means, full
+    evaluation's standard error, the ratios, and the study-level ratio against loop (b)."""
+    seeds = sorted({int(k.rsplit("seed", 1)[1]) for k in table["studies"]})
+    rows = ["| study | trials (fully scored) | search items scored | generated tokens | forward tokens | wall min "
+            "| test acc_ja % |", "|---" * 7 + "|"]
+    for seed in seeds:
+        for arm in ARMS:
+            s = table["studies"][f"{arm}_seed{seed}"]
+            rows.append(f"| {arm}, seed {seed} | {s['trials']} ({s['full_trials']}) | {s['n']:,.0f} | "
+                        f"{s['generated_tokens']:,.0f} | {s['forward_tokens']:,.0f} | {s['wall_seconds'] / 60:.1f} | "
+                        f"{100 * s['test_acc_ja']:.1f} |")
+    mean = {arm: {key: statistics.mean(table["studies"][f"{arm}_seed{s}"][key] for s in seeds)
+                  for key in (*WORK, "wall_seconds", "test_acc_ja")} for arm in ARMS}
+    for arm in ARMS:
+        m = mean[arm]
+        rows.append(f"| **{arm}, mean of {len(seeds)}** | | {m['n']:,.0f} | {m['generated_tokens']:,.0f} | "
+                    f"{m['forward_tokens']:,.0f} | {m['wall_seconds'] / 60:.1f} | {100 * m['test_acc_ja']:.1f} |")
+    full_ja = [100 * table["studies"][f"full_seed{s}"]["test_acc_ja"] for s in seeds]
+    se = statistics.stdev(full_ja) / math.sqrt(len(full_ja)) if len(full_ja) > 1 else float("nan")
+    ratio = {key: mean["full"][key] / mean["racing"][key] for key in (*WORK, "wall_seconds")}
+    gap = 100 * (mean["racing"]["test_acc_ja"] - mean["full"]["test_acc_ja"])
+    lines = ["\n".join(rows), "",
+             f"- full / racing, means over seeds: generated tokens **{ratio['generated_tokens']:.2f}x**, forward "
+             f"tokens {ratio['forward_tokens']:.2f}x, search items {ratio['n']:.2f}x, wall time "
+             f"{ratio['wall_seconds']:.2f}x.",
+             f"- test acc_ja: racing {100 * mean['racing']['test_acc_ja']:.1f} vs full "
+             f"{100 * mean['full']['test_acc_ja']:.1f} ({gap:+.1f} points); the standard error of full evaluation's "
+             f"mean is {se:.1f} points (sd of its {len(seeds)} seeds / sqrt {len(seeds)}).",
+             f"- goals: >= 4x less generation work: **{'met' if ratio['generated_tokens'] >= 4 else 'not met'}** "
+             f"({ratio['generated_tokens']:.2f}x); test acc_ja within one standard error: "
+             f"**{'met' if abs(gap) <= se or gap > 0 else 'not met'}** ({gap:+.1f} vs {se:.1f})."]
+    b = table.get("loop_b")
+    if b:
+        trials = mean["full"]["trials"]
+        estimate = b["seconds_per_trial"] * trials
+        lines.append(f"- study level: loop (b) (run_merge to disk + lm-eval, per trial) timed on {b['sample']} trials "
+                     f"of the full seed-0 study: {b['seconds_per_trial']:.1f} s per trial, **scaled** to "
+                     f"{trials:.0f} trials: {estimate / 60:.1f} min. Our whole study (wall, with loading and the "
+                     f"test table): full {mean['full']['wall_seconds'] / 60:.1f} min "
+                     f"(**{estimate / mean['full']['wall_seconds']:.1f}x** cheaper), racing "
+                     f"{mean['racing']['wall_seconds'] / 60:.1f} min "
+                     f"(**{estimate / mean['racing']['wall_seconds']:.1f}x**); goal >= 10x: "
+                     f"**{'met' if estimate / mean['racing']['wall_seconds'] >= 10 else 'not met'}**.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sample", type=int, default=4, help="loop (b) trials timed (0: skip loop (b))")
+    parser.add_argument("--out", type=Path, help="write the table as JSON here")
+    parser.add_argument("--docs", action="store_true", help="write docs/results/adaptive_eval.json and its block")
+    args = parser.parse_args(argv)
+    if args.sample < 0 or not args.seeds:
+        raise SystemExit("error: --sample must be >= 0 and --seeds non-empty")
+
+    table = {"studies": {f"{arm}_seed{seed}": run_study(arm, seed) for seed in args.seeds for arm in ARMS}}
+    if args.sample:
+        seconds = loop_b_seconds(OUT / f"full_seed{args.seeds[0]}", args.sample)
+        table["loop_b"] = {"sample": args.sample, "seconds_per_trial": round(seconds, 2)}
+    print()
+    print(render(table))
+    text = json.dumps(table, indent=2) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    if args.docs:
+        from bench import results
+
+        DATA.write_text(json.dumps({"adaptive_eval": table}, indent=2) + "\n")
+        results.render_docs(["adaptive_eval"], write=True)
+        print(f"wrote {DATA.relative_to(ROOT)} and its block")
+
+
+if __name__ == "__main__":
+    main()
