@@ -23,38 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench_adaptive"
-DATA = ROOT / "docs" / "results" / "adaptive_eval.json"
 ARMS = {"full": (), "racing": ("evaluation=racing",)}
 WORK = ("generated_tokens", "forward_tokens", "n")
 
 
 def run_study(arm: str, seed: int) -> dict[str, float]:
     """One study from scratch; its summed work, wall time and test acc_ja."""
+    from bench.results import run_logged
+
     run_dir = OUT / f"{arm}_seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
     command = [sys.executable, "-m", "evo_ps", f"seed={seed}", *ARMS[arm], f"run_dir={run_dir}",
                f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
-    print(f"run     {arm} seed {seed}: {' '.join(command[1:])}", flush=True)
-    started = time.perf_counter()
-    with open(run_dir / "output.log", "w") as log:
-        proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise SystemExit(f"error: {arm} seed {seed} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
-    wall = time.perf_counter() - started
+    wall = run_logged(f"{arm} seed {seed}", command, run_dir)
     trials = finished_trials(run_dir)
     work = {key: sum(t.user_attrs.get(key, 0) for t in trials) for key in WORK}
     table = json.loads((run_dir / "test_table.json").read_text())
-    print(f"done    {arm} seed {seed} in {wall / 60:.1f} min", flush=True)
     return {**work, "trials": len(trials), "wall_seconds": round(wall, 1), "test_acc_ja": table["best_merge"]["acc_ja"],
             "full_trials": sum(not t.user_attrs.get("partial") for t in trials)}
 
@@ -169,9 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.docs:
         from bench import results
 
-        DATA.write_text(json.dumps({"adaptive_eval": table}, indent=2) + "\n")
-        results.render_docs(["adaptive_eval"], write=True)
-        print(f"wrote {DATA.relative_to(ROOT)} and its block")
+        results.write_block("adaptive_eval", table)
 
 
 if __name__ == "__main__":

@@ -146,20 +146,31 @@ def run_all(names: list[str], jobs: int) -> dict[str, float]:
 
 
 def run_one(name: str) -> float:
-    run = RUNS[name]
-    run_dir = OUT / name
+    return run_logged(name, RUNS[name].command(OUT / name), OUT / name)
+
+
+def run_logged(label: str, command: list[str], run_dir: Path) -> float:
+    """`command` from the repo root in a fresh `run_dir`, its output in run_dir/output.log; a failed
+    run exits in one line naming that log; -> its wall seconds."""
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    command = run.command(run_dir)
-    print(f"run     {name}: {' '.join(command[1:])}", flush=True)
+    print(f"run     {label}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
     with open(run_dir / "output.log", "w") as log:
         proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise SystemExit(f"error: run {name} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
+        raise SystemExit(f"error: run {label} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
     elapsed = time.perf_counter() - started
-    print(f"done    {name} in {elapsed / 60:.1f} min", flush=True)
+    print(f"done    {label} in {elapsed / 60:.1f} min", flush=True)
     return elapsed
+
+
+def write_block(block: str, table: dict) -> None:
+    """A bench's table (`--docs`) as docs/results/<block>.json, and its block rendered in the docs."""
+    path = DATA / f"{block}.json"
+    path.write_text(json.dumps({block: table}, indent=2) + "\n")
+    render_docs([block], write=True)
+    print(f"wrote {path.relative_to(ROOT)} and its block")
 
 
 def load(block: str) -> Tables:

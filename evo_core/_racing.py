@@ -1,29 +1,29 @@
 """Racing: fewer problems per trial within each CMA-ES generation (`evaluation.kind=racing`).
 
     verdicts = race([4, 5, 6], score=lambda number, items: [...], n_items=150, first_block=30, block=30,
-                    mu=1, z=1.64)         # {number: Verdict(scores, "full" | "in" | "out")}
-    race_trials(study, space=..., evaluate=..., fitness=["acc_ja"], n_trials=80, popsize=13,
-                evaluation=cfg.evaluation, n_items=150)
+                    mu=1, z=1.64, tolerance=0.05)   # {number: Verdict(scores, "full" | "in" | "out")}
+    race_trials(study, space=..., evaluate=..., fitness=["acc_ja"], n_trials=80, popsize=13, first_block=30,
+                block=30, z=1.64, tolerance=0.05, n_items=150)
 
 CMA-ES only uses a generation's ranking, and only that of its mu = popsize // 2 best. So the whole
 generation is asked at once (Optuna's CmaEsSampler gives distinct samples of one generation to
 several asks before any tell: its generation moves on only when popsize trials of it are complete)
 and raced over the search split's items in their order, all candidates on the same items: the first
-`first_block` items, then `block` more per round. After each round, every candidate still racing
-gets an interval for its mean score (Wilson's score interval at `z`: exact in spirit for 0/1 items,
-and conservative for any score in [0, 1], whose variance is at most p (1 - p)); with `slots` = mu
-minus the candidates already known to be selected:
-- out: at least `slots` other racing candidates are surely better (their lower bound is above its
-  upper bound): it cannot be selected, and stops;
-- in: fewer than `slots` others can still be better than it (their upper bound reaches its lower
-  bound): it is selected whatever the rest scores, and stops;
+`first_block` items, then `block` more per round. After each round, for every pair of candidates
+still racing, an interval of the mean per-item difference (paired; see difference_bounds); with
+`slots` = mu minus the candidates already known to be selected:
+- out: at least `slots` others are surely better (the interval of their advantage is above 0): it
+  cannot be selected, and stops;
+- in: fewer than `slots` others may be better by more than `tolerance`: it is selected whatever
+  the rest scores (near-ties within the tolerance all are), and stops;
 - the leader (highest mean, lowest trial number on ties) never stops: every generation completes
   at least one candidate on the whole split, and only those can be a study's best (best_trial), so
   the best is never a lucky estimate on a few items.
 A stopped candidate's value is its mean on the items it was scored on (its partial estimate), and
-it records how many (`n`) and a `partial` flag. The decisions need nothing but the scores, so the
-race is deterministic given them; a generation killed mid-race is re-raced (its trials are failed by
-the heartbeat and retried at their points, which the next asks take first).
+it records how many (`n`), a `partial` flag and its verdict (`race`). The decisions need nothing
+but the scores, so a race is deterministic given them; a generation killed mid-race is raced again
+(its trials are failed by the heartbeat and retried at their points, which the next asks take
+first, with their CMA-ES generation: rejoin_generation).
 """
 from __future__ import annotations
 
