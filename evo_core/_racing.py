@@ -139,7 +139,7 @@ def race_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     # failed and enqueued again at their points (RetryAtItsPoint) before this run asks its first
     wait_for_workers(study, on_wait=lambda running: print(
         f"racing: waiting for {running} trial(s) of a stopped run to be failed and retried (30 s)", flush=True))
-    while (done := len(finished_trials(study))) < n_trials and (deadline is None or time.monotonic() < deadline):
+    while (done := counted(study)) < n_trials and (deadline is None or time.monotonic() < deadline):
         # CMA-ES samples only once a trial is complete (before, Optuna's sampler draws at random):
         # the start point runs alone first, as it does in run_trials
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -170,6 +170,13 @@ def race_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
             frozen = study._storage.get_trial(trial._trial_id)
             for callback in on_trial:
                 callback(study, frozen)
+
+
+def counted(study: optuna.Study) -> int:
+    """Finished trials toward n_trials, less those a killed run left (failed by the heartbeat): a
+    generation killed mid-race would otherwise use up popsize trials of the budget, and its retries
+    would be left waiting."""
+    return sum(not t.user_attrs.get("heartbeat_failed") for t in finished_trials(study))
 
 
 def rejoin_generation(study: optuna.Study, trial: optuna.Trial) -> None:

@@ -179,6 +179,31 @@ def test_killed_study_resumes(tmp_path):
 
 
 @pytest.mark.slow
+def test_racing_study_killed_mid_generation_resumes(tmp_path):
+    # killed while a generation races (its trials RUNNING): the restart waits for their heartbeat
+    # to go stale, races the retries at the killed points as that generation, and finishes
+    racing = ("evaluation=racing", "evaluation.first_block=8", "evaluation.block=6", "n_trials=8")
+    proc = start_cli(tmp_path, *racing, stdout=subprocess.DEVNULL)
+    wait_for(proc, lambda: count_trials(tmp_path, states=("RUNNING",)) >= 2)
+    time.sleep(2)  # the generation's asks take milliseconds; its race, seconds
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = {t.number: t for t in study(tmp_path).trials if t.state.name == "RUNNING"}
+    assert len([t for t in killed.values() if "point" in t.user_attrs]) >= 2
+
+    assert start_cli(tmp_path, *racing, stdout=subprocess.DEVNULL).wait() == 0
+    trials = study(tmp_path).trials
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert set(retries) == set(killed) and all(t.state.name == "COMPLETE" for t in retries.values())
+    for number, retry in retries.items():
+        assert retry.params == killed[number].user_attrs.get("point", retry.params)
+        assert retry.system_attrs["cma:generation"] == killed[number].system_attrs["cma:generation"]
+    assert len([t for t in trials if t.state.is_finished()]) >= 8
+    assert not best_trial(study(tmp_path)).user_attrs["partial"]
+    assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
 def test_two_workers_share_one_study(tmp_path):
     # a helper started first waits for the primary, then both search one study; the primary waits
     # for the helper's last trial and writes the final result alone. No step depends on the
