@@ -5,6 +5,7 @@ the whole study vs a mergekit-evolve-style loop at the same number of trials.
     python -m bench.adaptive_eval --seeds 0 --sample 2
     python -m bench.adaptive_eval --docs             # also docs/results/adaptive_eval.json and its block
     python -m bench.adaptive_eval --out FILE         # the table as JSON (bench/results.py's way)
+    python -m bench.adaptive_eval --replay-only --docs   # no runs: the replay below on the stored studies
 
 Each study is the command a user types, in its own run dir under outputs/bench_adaptive/:
   full     python -m evo_ps seed=S                       (= make demo: 40 uniform + 80 per-layer trials)
@@ -17,6 +18,10 @@ merged dir, per trial) is timed on --sample trials of seed 0's full study (their
 and merge seeds, after one untimed warm-up), and its mean per-trial time is scaled to the study's
 trial count; the output says so. Studies run one at a time (1 torch thread each), so that wall
 times compare.
+The replay: the racing rule (evo_core/_racing.race) applied, for a few settings, to the generations
+of the full-evaluation studies themselves (their per-item acc_ja, stored on every trial), without
+running a model: how many search items each setting would have scored on the same candidates.
+It shows how the saving depends on the settings; it cannot show what the changed search would find.
 """
 from __future__ import annotations
 
@@ -29,23 +34,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench_adaptive"
-ARMS = {"full": (), "racing": ("evaluation=racing",)}
+ARMS = {"full": (), "racing": ("evaluation=racing",),
+        # looser settings, which the replay below puts at >= 4x fewer items on full evaluation's generations
+        "racing_fast": ("evaluation=racing", "evaluation.first_block=20", "evaluation.block=20",
+                        "evaluation.confidence=0.68", "evaluation.tolerance=0.1")}
+# (first_block, block, confidence, tolerance); the first is conf/evaluation/racing.yaml
+REPLAYED = ((30, 30, 0.9, 0.05), (20, 20, 0.9, 0.05), (30, 30, 0.68, 0.05), (20, 20, 0.68, 0.1), (10, 10, 0.5, 0.1))
 WORK = ("generated_tokens", "forward_tokens", "n")
 
 
-def run_study(arm: str, seed: int) -> dict[str, float]:
-    """One study from scratch; its summed work, wall time and test acc_ja."""
+def run_study(arm: str, seed: int, reuse: bool = False) -> dict[str, float]:
+    """One study from scratch (or, with `reuse`, what an earlier run of this bench recorded in its
+    run dir); its summed work, wall time and test acc_ja."""
     from bench.results import run_logged
 
     run_dir = OUT / f"{arm}_seed{seed}"
+    if reuse and (run_dir / "bench.json").is_file():
+        print(f"reuse   {arm} seed {seed}: {run_dir / 'bench.json'}")
+        return json.loads((run_dir / "bench.json").read_text())
     command = [sys.executable, "-m", "evo_ps", f"seed={seed}", *ARMS[arm], f"run_dir={run_dir}",
                f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
     wall = run_logged(f"{arm} seed {seed}", command, run_dir)
     trials = finished_trials(run_dir)
     work = {key: sum(t.user_attrs.get(key, 0) for t in trials) for key in WORK}
     table = json.loads((run_dir / "test_table.json").read_text())
-    return {**work, "trials": len(trials), "wall_seconds": round(wall, 1), "test_acc_ja": table["best_merge"]["acc_ja"],
-            "full_trials": sum(not t.user_attrs.get("partial") for t in trials)}
+    result = {**work, "trials": len(trials), "wall_seconds": round(wall, 1),
+              "test_acc_ja": table["best_merge"]["acc_ja"],
+              "full_trials": sum(not t.user_attrs.get("partial") for t in trials)}
+    (run_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def finished_trials(run_dir: Path) -> list:
@@ -89,38 +106,64 @@ def loop_b_seconds(run_dir: Path, sample: int) -> float:
     return statistics.mean(seconds)
 
 
+def replay(run_dir: Path, first_block: int, block: int, confidence: float, tolerance: float) -> float:
+    """Search items of the full study in run_dir / those a race with these settings scores on the
+    same generations (each phase's trials after its start point, popsize at a time)."""
+    import optuna
+
+    from evo_core import EvaluationConfig, paper_popsize
+    from evo_core._racing import race
+
+    storage = f"sqlite:///{run_dir / 'study.db'}"
+    z = EvaluationConfig(confidence=confidence).z
+    full = raced = 0
+    for summary in optuna.get_all_study_summaries(storage):
+        trials = [t for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials
+                  if t.state.name == "COMPLETE"]
+        popsize = paper_popsize(len(trials[0].params))
+        for start in range(1, len(trials), popsize):
+            truth = {t.number: t.user_attrs["item_scores"]["acc_ja"] for t in trials[start:start + popsize]}
+            n_items = len(next(iter(truth.values())))
+            verdicts = race(list(truth), score=lambda key, items: [truth[key][i] for i in items], n_items=n_items,
+                            first_block=first_block, block=block, mu=popsize // 2, z=z, tolerance=tolerance)
+            full += n_items * len(truth)
+            raced += sum(len(v.scores) for v in verdicts.values())
+    return full / raced
+
+
 def render(table: dict) -> str:
     """The docs' block: per seed and arm the work, wall time and test acc_ja; the means, full
-    evaluation's standard error, the ratios, and the study-level ratio against loop (b)."""
+    evaluation's standard error, each racing arm's ratios and goals, and the study-level ratio
+    against loop (b)."""
     seeds = sorted({int(k.rsplit("seed", 1)[1]) for k in table["studies"]})
+    arms = [arm for arm in ARMS if f"{arm}_seed{seeds[0]}" in table["studies"]]
     rows = ["| study | trials (fully scored) | search items scored | generated tokens | forward tokens | wall min "
             "| test acc_ja % |", "|---" * 7 + "|"]
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             s = table["studies"][f"{arm}_seed{seed}"]
             rows.append(f"| {arm}, seed {seed} | {s['trials']} ({s['full_trials']}) | {s['n']:,.0f} | "
                         f"{s['generated_tokens']:,.0f} | {s['forward_tokens']:,.0f} | {s['wall_seconds'] / 60:.1f} | "
                         f"{100 * s['test_acc_ja']:.1f} |")
     mean = {arm: {key: statistics.mean(table["studies"][f"{arm}_seed{s}"][key] for s in seeds)
-                  for key in (*WORK, "wall_seconds", "test_acc_ja")} for arm in ARMS}
-    for arm in ARMS:
+                  for key in (*WORK, "wall_seconds", "test_acc_ja")} for arm in arms}
+    for arm in arms:
         m = mean[arm]
         rows.append(f"| **{arm}, mean of {len(seeds)}** | | {m['n']:,.0f} | {m['generated_tokens']:,.0f} | "
                     f"{m['forward_tokens']:,.0f} | {m['wall_seconds'] / 60:.1f} | {100 * m['test_acc_ja']:.1f} |")
     full_ja = [100 * table["studies"][f"full_seed{s}"]["test_acc_ja"] for s in seeds]
     se = statistics.stdev(full_ja) / math.sqrt(len(full_ja)) if len(full_ja) > 1 else float("nan")
-    ratio = {key: mean["full"][key] / mean["racing"][key] for key in (*WORK, "wall_seconds")}
-    gap = 100 * (mean["racing"]["test_acc_ja"] - mean["full"]["test_acc_ja"])
-    lines = ["\n".join(rows), "",
-             f"- full / racing, means over seeds: generated tokens **{ratio['generated_tokens']:.2f}x**, forward "
-             f"tokens {ratio['forward_tokens']:.2f}x, search items {ratio['n']:.2f}x, wall time "
-             f"{ratio['wall_seconds']:.2f}x.",
-             f"- test acc_ja: racing {100 * mean['racing']['test_acc_ja']:.1f} vs full "
-             f"{100 * mean['full']['test_acc_ja']:.1f} ({gap:+.1f} points); the standard error of full evaluation's "
-             f"mean is {se:.1f} points (sd of its {len(seeds)} seeds / sqrt {len(seeds)}).",
-             f"- goals: >= 4x less generation work: **{'met' if ratio['generated_tokens'] >= 4 else 'not met'}** "
-             f"({ratio['generated_tokens']:.2f}x); test acc_ja within one standard error: "
-             f"**{'met' if abs(gap) <= se or gap > 0 else 'not met'}** ({gap:+.1f} vs {se:.1f})."]
+    lines = ["\n".join(rows), "", f"- the standard error of full evaluation's mean test acc_ja is {se:.1f} points "
+                                  f"(sd of its {len(seeds)} seeds / sqrt {len(seeds)})."]
+    for arm in arms[1:]:
+        ratio = {key: mean["full"][key] / mean[arm][key] for key in (*WORK, "wall_seconds")}
+        gap = 100 * (mean[arm]["test_acc_ja"] - mean["full"]["test_acc_ja"])
+        lines += [f"- full / {arm} ({' '.join(ARMS[arm])}), means over seeds: generated tokens "
+                  f"**{ratio['generated_tokens']:.2f}x**, forward tokens {ratio['forward_tokens']:.2f}x, search items "
+                  f"{ratio['n']:.2f}x, wall time {ratio['wall_seconds']:.2f}x; test acc_ja "
+                  f"{100 * mean[arm]['test_acc_ja']:.1f} vs {100 * mean['full']['test_acc_ja']:.1f} ({gap:+.1f} points). "
+                  f"Goals: >= 4x less generation work **{'met' if ratio['generated_tokens'] >= 4 else 'not met'}**; "
+                  f"test acc_ja within one standard error **{'met' if gap >= -se else 'not met'}**."]
     b = table.get("loop_b")
     if b:
         trials = mean["full"]["trials"]
@@ -128,11 +171,18 @@ def render(table: dict) -> str:
         lines.append(f"- study level: loop (b) (run_merge to disk + lm-eval, per trial) timed on {b['sample']} trials "
                      f"of the full seed-0 study: {b['seconds_per_trial']:.1f} s per trial, **scaled** to "
                      f"{trials:.0f} trials: {estimate / 60:.1f} min. Our whole study (wall, with loading and the "
-                     f"test table): full {mean['full']['wall_seconds'] / 60:.1f} min "
-                     f"(**{estimate / mean['full']['wall_seconds']:.1f}x** cheaper), racing "
-                     f"{mean['racing']['wall_seconds'] / 60:.1f} min "
-                     f"(**{estimate / mean['racing']['wall_seconds']:.1f}x**); goal >= 10x: "
-                     f"**{'met' if estimate / mean['racing']['wall_seconds'] >= 10 else 'not met'}**.")
+                     f"test table), goal >= 10x: " + ", ".join(
+                         f"{arm} {mean[arm]['wall_seconds'] / 60:.1f} min (**{estimate / mean[arm]['wall_seconds']:.1f}x**"
+                         f" cheaper, {'met' if estimate / mean[arm]['wall_seconds'] >= 10 else 'not met'})"
+                         for arm in arms) + ".")
+    if "replay" in table:
+        lines += ["", "Replay of the racing rule on the full studies' own generations (no model run; items only):", "",
+                  "| first_block / block | confidence | tolerance | " + " | ".join(
+                      f"items full / raced, seed {s}" for s in seeds) + " | mean |", "|---" * (4 + len(seeds)) + "|"]
+        for row in table["replay"]:
+            ratios = [row["ratios"][str(s)] for s in seeds]
+            lines.append(f"| {row['first_block']} / {row['block']} | {row['confidence']} | {row['tolerance']} | "
+                         + " | ".join(f"{r:.2f}x" for r in ratios) + f" | {statistics.mean(ratios):.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,16 +192,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample", type=int, default=4, help="loop (b) trials timed (0: skip loop (b))")
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
     parser.add_argument("--docs", action="store_true", help="write docs/results/adaptive_eval.json and its block")
+    parser.add_argument("--arms", nargs="+", default=["full", "racing"], choices=list(ARMS))
+    parser.add_argument("--add", action="store_true",
+                        help="add these runs to the stored docs/results/adaptive_eval.json (no loop (b))")
+    parser.add_argument("--reuse", action="store_true",
+                        help="a study whose run dir holds this bench's bench.json is read, not run again")
+    parser.add_argument("--replay-only", action="store_true",
+                        help="run no study: add the replay to the stored docs/results/adaptive_eval.json")
     args = parser.parse_args(argv)
     if args.sample < 0 or not args.seeds:
         raise SystemExit("error: --sample must be >= 0 and --seeds non-empty")
 
-    table = {"studies": {f"{arm}_seed{seed}": run_study(arm, seed) for seed in args.seeds for arm in ARMS}}
-    if args.sample:
-        seconds = loop_b_seconds(OUT / f"full_seed{args.seeds[0]}", args.sample)
-        table["loop_b"] = {"sample": args.sample, "seconds_per_trial": round(seconds, 2)}
+    from bench.results import load
+
+    table = load("adaptive_eval")["adaptive_eval"] if args.replay_only or args.add else {"studies": {}}
+    if not args.replay_only:
+        table["studies"] |= {f"{arm}_seed{seed}": run_study(arm, seed, args.reuse)
+                             for seed in args.seeds for arm in args.arms}
+        if args.sample and not args.add:
+            seconds = loop_b_seconds(OUT / f"full_seed{args.seeds[0]}", args.sample)
+            table["loop_b"] = {"sample": args.sample, "seconds_per_trial": round(seconds, 2)}
+    if all((OUT / f"full_seed{seed}" / "test_table.json").is_file() for seed in args.seeds):
+        table["replay"] = [{"first_block": f, "block": b, "confidence": c, "tolerance": t,
+                            "ratios": {str(seed): round(replay(OUT / f"full_seed{seed}", f, b, c, t), 3)
+                                       for seed in args.seeds}} for f, b, c, t in REPLAYED]
     print()
-    print(render(table))
+    print(render(table) if any(key.startswith("full_") for key in table["studies"]) else json.dumps(table, indent=2))
     text = json.dumps(table, indent=2) + "\n"
     if args.out:
         args.out.write_text(text)
