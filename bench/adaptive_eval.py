@@ -6,13 +6,15 @@ the whole study vs a mergekit-evolve-style loop at the same number of trials.
     python -m bench.adaptive_eval --docs             # also docs/results/adaptive_eval.json and its block
     python -m bench.adaptive_eval --out FILE         # the table as JSON (bench/results.py's way)
     python -m bench.adaptive_eval --replay-only --docs   # no runs: the replay below on the stored studies
+    python -m bench.adaptive_eval --arms full racing racing_fast --reuse --docs   # finished runs read, not re-run
 
 Each study is the command a user types, in its own run dir under outputs/bench_adaptive/:
   full     python -m evo_ps seed=S                       (= make demo: 40 uniform + 80 per-layer trials)
   racing   python -m evo_ps seed=S evaluation=racing     (the same trials, conf/evaluation/racing.yaml)
 Per study, from its study.db (both phases, every finished trial's user attributes): the generated
-and forward tokens and the search items scored, summed over trials; the command's wall time; the
-best merge's test acc_ja (test_table.json, always the whole 300-problem test split).
+and forward tokens and the search items scored, summed over trials; the command's wall time (with
+--reuse, a finished run's: from its output.log's creation to its last write); the best merge's test
+acc_ja (test_table.json, always the whole 300-problem test split).
 The study-level ratio: bench/ps_trial_loop.py's loop (b) (run_merge to disk + lm-eval on the
 merged dir, per trial) is timed on --sample trials of seed 0's full study (their own parameters
 and merge seeds, after one untimed warm-up), and its mean per-trial time is scaled to the study's
@@ -44,25 +46,35 @@ WORK = ("generated_tokens", "forward_tokens", "n")
 
 
 def run_study(arm: str, seed: int, reuse: bool = False) -> dict[str, float]:
-    """One study from scratch (or, with `reuse`, what an earlier run of this bench recorded in its
-    run dir); its summed work, wall time and test acc_ja."""
+    """One study from scratch (with `reuse`, a finished run of it is read instead); its summed work,
+    wall time and test acc_ja."""
     from bench.results import run_logged
 
     run_dir = OUT / f"{arm}_seed{seed}"
-    if reuse and (run_dir / "bench.json").is_file():
-        print(f"reuse   {arm} seed {seed}: {run_dir / 'bench.json'}")
-        return json.loads((run_dir / "bench.json").read_text())
     command = [sys.executable, "-m", "evo_ps", f"seed={seed}", *ARMS[arm], f"run_dir={run_dir}",
                f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
-    wall = run_logged(f"{arm} seed {seed}", command, run_dir)
+    if reuse and (run_dir / "test_table.json").is_file():
+        wall = log_seconds(run_dir / "output.log")
+        print(f"reuse   {arm} seed {seed}: {run_dir} ({wall / 60:.1f} min)", flush=True)
+    else:
+        wall = run_logged(f"{arm} seed {seed}", command, run_dir)
     trials = finished_trials(run_dir)
     work = {key: sum(t.user_attrs.get(key, 0) for t in trials) for key in WORK}
     table = json.loads((run_dir / "test_table.json").read_text())
-    result = {**work, "trials": len(trials), "wall_seconds": round(wall, 1),
-              "test_acc_ja": table["best_merge"]["acc_ja"],
-              "full_trials": sum(not t.user_attrs.get("partial") for t in trials)}
-    (run_dir / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return {**work, "trials": len(trials), "wall_seconds": round(wall, 1), "test_acc_ja": table["best_merge"]["acc_ja"],
+            "full_trials": sum(not t.user_attrs.get("partial") for t in trials)}
+
+
+def log_seconds(log: Path) -> float:
+    """A finished run's wall time from its output.log: created as the command started, last
+    written as it ended (GNU stat's birth and modification times)."""
+    import subprocess
+
+    born, modified = map(int, subprocess.run(["stat", "-c", "%W %Y", str(log)], capture_output=True, text=True,
+                                             check=True).stdout.split())
+    if born == 0:
+        raise SystemExit(f"error: this filesystem keeps no creation time for {log}: run without --reuse")
+    return float(modified - born)
 
 
 def finished_trials(run_dir: Path) -> list:
@@ -146,7 +158,7 @@ def render(table: dict) -> str:
                         f"{s['generated_tokens']:,.0f} | {s['forward_tokens']:,.0f} | {s['wall_seconds'] / 60:.1f} | "
                         f"{100 * s['test_acc_ja']:.1f} |")
     mean = {arm: {key: statistics.mean(table["studies"][f"{arm}_seed{s}"][key] for s in seeds)
-                  for key in (*WORK, "wall_seconds", "test_acc_ja")} for arm in arms}
+                  for key in (*WORK, "trials", "wall_seconds", "test_acc_ja")} for arm in arms}
     for arm in arms:
         m = mean[arm]
         rows.append(f"| **{arm}, mean of {len(seeds)}** | | {m['n']:,.0f} | {m['generated_tokens']:,.0f} | "
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--add", action="store_true",
                         help="add these runs to the stored docs/results/adaptive_eval.json (no loop (b))")
     parser.add_argument("--reuse", action="store_true",
-                        help="a study whose run dir holds this bench's bench.json is read, not run again")
+                        help="a study whose run dir holds a finished run is read, not run again")
     parser.add_argument("--replay-only", action="store_true",
                         help="run no study: add the replay to the stored docs/results/adaptive_eval.json")
     args = parser.parse_args(argv)
