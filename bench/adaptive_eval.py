@@ -18,8 +18,8 @@ acc_ja (test_table.json, always the whole 300-problem test split).
 The study-level ratio: bench/ps_trial_loop.py's loop (b) (run_merge to disk + lm-eval on the
 merged dir, per trial) is timed on --sample trials of seed 0's full study (their own parameters
 and merge seeds, after one untimed warm-up), and its mean per-trial time is scaled to the study's
-trial count; the output says so. Studies run one at a time (1 torch thread each), so that wall
-times compare.
+trial count; the output says so, and compares it with the seed-0 studies, which run right before it
+(under the same machine load). Studies run one at a time (1 torch thread each).
 The replay: the racing rule (evo_core/_racing.race) applied, for a few settings, to the generations
 of the full-evaluation studies themselves (their per-item acc_ja, stored on every trial), without
 running a model: how many search items each setting would have scored on the same candidates.
@@ -177,15 +177,16 @@ def render(table: dict) -> str:
                   f"Goals: >= 4x less generation work **{'met' if ratio['generated_tokens'] >= 4 else 'not met'}**; "
                   f"test acc_ja within one standard error **{'met' if gap >= -se else 'not met'}**."]
     b = table.get("loop_b")
-    if b:
-        trials = mean["full"]["trials"]
+    if b:  # against seed 0's studies: loop (b) runs right after them, under the same machine load
+        first = {arm: table["studies"][f"{arm}_seed{seeds[0]}"] for arm in arms}
+        trials = first["full"]["trials"]
         estimate = b["seconds_per_trial"] * trials
         lines.append(f"- study level: loop (b) (run_merge to disk + lm-eval, per trial) timed on {b['sample']} trials "
-                     f"of the full seed-0 study: {b['seconds_per_trial']:.1f} s per trial, **scaled** to "
-                     f"{trials:.0f} trials: {estimate / 60:.1f} min. Our whole study (wall, with loading and the "
-                     f"test table), goal >= 10x: " + ", ".join(
-                         f"{arm} {mean[arm]['wall_seconds'] / 60:.1f} min (**{estimate / mean[arm]['wall_seconds']:.1f}x**"
-                         f" cheaper, {'met' if estimate / mean[arm]['wall_seconds'] >= 10 else 'not met'})"
+                     f"of the full seed-{seeds[0]} study: {b['seconds_per_trial']:.1f} s per trial, **scaled** to "
+                     f"{trials} trials: {estimate / 60:.1f} min, against our seed-{seeds[0]} studies (wall, with "
+                     f"loading and the test table), goal >= 10x: " + ", ".join(
+                         f"{arm} {first[arm]['wall_seconds'] / 60:.1f} min (**{estimate / first[arm]['wall_seconds']:.1f}x**"
+                         f" cheaper, {'met' if estimate / first[arm]['wall_seconds'] >= 10 else 'not met'})"
                          for arm in arms) + ".")
     if "replay" in table:
         lines += ["", "Replay of the racing rule on the full studies' own generations (no model run; items only):", "",
