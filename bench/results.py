@@ -1,6 +1,7 @@
 """Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
 
-    python -m bench.results                        # every block: 11 studies, the zoo report and the 9-run breeding bench, ~2.5 h on 2 cores
+    python -m bench.results                        # every block: 11 studies, the zoo report, the 9-run breeding bench and
+                                                   # the 9-study racing bench (bench/adaptive_eval.py), ~3 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
     python -m bench.results --render               # no runs: rewrite the docs from docs/results/
@@ -70,7 +71,7 @@ RUNS = {
     "zoo_report": Run("zoo.report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
-    "adaptive_eval": Run("bench.adaptive_eval", study=False),  # 6 studies inside (full, racing x 3 seeds)
+    "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
