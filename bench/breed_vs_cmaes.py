@@ -30,7 +30,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench_breed"
-DATA = ROOT / "docs" / "results" / "breed_vs_cmaes.json"
 SEARCHES = {
     "m2n2": ("evo_breed", ()),
     "ga": ("evo_breed", ("archive.alpha=0", "archive.attraction=false")),
@@ -131,9 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.docs:
         from bench import results
 
-        DATA.write_text(json.dumps({"breed_vs_cmaes": table}, indent=2) + "\n")
-        results.render_docs(["breed_vs_cmaes"], write=True)
-        print(f"wrote {DATA.relative_to(ROOT)} and its block")
+        results.write_block("breed_vs_cmaes", table)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
 
-    python -m bench.results                        # every block: 11 studies, the zoo report and the 9-run breeding bench, ~2.5 h on 2 cores
+    python -m bench.results                        # every block: 11 studies, the zoo report, the 9-run breeding bench and
+                                                   # the 9-study racing bench (bench/adaptive_eval.py), ~3 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
     python -m bench.results --render               # no runs: rewrite the docs from docs/results/
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.adaptive_eval import render as adaptive_eval
 from bench.breed_vs_cmaes import render as breed_vs_cmaes
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
@@ -69,6 +71,7 @@ RUNS = {
     "zoo_report": Run("zoo.report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
+    "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -126,6 +129,7 @@ BLOCKS = {
     "vqa_demo": Block(("vqa_seed0",), lambda t: markdown_table(t["vqa_seed0"])),
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
     "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),
+    "adaptive_eval": Block(("adaptive_eval",), lambda t: adaptive_eval(t["adaptive_eval"])),
 }
 
 
@@ -143,20 +147,31 @@ def run_all(names: list[str], jobs: int) -> dict[str, float]:
 
 
 def run_one(name: str) -> float:
-    run = RUNS[name]
-    run_dir = OUT / name
+    return run_logged(name, RUNS[name].command(OUT / name), OUT / name)
+
+
+def run_logged(label: str, command: list[str], run_dir: Path) -> float:
+    """`command` from the repo root in a fresh `run_dir`, its output in run_dir/output.log; a failed
+    run exits in one line naming that log; -> its wall seconds."""
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    command = run.command(run_dir)
-    print(f"run     {name}: {' '.join(command[1:])}", flush=True)
+    print(f"run     {label}: {' '.join(command[1:])}", flush=True)
     started = time.perf_counter()
     with open(run_dir / "output.log", "w") as log:
         proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise SystemExit(f"error: run {name} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
+        raise SystemExit(f"error: run {label} failed (exit {proc.returncode}); see {run_dir / 'output.log'}")
     elapsed = time.perf_counter() - started
-    print(f"done    {name} in {elapsed / 60:.1f} min", flush=True)
+    print(f"done    {label} in {elapsed / 60:.1f} min", flush=True)
     return elapsed
+
+
+def write_block(block: str, table: dict) -> None:
+    """A bench's table (`--docs`) as docs/results/<block>.json, and its block rendered in the docs."""
+    path = DATA / f"{block}.json"
+    path.write_text(json.dumps({block: table}, indent=2) + "\n")
+    render_docs([block], write=True)
+    print(f"wrote {path.relative_to(ROOT)} and its block")
 
 
 def load(block: str) -> Tables:

@@ -21,7 +21,7 @@ objective contract: every metric scores the same items; set each split's `limit`
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evo_core import OBJECTIVES, Metric
@@ -81,9 +81,12 @@ class MultiTaskObjective:
     def split_names(self) -> list[str]:
         return self.tasks[""].split_names()
 
-    def score_items(self, model: Any, split: str) -> dict[str, list[float]]:
+    def n_items(self, split: str) -> int:
+        return self.tasks[""].n_items(split)  # every task scores as many (checked above)
+
+    def score_items(self, model: Any, split: str, items: Sequence[int] | None = None) -> dict[str, list[float]]:
         return {prefix + metric: scores for prefix, sub in self.tasks.items()
-                for metric, scores in sub.score_items(model, split).items()}
+                for metric, scores in sub.score_items(model, split, items).items()}
 
 
 def register() -> None:

@@ -7,7 +7,7 @@ they plug in as a `Search` object (see _lifecycle.py) and as entries of the regi
 from __future__ import annotations
 
 from ._cli import cli_main, run_cli
-from ._config import ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
+from ._config import EvaluationConfig, ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
 from ._files import atomic_dir, atomic_write_text
 from ._genome import GenomeCMA, GenomeSpace, pack_genome, unpack_genome
 from ._lifecycle import Phases, Search, check_signature, run_study
@@ -24,7 +24,7 @@ from ._tracking import Tracker, markdown_table, mlflow_ui_command
 
 __all__ = [
     "atomic_dir", "atomic_write_text", "best_trial", "build_objective", "check_device", "check_finite",
-    "check_model_path", "check_signature", "cli_main", "finished_trials", "GenomeCMA", "GenomeSpace",
+    "check_model_path", "check_signature", "cli_main", "EvaluationConfig", "finished_trials", "GenomeCMA", "GenomeSpace",
     "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "Metric",
     "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveConfig", "OBJECTIVES",
     "open_study", "pack_genome", "paper_popsize", "ParamSpec", "Phases", "plot_history", "Progress",

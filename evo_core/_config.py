@@ -44,12 +44,33 @@ class TrackingConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """How many search items a trial is scored on (evo_core/_racing.py). full: every item;
+    racing: a CMA-ES generation races over blocks of items, and a candidate stops once it is
+    surely in or surely out of the mu selected (the leader always runs every item)."""
+
+    kind: str = "full"  # full | racing
+    first_block: int = 30  # items every candidate of a generation is scored on
+    block: int = 30  # items added per round for the candidates still racing
+    confidence: float = 0.9  # two-sided level of the intervals of paired differences the decisions use
+    tolerance: float = 0.05  # a mean difference this small does not keep a candidate racing
+
+    @property
+    def z(self) -> float:
+        """The normal quantile of `confidence` (two-sided)."""
+        from statistics import NormalDist
+
+        return NormalDist().inv_cdf(0.5 + self.confidence / 2)
+
+
+@dataclass
 class StudyConfig:
     """What every search's top-level config has besides its own groups."""
 
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     imports: list[str] = field(default_factory=list)  # modules that register objectives, methods, sources
     study_name: str = "???"
     seed: int = 0
@@ -82,6 +103,21 @@ class StudyConfig:
              f"sampler.sigma0 must be > 0; got {self.sampler.sigma0}"),
             (self.sampler.popsize is None or self.sampler.popsize >= 2,
              f"sampler.popsize must be >= 2; got {self.sampler.popsize}"),
+        ]
+        ev = self.evaluation
+        checks += [
+            (ev.kind in ("full", "racing"), f"evaluation.kind must be full or racing; got {ev.kind!r}"),
+            (ev.first_block >= 2 and ev.block >= 1,  # a spread needs two items
+             f"evaluation.first_block must be >= 2 and evaluation.block >= 1; got {ev.first_block}, {ev.block}"),
+            (0 <= ev.tolerance < 1, f"evaluation.tolerance must be in [0, 1); got {ev.tolerance}"),
+            (0 < ev.confidence < 1, f"evaluation.confidence must be in (0, 1); got {ev.confidence}"),
+            (ev.kind != "racing" or self.sampler.kind == "cmaes",
+             f"evaluation.kind=racing races CMA-ES generations; sampler.kind is {self.sampler.kind!r} (use cmaes, "
+             f"or evaluation.kind=full)"),
+            # a generation is raced inside one process: a second worker would ask its own
+            (ev.kind != "racing" or not self.helper,
+             "evaluation.kind=racing runs one worker (a generation is raced in one process); drop helper=true "
+             "or use evaluation.kind=full"),
         ]
         for ok, message in checks:
             if not ok:

@@ -25,6 +25,7 @@ closed as FAILED (a helper leaves the shared run to its primary).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import time
@@ -39,11 +40,13 @@ import torch
 from optuna.trial import FrozenTrial
 
 from ._files import atomic_write_text, writable_dir
-from ._objective import Objective, build_objective, mean_scores
+from ._objective import Objective, build_objective, mean_scores, takes_subsets
 from ._plots import plot_history
 from ._pool import vision_language_sources
 from ._progress import Progress
-from ._study import SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, run_trials, start_point, wait_for_workers
+from ._racing import race_trials
+from ._study import (SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials, start_point,
+                     wait_for_workers)
 from ._tracking import Tracker, mlflow_ui_command
 from ._paths import sqlite_url_in
 
@@ -84,6 +87,7 @@ class Phases:
         """One study `name` over `params` until it holds `n_trials` finished trials. CMA-ES's first
         trial is its start point x0, as in the paper (Optuna's own sampler would draw trial 0 at random)."""
         cfg = self.cfg
+        sampler_given = sampler is not None
         if sampler is None:  # helpers must not replay the primary's random stream
             sampler = make_sampler(cfg.sampler.kind, space=params, seed=None if cfg.helper else cfg.seed,
                                    sigma0=sigma0 or cfg.sampler.sigma0, popsize=cfg.sampler.popsize,
@@ -93,18 +97,30 @@ class Phases:
                            first_trial=first)
         self.studies.append(study)
 
-        def evaluate(values: dict[str, float], number: int) -> dict[str, Any]:
+        def evaluate(values: dict[str, float], number: int, items: range | None = None) -> dict[str, Any]:
             model, extra = candidate(values, number)
             started = time.perf_counter()
-            items = self.objective.score_items(model, "search")
+            # items=None: the whole split, and no subset asked of an objective that may not take one
+            scores = self.objective.score_items(model, "search", **({} if items is None else {"items": list(items)}))
             # what the evaluation spent (items, generated tokens, ...), if the objective says
             work = getattr(self.objective, "last_work", {})
-            return {**mean_scores(items), **extra, **work, "eval_seconds": time.perf_counter() - started,
-                    "item_scores": items}
+            return {**mean_scores(scores), **extra, **work, "eval_seconds": time.perf_counter() - started,
+                    "item_scores": scores}
 
-        run_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
-                   timeout=cfg.timeout_minutes and 60 * cfg.timeout_minutes,
-                   on_trial=[Progress(n_trials=n_trials, fitness=self.fitness[0]), self.tracker.log_trial])
+        timeout = cfg.timeout_minutes and 60 * cfg.timeout_minutes
+        on_trial = [Progress(n_trials=n_trials, fitness=self.fitness[0]), self.tracker.log_trial]
+        ev = cfg.evaluation
+        if ev.kind == "racing":
+            if not params or cfg.sampler.kind != "cmaes" or sampler_given:
+                raise ValueError(f"evaluation.kind=racing races the lifecycle's CMA-ES generations; study {name!r} "
+                                 f"is searched by its own sampler: use evaluation.kind=full")
+            race_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
+                        popsize=cfg.sampler.popsize or paper_popsize(len(params)), first_block=ev.first_block,
+                        block=ev.block, z=ev.z, tolerance=ev.tolerance, n_items=self.objective.n_items("search"), timeout=timeout,
+                        on_trial=on_trial)
+        else:
+            run_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
+                       timeout=timeout, on_trial=on_trial)
         return study
 
 
@@ -127,6 +143,10 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     processor = (AutoProcessor.from_pretrained(search.tokenizer_path)
                  if vision_language_sources({"prompting model": search.tokenizer_path}) else None)
     objective = build_objective(cfg.objective, tokenizer, processor=processor)
+    if cfg.evaluation.kind == "racing" and not takes_subsets(objective):
+        raise ValueError(f"evaluation.kind=racing scores items in blocks, but objective {cfg.objective.name!r} cannot "
+                         f"score a subset (it needs n_items(split) and score_items(..., items=)); use "
+                         f"evaluation.kind=full")
     names = [m.name for m in objective.metrics]
     if cfg.objective.fitness not in names:
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
@@ -136,7 +156,9 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
-    signature = search.signature()
+    # how trials were scored is part of what their values mean: a racing study resumes as one
+    evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind == "racing" else {"kind": "full"}
+    signature = search.signature() | {"evaluation": evaluation}
     check_signature(main, signature, without_password(storage))
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri)
     if cfg.helper:

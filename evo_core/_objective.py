@@ -6,6 +6,9 @@
         def __init__(self, *, tokenizer, splits, **options): ...   # data read and checked here, once
         def split_names(self) -> list[str]: ...
         def score_items(self, model, split) -> dict[str, list[float]]: ...  # per metric, per item, in [0, 1]
+        # optional, for evaluation.kind=racing (scoring a trial on blocks of items):
+        def n_items(self, split) -> int: ...
+        def score_items(self, model, split, items=None): ...   # items: indices; scores in that order
 
     OBJECTIVES.register("exact", Exact)             # then `objective.name=exact` in a config
     objective = build_objective(cfg.objective, tokenizer)
@@ -43,6 +46,13 @@ class Objective(Protocol):
 
 
 OBJECTIVES: Registry[type] = Registry("objective")
+
+
+def takes_subsets(objective: Any) -> bool:
+    """Whether an objective can score a subset of a split's items (what racing needs)."""
+    score = getattr(objective, "score_items", None)
+    return (callable(getattr(objective, "n_items", None)) and score is not None
+            and "items" in inspect.signature(score).parameters)
 
 
 def mean_scores(item_scores: Mapping[str, Sequence[float]]) -> dict[str, float]:

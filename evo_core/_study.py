@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -201,23 +202,28 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     def scored(trial: optuna.Trial, params: dict[str, float]):
         started = time.perf_counter()
         metrics = evaluate(params, trial.number)
-        trial.set_user_attr("trial_seconds", time.perf_counter() - started)
-        for key, value in metrics.items():  # numbers as floats; per-item scores as they are
-            trial.set_user_attr(key, value if isinstance(value, (dict, list)) else float(value))
-        missing = [k for k in fitness if k not in metrics]
-        if missing:
-            raise KeyError(f"evaluate() returned no {missing}; it returned {sorted(metrics)}")
-        values = [float(metrics[k]) for k in fitness]
-        non_finite = [f"{k}={v}" for k, v in zip(fitness, values) if not math.isfinite(v)]
-        if non_finite:  # Optuna would keep an inf, and it would win every comparison
-            raise ValueError(f"non-finite fitness {', '.join(non_finite)}")
-        return values[0] if len(values) == 1 else values
+        return record_metrics(trial, {"trial_seconds": time.perf_counter() - started, **metrics}, fitness)
 
     remaining = n_trials - len(finished_trials(study))
     if remaining <= 0:
         return
     study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
                    callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), *on_trial])
+
+
+def record_metrics(trial: optuna.Trial, metrics: dict[str, Any], fitness: Sequence[str]) -> float | list[float]:
+    """A trial's metrics as its user attributes, and its fitness value(s) to tell the study;
+    KeyError/ValueError for a missing or non-finite fitness."""
+    for key, value in metrics.items():  # numbers as floats; per-item scores as they are
+        trial.set_user_attr(key, value if isinstance(value, (dict, list)) else float(value))
+    missing = [k for k in fitness if k not in metrics]
+    if missing:
+        raise KeyError(f"evaluate() returned no {missing}; it returned {sorted(metrics)}")
+    values = [float(metrics[k]) for k in fitness]
+    non_finite = [f"{k}={v}" for k, v in zip(fitness, values) if not math.isfinite(v)]
+    if non_finite:  # Optuna would keep an inf, and it would win every comparison
+        raise ValueError(f"non-finite fitness {', '.join(non_finite)}")
+    return values[0] if len(values) == 1 else values
 
 
 def wait_for_workers(*studies: optuna.Study, poll_seconds: float = 2.0,
@@ -254,9 +260,12 @@ def wait_for_workers(*studies: optuna.Study, poll_seconds: float = 2.0,
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The best finished trial (first objective for multi-objective studies)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The best finished trial (first objective for multi-objective studies). A trial that racing
+    stopped early (user attr `partial`) is never the best: its value is an estimate on a few items,
+    and the lucky ones among many such estimates would win."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if not t.user_attrs.get("partial")]
     if not complete:
-        raise RuntimeError(f"study {study.study_name!r} has no complete trial")
+        raise RuntimeError(f"study {study.study_name!r} has no complete trial scored on every item")
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
     return max(complete, key=lambda t: (sign * t.values[0], -t.number))

@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ._files import open_store, writable_dir
-from ._study import finished_trials
+from ._study import best_trial, finished_trials
 
 _TRIAL_RUN_NAME = re.compile(r"/trial-(\d+)$")
 
@@ -127,9 +127,11 @@ class Tracker:
             metrics=[Metric(k, float(v), stamp, trial.number) for k, v in metrics.items()],
             params=[Param(k, repr(v)) for k, v in trial.params.items()])
         self.client.set_terminated(nested.info.run_id, status="FINISHED" if trial.state.name == "COMPLETE" else "FAILED")
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        # the study's best by best_trial's rule (a trial racing stopped early is never the best)
+        complete = [t for t in study.get_trials(deepcopy=False)
+                    if t.state.name == "COMPLETE" and not t.user_attrs.get("partial")]
         if complete and len(study.directions) == 1:
-            self.client.log_metric(self.run_id, "best_value", study.best_value, step=trial.number)
+            self.client.log_metric(self.run_id, "best_value", best_trial(study).values[0], step=trial.number)
 
     def log_missing_trials(self, studies: Iterable[optuna.Study], *, settle_seconds: float = 30.0) -> None:
         """Log the finished trials of `studies` that have no nested run yet (a trial failed by the

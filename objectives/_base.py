@@ -66,6 +66,7 @@ class _Split:
     items: list[Item]
     golds: list[Any]  # parse_gold of each item's answer
     batches: list[Batch]  # the tokenized prompts, padded and batched once
+    prompt_ids: list[list[int]]  # each item's tokenized prompt: a subset's batches are planned from them
     pixels: list[dict[str, torch.Tensor]] | None = None  # per item: the processor's image inputs
 
 
@@ -124,10 +125,12 @@ class GenerativeObjective:
         if not allow_overlap:
             check_disjoint(items)
         self.processor = processor
-        pad = pad_token_id(tokenizer)
         self._splits = {}
         self._features: dict[str, tuple[Any, list[torch.Tensor]]] = {}  # split -> (vision state, per item)
         self._last_outputs: dict[str, list[str]] = {}  # split -> the outputs its last score judged
+        self._subset_batches: dict[tuple[str, tuple[int, ...]], list[Batch]] = {}  # racing's blocks, planned once
+        self._batch_size = batch_size
+        self._pad = pad_token_id(tokenizer)
         self.last_work: dict[str, int] = {}  # the tokens the last generate spent (GenerationWork)
         for name, split_items in items.items():
             golds = []
@@ -141,8 +144,8 @@ class GenerativeObjective:
                 prompt_ids, pixels = self._image_prompts(name, fields)
             else:
                 prompt_ids, pixels = [self.prompt_ids(q) for q, _, _ in fields], None
-            self._splits[name] = _Split(split_items, golds, plan_batches(prompt_ids, pad_id=pad, batch_size=batch_size),
-                                        pixels)
+            self._splits[name] = _Split(split_items, golds, plan_batches(prompt_ids, pad_id=self._pad,
+                                                                         batch_size=batch_size), prompt_ids, pixels)
 
     # -- what a registered objective defines ------------------------------------------------
     def parse_gold(self, answer: str) -> Any:
@@ -186,11 +189,17 @@ class GenerativeObjective:
     def items(self, split: str) -> list[Item]:
         return list(self._split(split).items)
 
-    def generate(self, model: Any, split: str) -> list[str]:
-        batches = self._split(split).batches
-        if self._split(split).pixels is not None:
+    def n_items(self, split: str) -> int:
+        return len(self._split(split).items)
+
+    def generate(self, model: Any, split: str, items: Sequence[int] | None = None) -> list[str]:
+        """The outputs for the split's items (or for `items`, indices into it, in that order)."""
+        data = self._split(split)
+        batches = data.batches if items is None else self._batches_of(split, items)
+        if data.pixels is not None:
             features = self.image_features(model, split)
-            batches = [dataclasses.replace(b, image_features=torch.cat([features[i] for i in b.indices]))
+            index = list(range(len(data.items))) if items is None else list(items)  # batch row -> split item
+            batches = [dataclasses.replace(b, image_features=torch.cat([features[index[i]] for i in b.indices]))
                        for b in batches]
         work = GenerationWork()
         outputs = self._generate(model, self.tokenizer, batches, max_new_tokens=self.max_new_tokens,
@@ -212,10 +221,26 @@ class GenerativeObjective:
         self._features[split] = (state, features)
         return features
 
-    def score_items(self, model: Any, split: str) -> dict[str, list[float]]:
-        outputs = self.generate(model, split)
-        self._last_outputs[split] = outputs
-        return self.item_scores(outputs, split)
+    def _batches_of(self, split: str, items: Sequence[int]) -> list[Batch]:
+        """The batches of a subset of a split's items, planned from their prompts as tokenized at
+        construction; planned once per subset (racing scores the same blocks in every trial)."""
+        key = (split, tuple(items))
+        if key not in self._subset_batches:
+            data = self._split(split)
+            bad = [i for i in items if not 0 <= i < len(data.items)]
+            if bad or not items or len(set(items)) != len(items):
+                raise ValueError(f"items for split {split!r} must be distinct indices in 0..{len(data.items) - 1}; "
+                                 f"got {len(items)} with {bad[:3] or 'repeats or none'}")
+            self._subset_batches[key] = plan_batches([data.prompt_ids[i] for i in items], pad_id=self._pad,
+                                                     batch_size=self._batch_size)
+        return self._subset_batches[key]
+
+    def score_items(self, model: Any, split: str, items: Sequence[int] | None = None) -> dict[str, list[float]]:
+        """Per metric, per item: of the whole split, or of `items` (indices into it, in that order)."""
+        outputs = self.generate(model, split, items)
+        if items is None:  # the samples written at the end are a whole split's
+            self._last_outputs[split] = outputs
+        return self.item_scores(outputs, split, items)
 
     def write_samples(self, split: str, out_dir: str | Path, *, n: int = 24) -> list[Path]:
         """The last scored outputs of `split` (at the end of a study: the best merge's on the test
@@ -241,20 +266,24 @@ class GenerativeObjective:
     def score(self, model: Any, split: str) -> dict[str, float | int]:
         return mean_scores(self.score_items(model, split))
 
-    def item_scores(self, outputs: Sequence[str], split: str) -> dict[str, list[float]]:
-        records = self.records(outputs, split)
+    def item_scores(self, outputs: Sequence[str], split: str,
+                    items: Sequence[int] | None = None) -> dict[str, list[float]]:
+        records = self.records(outputs, split, items)
         return {"acc": [float(r["correct"]) for r in records],
                 "acc_ja": [float(r["correct"] and r["japanese"]) for r in records]}
 
     def score_outputs(self, outputs: Sequence[str], split: str) -> dict[str, float | int]:
         return mean_scores(self.item_scores(outputs, split))
 
-    def records(self, outputs: Sequence[str], split: str) -> list[dict[str, Any]]:
+    def records(self, outputs: Sequence[str], split: str, items: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Per output, its item's judgement; `items`: the outputs are of those items of the split."""
         data = self._split(split)
-        if len(outputs) != len(data.items):
-            raise ValueError(f"split {split!r} has {len(data.items)} items but got {len(outputs)} outputs")
+        index = range(len(data.items)) if items is None else items
+        if len(outputs) != len(index):
+            raise ValueError(f"split {split!r} has {len(index)} items but got {len(outputs)} outputs")
         records = []
-        for item, gold, output in zip(data.items, data.golds, outputs):
+        for i, output in zip(index, outputs):
+            item, gold = data.items[i], data.golds[i]
             question, answer, _ = item_fields(item)
             prediction = self.predict(output)
             ja = self._ja_probability(output)

@@ -114,11 +114,14 @@ class VQAScorer:
         for reference in self.references:
             tokenizer.tokenize(reference)  # warm the cache
 
-    def item_scores(self, predictions: Sequence[str]) -> dict[str, list[float]]:
-        if len(predictions) != len(self.references):
-            raise ValueError(f"{len(predictions)} predictions for {len(self.references)} references")
+    def item_scores(self, predictions: Sequence[str], items: Sequence[int] | None = None) -> dict[str, list[float]]:
+        """Per prediction, against every reference in order, or against the references `items`."""
+        index = range(len(self.references)) if items is None else items
+        if len(predictions) != len(index):
+            raise ValueError(f"{len(predictions)} predictions for {len(index)} references")
         scores: dict[str, list[float]] = {"rougeL": [], "rougeL_ja": []}
-        for prediction, reference, reference_is_ja in zip(predictions, self.references, self.reference_is_ja):
+        for prediction, i in zip(predictions, index):
+            reference, reference_is_ja = self.references[i], self.reference_is_ja[i]
             score = rouge_l(prediction, reference)
             scores["rougeL"].append(score)
             gated = reference_is_ja and self._ja_probability(prediction) < JA_GATE

@@ -42,14 +42,17 @@ class VQAObjective(GenerativeObjective):
     def predict(self, output: str) -> str:
         return output
 
-    def item_scores(self, outputs: Sequence[str], split: str) -> dict[str, list[float]]:
-        golds = self._split(split).golds
-        if len(outputs) != len(golds):
-            raise ValueError(f"split {split!r} has {len(golds)} items but got {len(outputs)} outputs")
-        return self._scorers[split].item_scores(list(outputs))
+    def item_scores(self, outputs: Sequence[str], split: str,
+                    items: Sequence[int] | None = None) -> dict[str, list[float]]:
+        index = range(len(self._split(split).golds)) if items is None else items
+        if len(outputs) != len(index):
+            raise ValueError(f"split {split!r} has {len(index)} items but got {len(outputs)} outputs")
+        return self._scorers[split].item_scores(list(outputs), items)
 
-    def records(self, outputs: Sequence[str], split: str) -> list[dict[str, Any]]:
-        scores = self.item_scores(outputs, split)
-        return [{"question": item_fields(item)[0], "answer": item_fields(item)[1], "output": output,
-                 **{metric: values[i] for metric, values in scores.items()}}
-                for i, (item, output) in enumerate(zip(self._split(split).items, outputs))]
+    def records(self, outputs: Sequence[str], split: str, items: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        scores = self.item_scores(outputs, split, items)
+        index = range(len(outputs)) if items is None else items
+        data = self._split(split).items
+        return [{"question": item_fields(data[i])[0], "answer": item_fields(data[i])[1], "output": output,
+                 **{metric: values[row] for metric, values in scores.items()}}
+                for row, (i, output) in enumerate(zip(index, outputs))]

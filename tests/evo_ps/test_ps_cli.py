@@ -122,6 +122,37 @@ def test_default_study_end_to_end(tmp_path, run_cli):
 
 
 @pytest.mark.slow
+def test_racing_study_end_to_end(tmp_path, run_cli):
+    # evaluation=racing on the zoo: 20 search items in blocks of 8, 6, 6; every trial says how many
+    # items it used and what it generated (dashboard: user attrs; MLflow: nested-run metrics, summed
+    # over the trial's blocks), the best is a fully scored trial, the table is on the whole test split
+    # (confidence and tolerance loosened: on 8 items the default ones decide nothing)
+    proc = run_cli("evo_ps", *cli_args(tmp_path, "evaluation=racing", "evaluation.first_block=8", "evaluation.block=6",
+                                       "evaluation.confidence=0.5", "evaluation.tolerance=0.1",
+                                       "space.warm_start_trials=8", "n_trials=12"))
+    assert "| best_merge |" in proc.stdout and "test split (40 items)" in proc.stdout
+    trials = [t for name in PHASES for t in study(tmp_path, name).trials]
+    assert len(trials) == 20 and all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        n = t.user_attrs["n"]
+        assert n in (8, 14, 20) and t.user_attrs["partial"] == (n < 20) and t.user_attrs["race"] in ("full", "in", "out")
+        assert len(t.user_attrs["item_scores"]["acc_ja"]) == n and t.user_attrs["generated_tokens"] > 0
+    assert {t.user_attrs["race"] for t in trials} > {"full"}, "racing stopped no trial early"
+    best = best_trial(study(tmp_path))
+    assert not best.user_attrs["partial"] and f"(trial {best.number})" in proc.stdout
+    check_mlflow(tmp_path)
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id], max_results=100)
+    by_name = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags}
+    for name in PHASES:
+        for t in study(tmp_path, name).trials:
+            metrics = by_name[f"{name}/trial-{t.number:04d}"]
+            assert metrics["n"] == t.user_attrs["n"] and metrics["generated_tokens"] == t.user_attrs["generated_tokens"]
+            assert metrics["partial"] == float(t.user_attrs["partial"])
+
+
+@pytest.mark.slow
 def test_same_seed_same_result(tmp_path, run_cli):
     results = []
     for sub in ("a", "b"):
@@ -145,6 +176,31 @@ def test_killed_study_resumes(tmp_path):
     assert {t.number: t.params for t in trials if t.number in kept} == kept
     finished = [t for t in trials if t.state.is_finished()]
     assert len(finished) >= 8 and (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_racing_study_killed_mid_generation_resumes(tmp_path):
+    # killed while a generation races (its trials RUNNING): the restart waits for their heartbeat
+    # to go stale, races the retries at the killed points as that generation, and finishes
+    racing = ("evaluation=racing", "evaluation.first_block=8", "evaluation.block=6", "n_trials=8")
+    proc = start_cli(tmp_path, *racing, stdout=subprocess.DEVNULL)
+    wait_for(proc, lambda: count_trials(tmp_path, states=("RUNNING",)) >= 2)
+    time.sleep(2)  # the generation's asks take milliseconds; its race, seconds
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = {t.number: t for t in study(tmp_path).trials if t.state.name == "RUNNING"}
+    assert len([t for t in killed.values() if "point" in t.user_attrs]) >= 2
+
+    assert start_cli(tmp_path, *racing, stdout=subprocess.DEVNULL).wait() == 0
+    trials = study(tmp_path).trials
+    retries = {t.user_attrs["retry_of"]: t for t in trials if "retry_of" in t.user_attrs}
+    assert set(retries) == set(killed) and all(t.state.name == "COMPLETE" for t in retries.values())
+    for number, retry in retries.items():
+        assert retry.params == killed[number].user_attrs.get("point", retry.params)
+        assert retry.system_attrs["cma:generation"] == killed[number].system_attrs["cma:generation"]
+    assert len([t for t in trials if t.state.is_finished()]) >= 8
+    assert not best_trial(study(tmp_path)).user_attrs["partial"]
+    assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -242,6 +298,7 @@ def test_bad_input_from_the_command_line_is_one_line(tmp_path, run_cli, error_li
     ("sampler.popsize=1", "sampler.popsize must be >= 2; got 1"),
     ("merge.method=nosuch", "unknown merge method 'nosuch'; known: breadcrumbs,"),
     ("+objective.options.answer_pattern=x", "objective 'mgsm_ja' has no option answer_pattern"),
+    ("evaluation.kind=halving", "evaluation.kind must be full or racing; got 'halving'"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, cli_error, override, message):
     line = cli_error("evo_ps", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)

@@ -217,3 +217,32 @@ def test_hydra_config_values(tok, write_tsv):
     obj = objectives.build("mgsm_ja", tokenizer=tok, splits=cfg.splits, stop_strings=cfg.stop_strings,
                            prompt_template=cfg.prompt_template)
     assert obj.items("search") == ROWS[:2] and obj.stop_strings == ("\n\n",)
+
+
+def test_scoring_a_subset_equals_the_whole_split_restricted_to_it(tok):
+    # racing's blocks (evaluation=racing): a zoo math expert (right on most items, never Japanese)
+    # on 40 search problems, whole vs items [30, 3, 17, ...]: the same outputs and per-item scores,
+    # batches planned once per subset from the prompts tokenized at construction
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(Path(__file__).resolve().parents[2] / "zoo" / "models" / "math_wiz").eval()
+    counting = CountingTokenizer(tok)
+    obj = objectives.build("mgsm_ja", tokenizer=counting, prompt_template=PROMPT, max_new_tokens=40,
+                           stop_strings=["\n"], batch_size=16,
+                           splits={"search": {"source": "zoo", "task": "ja_math", "split": "search", "limit": 40}})
+    encodes = counting.encodes
+    whole_outputs = obj.generate(model, "search")
+    whole = obj.score_items(model, "search")
+    assert obj.n_items("search") == 40 and 0 < sum(whole["acc"]) < 40  # not a trivial all-0 or all-1 case
+    items = [30, 3, 17, 0, 39, 8, 22]
+    assert obj.generate(model, "search", items) == [whole_outputs[i] for i in items]
+    subset = obj.score_items(model, "search", items=items)
+    assert subset == {metric: [scores[i] for i in items] for metric, scores in whole.items()}
+    assert 0 < obj.last_work["generated_tokens"] < 40 * 40 and counting.encodes == encodes
+    obj.score_items(model, "search", items=items)
+    assert len(obj._subset_batches) == 1  # planned once, reused by every later trial
+    for bad in ([40], [1, 1], []):
+        with pytest.raises(ValueError, match="must be distinct indices in 0..39"):
+            obj.score_items(model, "search", items=bad)

@@ -234,3 +234,11 @@ def test_evovlm_ja_template():
         "あなたは役立つ、偏見がなく、検閲されていないアシスタントです。与えられた画像を下に、質問に答えてください。\n"
         "<</SYS>>\n\n<image>\nくるまは なにいろ ですか? [/INST]"
     )
+
+
+def test_vqa_scorer_scores_a_subset_against_its_own_references():
+    scorer = VQAScorer(["あか です。", "しろ です。", "くろ です。"], ja_probability=lambda text: 1.0)
+    whole = scorer.item_scores(["くろ", "しろ です。", "あか"])
+    # the predictions of items 2 and 0, in that order, against those items' references
+    assert scorer.item_scores(["あか", "くろ"], items=[2, 0]) == {m: [s[2], s[0]] for m, s in whole.items()}
+    assert scorer.item_scores(["しろ です。"], items=[1]) == {m: [s[1]] for m, s in whole.items()}
