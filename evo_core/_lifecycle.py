@@ -116,8 +116,8 @@ class Phases:
                                  f"is searched by its own sampler: use evaluation.kind=full")
             race_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
                         popsize=cfg.sampler.popsize or paper_popsize(len(params)), first_block=ev.first_block,
-                        block=ev.block, z=ev.z, tolerance=ev.tolerance, n_items=self.objective.n_items("search"), timeout=timeout,
-                        on_trial=on_trial)
+                        block=ev.block, z=ev.z, tolerance=ev.tolerance, n_items=self.objective.n_items("search"),
+                        timeout=timeout, on_trial=on_trial)
         else:
             run_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
                        timeout=timeout, on_trial=on_trial)
