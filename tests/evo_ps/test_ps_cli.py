@@ -59,6 +59,20 @@ def count_trials(tmp_path: Path, *, studies: tuple[str, ...] = ("toy_ja_math",),
             return 0
 
 
+def running_with_points(tmp_path: Path, study_name: str = "toy_ja_math") -> int:
+    """RUNNING trials of `study_name` whose parameters are stored (their `point` user attribute)."""
+    db = tmp_path / "run" / "study.db"
+    if not db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        try:
+            return con.execute("select count(*) from trials join studies using (study_id) join trial_user_attributes "
+                               "using (trial_id) where study_name = ? and state = 'RUNNING' and key = 'point'",
+                               (study_name,)).fetchone()[0]
+        except sqlite3.OperationalError:  # no tables yet
+            return 0
+
+
 def wait_for(proc: subprocess.Popen, condition) -> None:
     """Poll until `condition()` holds; the process must still be running then (pytest-timeout bounds it)."""
     while not condition():
@@ -184,8 +198,10 @@ def test_racing_study_killed_mid_generation_resumes(tmp_path):
     # to go stale, races the retries at the killed points as that generation, and finishes
     racing = ("evaluation=racing", "evaluation.first_block=8", "evaluation.block=6", "n_trials=8")
     proc = start_cli(tmp_path, *racing, stdout=subprocess.DEVNULL)
-    wait_for(proc, lambda: count_trials(tmp_path, states=("RUNNING",)) >= 2)
-    time.sleep(2)  # the generation's asks take milliseconds; its race, seconds
+    # killed once a generation (2+ trials) is asked and every trial of it has its point stored,
+    # i.e. while it races, which takes about a second (no fixed sleep: with fast generation a
+    # race can end within one)
+    wait_for(proc, lambda: 2 <= running_with_points(tmp_path) == count_trials(tmp_path, states=("RUNNING",)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = {t.number: t for t in study(tmp_path).trials if t.state.name == "RUNNING"}
