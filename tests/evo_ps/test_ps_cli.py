@@ -43,9 +43,10 @@ def start_cli(tmp_path: Path, *extra: str, stdout=subprocess.PIPE) -> subprocess
 
 
 def count_trials(tmp_path: Path, *, studies: tuple[str, ...] = ("toy_ja_math",),
-                 states: tuple[str, ...] | None = ("COMPLETE", "FAIL", "PRUNED")) -> int:
-    """Trials of `studies` in `states` (None: any, RUNNING and WAITING too), read straight from
-    study.db while workers write it (0 until its tables exist); cheap enough to poll."""
+                 states: tuple[str, ...] | None = ("COMPLETE", "FAIL", "PRUNED"), user_attr: str | None = None) -> int:
+    """Trials of `studies` in `states` (None: any, RUNNING and WAITING too), and with user attribute
+    `user_attr` if given, read straight from study.db while workers write it (0 until its tables
+    exist); cheap enough to poll."""
     db = tmp_path / "run" / "study.db"
     if not db.exists():
         return 0
@@ -53,22 +54,11 @@ def count_trials(tmp_path: Path, *, studies: tuple[str, ...] = ("toy_ja_math",),
     marks = lambda values: ", ".join("?" * len(values))  # noqa: E731
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
         try:
-            return con.execute(f"select count(*) from trials join studies using (study_id) where study_name in "
-                               f"({marks(studies)}) and state in ({marks(states)})", (*studies, *states)).fetchone()[0]
-        except sqlite3.OperationalError:  # no tables yet
-            return 0
-
-
-def running_with_points(tmp_path: Path, study_name: str = "toy_ja_math") -> int:
-    """RUNNING trials of `study_name` whose parameters are stored (their `point` user attribute)."""
-    db = tmp_path / "run" / "study.db"
-    if not db.exists():
-        return 0
-    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
-        try:
-            return con.execute("select count(*) from trials join studies using (study_id) join trial_user_attributes "
-                               "using (trial_id) where study_name = ? and state = 'RUNNING' and key = 'point'",
-                               (study_name,)).fetchone()[0]
+            with_attr = (" join trial_user_attributes using (trial_id)", " and key = ?", (user_attr,)) if user_attr \
+                else ("", "", ())
+            return con.execute(f"select count(*) from trials join studies using (study_id){with_attr[0]} where "
+                               f"study_name in ({marks(studies)}) and state in ({marks(states)}){with_attr[1]}",
+                               (*studies, *states, *with_attr[2])).fetchone()[0]
         except sqlite3.OperationalError:  # no tables yet
             return 0
 
@@ -201,7 +191,8 @@ def test_racing_study_killed_mid_generation_resumes(tmp_path):
     # killed once a generation (2+ trials) is asked and every trial of it has its point stored,
     # i.e. while it races, which takes about a second (no fixed sleep: with fast generation a
     # race can end within one)
-    wait_for(proc, lambda: 2 <= running_with_points(tmp_path) == count_trials(tmp_path, states=("RUNNING",)))
+    wait_for(proc, lambda: 2 <= count_trials(tmp_path, states=("RUNNING",), user_attr="point")
+             == count_trials(tmp_path, states=("RUNNING",)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = {t.number: t for t in study(tmp_path).trials if t.state.name == "RUNNING"}
