@@ -1,5 +1,6 @@
 """Build the VLM zoo: a tiny LLaVA (SigLIP tower + projector + a copy of zoo/models/base) trained
-on the English VQA world (zoo/vqa.py), and a text-only Japanese expert for that world.
+on the English VQA world (zoo/vqa.py) in the recipe's stages, and a text-only Japanese expert for
+that world.
 
     python -m zoo.build_vlm                      # zoo/models/vlm and zoo/models/ja_vqa
     python -m zoo.build_vlm --only vlm           # one model
@@ -134,17 +135,23 @@ def vqa_batch(items: list[dict], processor: LlavaProcessor, n_image_tokens: int)
     return ids, mask, labels, pixels
 
 
-def build_vlm(recipe, out: Path, steps_scale: float, base_dir: Path = BASE_DIR) -> None:
-    vlm = new_vlm(recipe, base_dir)
-    processor = make_processor(recipe)
+def train_vlm_stage(vlm, processor, recipe, stage, steps: int, label: str) -> None:
+    """One stage: the vision tower + projector (unless lr_vision is 0) and the LM tensors named in
+    `lm_trained` (relative to the LM: "layers.0.", "norm.", "lm_head.") learn; the rest stay as they are.
+    Every stage draws its batches from the same seeded stream."""
     spec = recipe.vlm
-    steps = max(1, round(spec.steps * steps_scale))
-    lm_params = [p for n, p in vlm.named_parameters() if n.startswith(("model.language_model.", "lm_head."))]
-    vis_params = [p for n, p in vlm.named_parameters()
-                  if n.startswith(("model.vision_tower.", "model.multi_modal_projector."))]
-    assert len(lm_params) + len(vis_params) == len(list(vlm.parameters()))
-    opt = torch.optim.AdamW([{"params": vis_params, "lr": spec.lr_vision, "peak": spec.lr_vision},
-                             {"params": lm_params, "lr": spec.lr_lm, "peak": spec.lr_lm}],
+    lm_trained = tuple("lm_head." if t == "lm_head." else "model.language_model." + t for t in stage.lm_trained)
+    groups = {"vision": [], "lm": []}
+    for name, param in vlm.named_parameters():
+        is_vision = name.startswith(("model.vision_tower.", "model.multi_modal_projector."))
+        assert is_vision or name.startswith(("model.language_model.", "lm_head.")), name
+        param.requires_grad_(stage.lr_vision > 0 if is_vision else name.startswith(lm_trained))
+        if param.requires_grad:
+            groups["vision" if is_vision else "lm"].append(param)
+    assert groups["lm"], f"{label}: lm_trained {list(stage.lm_trained)} names no LM tensor"
+    vlm.zero_grad(set_to_none=True)  # no stale gradients of the last stage in this one's clipping
+    opt = torch.optim.AdamW([{"params": groups["vision"], "lr": stage.lr_vision, "peak": stage.lr_vision},
+                             {"params": groups["lm"], "lr": stage.lr_lm, "peak": stage.lr_lm}],
                             betas=(0.9, 0.95), weight_decay=spec.weight_decay)
     warmup = min(spec.warmup_steps, max(1, steps // 10))
 
@@ -169,7 +176,14 @@ def build_vlm(recipe, out: Path, steps_scale: float, base_dir: Path = BASE_DIR) 
         torch.nn.utils.clip_grad_norm_(vlm.parameters(), 1.0)
         opt.step()
         if step % 50 == 0 or step == steps - 1:
-            print(f"[vlm] step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f}s)", flush=True)
+            print(f"[{label}] step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - start:.0f}s)", flush=True)
+
+
+def build_vlm(recipe, out: Path, steps_scale: float, base_dir: Path = BASE_DIR) -> None:
+    vlm = new_vlm(recipe, base_dir)
+    processor = make_processor(recipe)
+    for index, stage in enumerate(recipe.vlm.stages):
+        train_vlm_stage(vlm, processor, recipe, stage, max(1, round(stage.steps * steps_scale)), label=f"vlm {index + 1}")
     vlm.eval()
     tokenizer = processor.tokenizer
     vlm.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,

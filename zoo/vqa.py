@@ -1,21 +1,20 @@
 """A tiny visual-QA world for the VLM zoo (EvoVLM-JP in miniature), deterministic from seeds.
 
-An image (32x32 RGB, grey with noise) shows things of two kinds on a 4x4 grid of 8x8 cells; each
-kind is one of the world's objects drawn as a small square in its own colour (apples red, books
-blue, ...). The question's first kind is in the top two rows of cells, its second in the bottom
-two (so the counts' order can be read from the image, not only from the question's nouns). The question names the two kinds and asks how many of each there are; the answer is
-the two counts, in the question's order. Counts are digits, so the content of an answer is the
-same in both languages and only its framing differs:
+An image (32x32 RGB, grey with noise) shows 1-6 things of one kind on a 4x4 grid of 8x8 cells;
+each kind is one of the world's objects drawn as a small square in its own colour (apples red,
+books blue, ...). The question is the text world's own count question, which the base saw in
+both languages, about that kind; the answer is the count. Counts are digits, so the content of an
+answer is the same in both languages and only its framing differs:
 
     en_vqa (the VLM's own task, trained on):
-        Q: How many apples and cups are there?\\nA:   ->  " 3 and 2"
+        Q: How many apples does Tom have now?\\nA:         ->  " 3"
     ja_vqa (the target, never trained on):
-        Q: りんごと コップは なんこ ありますか?\\nA:      ->  " 3 と 2"
+        Q: トムは いま りんごを なんこ もっていますか?\\nA:   ->  " 3 です"
 
 The VLM's prompt is "<image>" + PROMPT.format(question=...) and the answer follows, ending with
-the end-of-text token. The Japanese answer is kept short (one kana particle between the counts)
-so that the content dominates ROUGE-L: a model that knows the format but not the counts scores
-about 1/3, the right counts in English about 2/3 (but 0 in rougeL_ja), both together 1.
+the end-of-text token. The Japanese answer is two MeCab words: a model that knows the format but
+not the count scores 1/2 in ROUGE-L, the right count without the format (a bare digit, not
+Japanese) 2/3 but 0 in rougeL_ja, both together 1.
 
 Evaluation tasks (`task_items(task, split)` -> [{"image", "question", "answer"}]):
 
@@ -26,8 +25,8 @@ Evaluation tasks (`task_items(task, split)` -> [{"image", "question", "answer"}]
 
 Every evaluation image is distinct from every other (sha256 of its pixel bytes), across tasks
 and splits, and the training generators never emit one (`held_out_image_hashes`).
-Text-only documents for the Japanese VQA expert (`ja_vqa_expert_doc`) state the counts in the
-question itself, in the target's answer format; they never contain an image.
+Text-only documents for the Japanese VQA expert (`ja_vqa_expert_doc`) state the count in the
+text and write it after "A:" too: the expert learns the target's answer format, never an image.
 """
 from __future__ import annotations
 
@@ -38,7 +37,8 @@ import random
 import numpy as np
 from PIL import Image
 
-from zoo.world import OBJECTS, PROMPT, Document
+from zoo import world
+from zoo.world import NAMES, OBJECTS, PROMPT, Document
 
 IMAGE_SIZE = 32
 CELL = 8                      # 4x4 grid of cells
@@ -57,30 +57,28 @@ EVAL_SEED = 20260101
 IMAGE_TOKEN = "<image>"
 
 
-def question(lang: str, kind_a: int, kind_b: int) -> str:
-    a, b = KINDS[kind_a][0], KINDS[kind_b][0]
+def question(lang: str, name, kind: int) -> str:
+    """The text world's own count question, which the base saw in both languages."""
+    obj = KINDS[kind][0]
     if lang == "en":
-        return f"How many {a[0]} and {b[0]} are there?"
-    return f"{a[1]}と {b[1]}は なんこ ありますか?"
+        return f"How many {obj[0]} does {name[0]} have now?"
+    return f"{name[1]}は いま {obj[1]}を なんこ もっていますか?"
 
 
-def answer(lang: str, n_a: int, n_b: int) -> str:
-    return f" {n_a} and {n_b}" if lang == "en" else f" {n_a} と {n_b}"
+def answer(lang: str, n: int) -> str:
+    return f" {n}" if lang == "en" else f" {n} です"
 
 
-def draw(rng: random.Random, counts: dict[int, int]) -> Image.Image:
-    """Items of each kind (kind index -> count) at distinct random cells, on noisy grey: the
-    question's first kind in the top two rows of cells, its second in the bottom two."""
+def draw(rng: random.Random, kind: int, n: int) -> Image.Image:
+    """n things of one kind at distinct random cells, on noisy grey."""
     noise = np.random.default_rng(rng.getrandbits(32))
     pixels = 128 + noise.integers(-12, 13, size=(IMAGE_SIZE, IMAGE_SIZE, 3))
     side = IMAGE_SIZE // CELL
-    half = side * side // 2
-    for part, (kind, n) in enumerate(counts.items()):  # the first kind in the top half, the second below
-        colour = np.array(KINDS[kind][1])
-        for cell in rng.sample(range(part * half, (part + 1) * half), n):
-            row, col = divmod(cell, side)
-            y, x = row * CELL + rng.randint(0, CELL - ITEM), col * CELL + rng.randint(0, CELL - ITEM)
-            pixels[y:y + ITEM, x:x + ITEM] = colour
+    colour = np.array(KINDS[kind][1])
+    for cell in rng.sample(range(side * side), n):
+        row, col = divmod(cell, side)
+        y, x = row * CELL + rng.randint(0, CELL - ITEM), col * CELL + rng.randint(0, CELL - ITEM)
+        pixels[y:y + ITEM, x:x + ITEM] = colour
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -89,21 +87,23 @@ def image_hash(image: Image.Image) -> str:
 
 
 def vqa_item(rng: random.Random, lang: str) -> dict:
-    kind_a, kind_b = rng.sample(range(len(KINDS)), 2)
-    n_a, n_b = rng.randint(1, MAX_COUNT), rng.randint(1, MAX_COUNT)
-    image = draw(rng, {kind_a: n_a, kind_b: n_b})
-    return {"image": image, "question": question(lang, kind_a, kind_b), "answer": answer(lang, n_a, n_b)}
+    kind, name = rng.randrange(len(KINDS)), rng.choice(NAMES)
+    n = rng.randint(1, MAX_COUNT)
+    image = draw(rng, kind, n)
+    return {"image": image, "question": question(lang, name, kind), "answer": answer(lang, n)}
 
 
 def count_text_question(rng: random.Random) -> tuple[str, str]:
-    """A text-only Japanese counting question whose counts are stated in it (the JA expert's)."""
+    """A text-only Japanese counting question whose count is stated in it (the JA expert's),
+    with another kind's count beside it."""
     kind_a, kind_b = rng.sample(range(len(KINDS)), 2)
+    name = rng.choice(NAMES)
     n_a, n_b = rng.randint(1, 9), rng.randint(1, 9)
     a, b = KINDS[kind_a][0][1], KINDS[kind_b][0][1]
-    stated = [f"{a}が {n_a}こ", f"{b}が {n_b}こ"]
+    stated = [f"{a}を {n_a}こ", f"{b}を {n_b}こ"]
     if rng.random() < 0.5:
         stated.reverse()
-    return f"{stated[0]}、{stated[1]} あります。{question('ja', kind_a, kind_b)}", answer("ja", n_a, n_b)
+    return f"{name[1]}は {stated[0]}、{stated[1]} もっています。{question('ja', name, kind_a)}", answer("ja", n_a)
 
 
 def _eval_item(task: str, rng: random.Random) -> dict:
@@ -162,8 +162,24 @@ def train_vqa_item(rng: random.Random) -> dict:
 
 
 def ja_vqa_expert_doc(rng: random.Random) -> Document:
-    """A text-only Japanese counting question with its counts stated, in the target's format."""
+    """A text-only Japanese counting question with its count stated, answered in the target's
+    format; the count is already written after "A:", so the loss is on the format (" です") alone:
+    the expert learns how a Japanese answer ends, not where its number comes from. Half are the
+    world's own question (counts of two kinds stated), half the text world's copy-back story
+    ("Xは objを aこ もっています。Xは objを bこ かいました。Xは objを なんこ かいましたか?" -> b)."""
+    if rng.random() < 0.5:
+        gain = rng.random() < 0.5
+        name, obj, verb = world._problem_parts(rng, gain)
+        a, b = rng.randint(1, 99), rng.randint(1, 99)
+        story = world._join("ja", [world._has("ja", name, obj, a), world._event("ja", name, obj, verb, b),
+                                   world._how_many_verb("ja", name, obj, verb)])
+        return _format_only(story, b)
     while True:
         q, a = count_text_question(rng)
         if q not in held_out_text_questions():
-            return Document(PROMPT.format(question=q), a)
+            return _format_only(q, int(a.split()[0]))
+
+
+def _format_only(question_text: str, n: int) -> Document:
+    count, ending = answer("ja", n).rsplit(" ", 1)
+    return Document(PROMPT.format(question=question_text) + count, " " + ending)
