@@ -173,13 +173,13 @@ def ja_vqa_expert_doc(rng: random.Random) -> Document:
         a, b = rng.randint(1, 99), rng.randint(1, 99)
         story = world._join("ja", [world._has("ja", name, obj, a), world._event("ja", name, obj, verb, b),
                                    world._how_many_verb("ja", name, obj, verb)])
-        return _format_only(story, b)
+        return _format_only(story, answer("ja", b))
     while True:
         q, a = count_text_question(rng)
         if q not in held_out_text_questions():
-            return _format_only(q, int(a.split()[0]))
+            return _format_only(q, a)
 
 
-def _format_only(question_text: str, n: int) -> Document:
-    count, ending = answer("ja", n).rsplit(" ", 1)
+def _format_only(question_text: str, answer_text: str) -> Document:
+    count, ending = answer_text.rsplit(" ", 1)  # " 3 です" -> the prompt ends with " 3", the target is " です"
     return Document(PROMPT.format(question=question_text) + count, " " + ending)
