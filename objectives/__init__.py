@@ -3,14 +3,14 @@
     import objectives
     obj = objectives.build("mgsm_ja", tokenizer=tok,
                            splits={"search": {"source": "zoo", "task": "ja_math", "split": "search"},
-                                   "test": {"source": "tsv", "path": "shared/data/mgsm/mgsm_ja.tsv"}},
+                                   "test": {"source": "mgsm", "lang": "ja", "path": objectives.MGSM_JA_TSV}},
                            prompt_template="Q: {question}\\nA:", max_new_tokens=48, batch_size=16)
     obj.score(model, "search")        # {"acc": float, "acc_ja": float, "n": int}
     obj.score_items(model, "search")  # {"acc": [1.0, 0.0, ...], "acc_ja": [...]}: per item
     obj.default_fitness               # "acc_ja": what a search maximises unless told otherwise
 
 Registered: "mgsm_ja" (last number must equal the gold number; the zoo's math tasks and real
-MGSM-JA), "answer_match" (a regex capture must equal the gold string; the zoo's Q&A) and "ja_vqa"
+MGSM-JA, which the project ships: MGSM_JA_TSV, data/mgsm/README.md), "answer_match" (a regex capture must equal the gold string; the zoo's Q&A) and "ja_vqa"
 (_vqa.py: visual QA through a VLM's processor, metrics rougeL and rougeL_ja, the fitness).
 
 Japanese visual QA (the paper's EvoVLM-JP evaluation): _rouge.py scores outputs with ROUGE-L on
@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from ._answers import extract_last_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
-from ._data import SOURCES, Item, VQAItem, check_disjoint, image_key, item_key, load_split, question_key
+from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, item_key, load_split,
+                    question_key)
 from ._generation import CACHE_ARG, GENERATION_BACKENDS, GenerationWork, greedy_generate
 from . import _fast_generation, _vllm  # noqa: F401  (register the "fast_greedy" and "vllm" generation backends)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
@@ -59,6 +60,7 @@ __all__ = [
     "JA_THRESHOLD",
     "MGSM_JA_MAX_NEW_TOKENS",
     "MGSM_JA_PROMPT_TEMPLATE",
+    "MGSM_JA_TSV",
     "MGSM_JA_STOP_STRINGS",
     "MecabTokenizer",
     "NumericAnswerObjective",

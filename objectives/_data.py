@@ -8,6 +8,8 @@ A split spec is a dict naming a registered source plus that source's keys, and a
 "limit" (keep the first N items):
 
     {"source": "tsv", "path": "mgsm_ja.tsv"}                      # question<TAB>answer per line
+    {"source": "mgsm", "lang": "ja", "path": None}               # MGSM-JA from the hub (juletxara/mgsm)
+    {"source": "mgsm", "lang": "ja", "path": MGSM_JA_TSV}        # ... or the project's vendored copy
     {"source": "hf", "dataset": "juletxara/mgsm", "name": "ja", "split": "test"}
     {"source": "hf", "dataset": "SakanaAI/gsm8k-ja-test_250-1319", "split": "test"}  # the paper's search set
     {"source": "zoo", "task": "ja_math", "split": "search", "limit": 64}
@@ -34,6 +36,9 @@ VQAItem = dict[str, Any]  # {"image": PIL.Image.Image (RGB), "question": str, "a
 
 SOURCES: Registry[Callable[..., list[Item] | list[VQAItem]]] = Registry("data source")
 
+# MGSM-JA, the paper's test set, vendored (data/mgsm/README.md: source, licence, checksum)
+MGSM_JA_TSV = Path(__file__).parent / "data" / "mgsm" / "mgsm_ja.tsv"
+
 
 @SOURCES.register("tsv")
 def load_tsv(*, path: str | Path) -> list[Item]:
@@ -57,6 +62,26 @@ def load_tsv(*, path: str | Path) -> list[Item]:
         question, answer = line.rsplit("\t", 1)
         items.append((question.strip(), answer.strip()))
     return items
+
+
+@SOURCES.register("mgsm")
+def load_mgsm(*, lang: str = "ja", dataset: str = "juletxara/mgsm", path: str | Path | None = None) -> list[Item]:
+    """MGSM in one language: `path`, a local copy of the benchmark's `mgsm_<lang>.tsv` (the
+    project ships MGSM-JA's, MGSM_JA_TSV), or, with path=None, that file of the hub dataset the
+    paper's evaluation loads (juletxara/mgsm), fetched once into the HF cache."""
+    if path is not None:
+        return load_tsv(path=path)
+    import huggingface_hub
+
+    filename = f"mgsm_{lang}.tsv"
+    try:
+        local = huggingface_hub.hf_hub_download(dataset, filename, repo_type="dataset")
+    except Exception as err:  # offline, unknown repo or file
+        raise FileNotFoundError(
+            f"dataset {dataset!r} file {filename!r} cannot be fetched ({type(err).__name__}); download it "
+            f"(hf download {dataset} {filename} --repo-type dataset --local-dir DIR) and set path=DIR/{filename}"
+        ) from None
+    return load_tsv(path=local)
 
 
 @SOURCES.register("hf")

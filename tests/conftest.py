@@ -23,7 +23,6 @@ from zoo.tokenizer import build_tokenizer
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
 TINY_SOURCES = ("src_a", "src_b", "src_c")
 
 
@@ -67,9 +66,10 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def mgsm_ja_tsv() -> Path:
-    path = SHARED / "data" / "mgsm" / "mgsm_ja.tsv"
-    assert path.is_file(), f"shared MGSM data missing at {path}"
-    return path
+    """MGSM-JA as the project ships it (objectives/data/mgsm/)."""
+    from objectives import MGSM_JA_TSV
+
+    return MGSM_JA_TSV
 
 
 def _run_cli(module: str, *overrides: str, ok: bool = True, timeout: float = 900, env: dict | None = None,

@@ -1,11 +1,14 @@
 """Split specs -> items: sources, limit, bad input, isolation of splits."""
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from objectives import check_disjoint, load_split, question_key
+from objectives import MGSM_JA_TSV, check_disjoint, load_split, question_key
 
 ROWS = [("ねこは なんびき？", "3"), ("いぬは なんびき？", "2,125"), ("とりは？", "7")]
 
@@ -21,6 +24,51 @@ def test_real_mgsm_tsv(mgsm_ja_tsv):
     assert len(items) == 250
     assert items[0][1] == "18" and items[0][0].startswith("ジャネット")
     assert sum("," in answer for _, answer in items) == 4
+
+
+def test_vendored_mgsm_is_the_recorded_file():
+    # the copy the project ships is the benchmark's file, byte for byte (its README records the hash)
+    digest = hashlib.sha256(MGSM_JA_TSV.read_bytes()).hexdigest()
+    assert digest in (MGSM_JA_TSV.parent / "README.md").read_text(encoding="utf-8")
+    assert (MGSM_JA_TSV.parent / "LICENSE").read_text().startswith("Creative Commons Attribution 4.0")
+    assert load_split("test", {"source": "mgsm", "lang": "ja", "path": MGSM_JA_TSV}) == \
+        load_split("test", {"source": "tsv", "path": MGSM_JA_TSV})
+
+
+def _hub_cache(root: Path, repo: str, files: dict[str, bytes]) -> Path:
+    """A Hugging Face hub cache holding `files` of dataset `repo` at one revision, as
+    hf_hub_download leaves it (refs/main -> snapshots/<commit>/<file>)."""
+    commit = "0" * 40
+    repo_dir = root / f"datasets--{repo.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        (repo_dir / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+        (repo_dir / "snapshots" / commit / name).write_bytes(data)
+    return root
+
+
+def test_mgsm_source_reads_the_hub_dataset(tmp_path, monkeypatch):
+    # path=None: the hub dataset's mgsm_ja.tsv through hf_hub_download, here from a local cache
+    # with the hub switched off (the same code a GPU user runs online)
+    cache = _hub_cache(tmp_path / "hub", "juletxara/mgsm", {"mgsm_ja.tsv": MGSM_JA_TSV.read_bytes()})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    items = load_split("test", {"source": "mgsm", "lang": "ja", "dataset": "juletxara/mgsm", "path": None})
+    assert items == load_split("test", {"source": "tsv", "path": MGSM_JA_TSV})
+    with pytest.raises(FileNotFoundError, match=r"'mgsm_en.tsv' cannot be fetched .*hf download juletxara/mgsm"):
+        load_split("test", {"source": "mgsm", "lang": "en", "path": None})
+
+
+def test_nothing_reads_outside_the_repository():
+    # a user clones the repo alone: no config, test or code may read the workplace's ../shared
+    root = Path(__file__).resolve().parents[2]
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.yaml", "*.yml", "*.toml", "Makefile", ".ci/*"],
+                             cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    offenders = [f for f in tracked if f != "tests/objectives/test_data.py"
+                 and "../shared" in (root / f).read_text(encoding="utf-8")]
+    assert tracked and not offenders, offenders
 
 
 def test_missing_file(tmp_path):
@@ -42,7 +90,7 @@ def test_empty_dataset(write_tsv):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"source": "csv", "path": "x"}, "unknown data source 'csv'; known: hf, ja_vg_vqa, ja_vlm_wild, tsv, zoo"),
+        ({"source": "csv", "path": "x"}, "unknown data source 'csv'; known: hf, ja_vg_vqa, ja_vlm_wild, mgsm, tsv, zoo"),
         ({"path": "x"}, "'source' key"),
         ({"source": "tsv"}, "missing a required argument: 'path'"),
         ({"source": "tsv", "path": "x", "limt": 3}, "unexpected keyword argument 'limt'"),
