@@ -1,6 +1,8 @@
 # Two commands on a fresh machine (no GPU, no model hub):
 #   make demo   install, then run the default evolutionary merge on the embedded zoo
 #   make test   install, then run the whole test suite
+#   make test-fast  the developer loop: the suite without the slow end-to-end runs (kills included)
+#                   and the scale-out tests on real servers; CI runs `make test`, everything
 #
 # Installs come from requirements.lock (exact versions, sha256 hashes), so a fresh machine next
 # month gets today's versions. Refreshing the lock is a deliberate step: `make lock`, run the
@@ -16,7 +18,7 @@ LOCK    := requirements.lock
 TORCH   ?= torch==2.13.0
 UV      := uv==0.13.9
 
-.PHONY: demo test install lock test-latest results zoo bench clean-venv system-deps
+.PHONY: demo test test-fast install lock test-latest results zoo bench clean-venv system-deps
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PY_BASE) -m venv $(VENV)
@@ -33,6 +35,9 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" --ignore=tests/scale
 
 # What the scale-out and browser tests run besides Python (docs/scale-out.md): a PostgreSQL server
 # (initdb, pg_ctl) and headless Chromium, both Debian's packages. Installed only when missing (the
