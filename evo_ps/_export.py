@@ -12,7 +12,8 @@ Per-tensor values become mergekit conditional parameters ({filter, value} lists,
 filter = substring of the tensor name), compressed along the dotted name: a whole layer
 (`model.layers.3.`) or module (`model.layers.3.mlp.`) with one value gets one entry; a value shared
 by every tensor is written as a plain number. Random methods (dare_*, della*) draw their masks
-from mergekit's own generator, so the YAML reproduces their distribution, not the same masks.
+from mergekit's own generator, so the YAML reproduces their distribution, not the same masks: the
+model card says so, and how the scored model itself is rebuilt (random_drops_note).
 """
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def mergekit_yaml(*, method: MergeMethod, tensor_params: Mapping[str, Mapping[st
         config["parameters"] = parameters
     config["dtype"] = dtype
     return yaml.safe_dump(config, sort_keys=False)
+
+
+def random_drops_note(seed: int) -> str:
+    """What a model card says about a merge with random drops (DARE, DELLA): which model the YAML
+    rebuilds, and how to rebuild the scored one exactly."""
+    return (f"**The mergekit YAML rebuilds this recipe only in distribution.** The merge drops random "
+            f"parameters; `mergekit-yaml` draws new drops, so it builds a different model from the one scored "
+            f"and saved here. The exact scored model is the weights in this directory. They can also be rebuilt exactly: the search drew "
+            f"trial {seed}'s drops with seed {seed}, each tensor's mask from its own generator seeded by "
+            f"(seed, tensor, source). Running the same `python -m evo_ps` command again with the same `run_dir` on "
+            f"the same source models (the study is complete, so no trial runs) writes this model again, identical "
+            f"to the bit.")
 
 
 def _setting(values: Mapping[str, float]) -> float | list[dict[str, Any]]:

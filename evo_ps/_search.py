@@ -29,7 +29,7 @@ from evo_core import (Phases, best_trial, check_device, check_finite, load_pool,
                       vision_language_sources)
 
 from ._config import PSConfig
-from ._export import mergekit_yaml, save_merged
+from ._export import mergekit_yaml, random_drops_note, save_merged
 from ._merge import InMemoryMerger, merge_method
 from ._plots import plot_layer_params
 from ._space import SearchSpace, build_space
@@ -115,6 +115,8 @@ class PSSearch:
                              f"above; its vision tower and projector are unchanged. mergekit 0.1.5 has no LLaVA "
                              f"architecture, so no mergekit YAML is given.")
             saver = AutoProcessor.from_pretrained(pool.paths[pool.live_name])  # tokenizer + image processor
+        if self.method.sparsify in ("random", "della"):
+            card["notes"] = "\n\n".join(filter(None, [card.get("notes"), random_drops_note(best.number)]))
         save_merged(pool.model, saver, model_dir, card=card)
         plot_layer_params(self.space, best.params, run_dir / "layer_params.png")
         files = [run_dir / "layer_params.png", model_dir / "mergekit_config.yml", model_dir / "README.md"]

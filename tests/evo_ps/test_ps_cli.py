@@ -156,6 +156,15 @@ def test_racing_study_end_to_end(tmp_path, run_cli):
             assert metrics["partial"] == float(t.user_attrs["partial"])
 
 
+def weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(model_dir / "model.safetensors")
+
+
+def same_bits(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.slow
 def test_same_seed_same_result(tmp_path, run_cli):
     results = []
@@ -164,6 +173,18 @@ def test_same_seed_same_result(tmp_path, run_cli):
         s = study(tmp_path / sub)
         results.append((s.best_trial.params, s.best_value, [t.values for t in s.trials]))
     assert results[0] == results[1]
+    assert same_bits(weights(tmp_path / "a" / "run" / "best_model"), weights(tmp_path / "b" / "run" / "best_model"))
+
+    # what the card of a random-drop merge promises: the YAML rebuilds the recipe in distribution
+    # only, and the same command on the same run_dir writes the scored model again, to the bit
+    model_dir = tmp_path / "a" / "run" / "best_model"
+    card = (model_dir / "README.md").read_text()
+    best = study(tmp_path / "a").best_trial.number
+    assert "rebuilds this recipe only in distribution" in card and f"drops with seed {best}" in card
+    scored = weights(model_dir)
+    run_cli("evo_ps", *cli_args(tmp_path / "a", "n_trials=3", "merge=dare_ties"))
+    assert len(study(tmp_path / "a").trials) == 3  # no trial ran
+    assert same_bits(weights(model_dir), scored)
 
 
 @pytest.mark.slow
