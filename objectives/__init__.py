@@ -5,8 +5,8 @@
                            splits={"search": {"source": "zoo", "task": "ja_math", "split": "search"},
                                    "test": {"source": "tsv", "path": "shared/data/mgsm/mgsm_ja.tsv"}},
                            prompt_template="Q: {question}\\nA:", max_new_tokens=48, batch_size=16)
-    obj.score(model, "search")        # {"acc": float, "acc_ja": float, "n": int}
-    obj.score_items(model, "search")  # {"acc": [1.0, 0.0, ...], "acc_ja": [...]}: per item
+    obj.score(model, "search")        # {"acc": float, "acc_ja": float, "paper_acc": ..., "paper_acc_ja": ..., "n": int}
+    obj.score_items(model, "search")  # {"acc": [1.0, 0.0, ...], "acc_ja": [...], ...}: per item
     obj.default_fitness               # "acc_ja": what a search maximises unless told otherwise
 
 Registered: "mgsm_ja" (last number must equal the gold number; the zoo's math tasks and real

@@ -10,8 +10,8 @@ tokenizer work inside a trial).
                                    "test": {"source": "tsv", "path": "mgsm_ja.tsv"}},
                            prompt_template="Q: {question}\\nA:", max_new_tokens=48,
                            stop_strings=["\\n\\n"], batch_size=16)
-    obj.score_items(model, "search")     # {"acc": [1.0, 0.0, ...], "acc_ja": [1.0, 0.0, ...]}
-    obj.score(model, "search")           # their means: {"acc": 0.4, "acc_ja": 0.35, "n": 250}
+    obj.score_items(model, "search")     # {"acc": [1.0, 0.0, ...], "acc_ja": [1.0, 0.0, ...], "paper_acc": ...}
+    obj.score(model, "search")           # their means: {"acc": 0.4, "acc_ja": 0.35, ..., "n": 250}
     obj.score_outputs(texts, "test")     # the same metrics for given outputs
     obj.records(texts, "test")           # per-item dicts, for logging
 
