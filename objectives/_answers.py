@@ -40,7 +40,6 @@ full-width, Arabic-Indic and other decimal digits like the project does.
 """
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from decimal import Decimal
@@ -53,10 +52,7 @@ _SEPARATORS = {",", ".", "-", "\u2212"}  # NFKC forms that keep their role; U+22
 _NOT_A_DIGIT = "\ufffd"  # what a compatibility numeral (² ① ㎡ ...) becomes: no digit, no space
 
 
-@functools.lru_cache(maxsize=4096)
 def _ascii_char(ch: str) -> str:
-    if ch.isascii():
-        return ch
     digit = unicodedata.decimal(ch, None)
     if digit is not None:
         return str(digit)
@@ -68,10 +64,22 @@ def _ascii_char(ch: str) -> str:
     return ch
 
 
+class _AsciiNumerals(dict):
+    """str.translate's table: each character's reading, worked out on first sight, then looked up
+    in C (an output's few thousand characters cost microseconds, not a Python call each)."""
+
+    def __missing__(self, code: int) -> str:
+        self[code] = _ascii_char(chr(code))
+        return self[code]
+
+
+_ASCII_NUMERALS = _AsciiNumerals({code: chr(code) for code in range(128)})
+
+
 def _ascii_numerals(text: str) -> str:
     """The text with every decimal digit, separator and minus sign in ASCII and every other
     character that NFKC would turn into digits (² ① ㎡ ...) made a non-digit."""
-    return "".join(map(_ascii_char, text))
+    return text.translate(_ASCII_NUMERALS)
 
 
 def _to_decimal(sign: str, digits: str, fraction: str, bare_fraction: str) -> Decimal:
