@@ -24,7 +24,7 @@ import os
 import re
 import time
 from datetime import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import optuna
@@ -36,10 +36,13 @@ from ._study import best_trial, finished_trials
 _TRIAL_RUN_NAME = re.compile(r"/trial-(\d+)$")
 
 
-def markdown_table(table: dict[str, dict[str, float]]) -> str:
+def markdown_table(table: dict[str, dict[str, float]], columns: Sequence[str] | None = None) -> str:
     """model -> metrics as the Markdown table the CLIs print (and the docs show: bench/results.py):
-    scores in [0, 1] as percentages with one decimal, other numbers as they are."""
-    metrics = sorted({m for row in table.values() for m in row})
+    scores in [0, 1] as percentages with one decimal, other numbers as they are. Every metric,
+    sorted; or `columns`: those of them the table has, in that order (a docs block keeps the
+    columns it shows when a run's table gains one)."""
+    present = {m for row in table.values() for m in row}
+    metrics = sorted(present) if columns is None else [m for m in columns if m in present]
     lines = ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     lines += [f"| {model} | " + " | ".join(_cell(row.get(m)) for m in metrics) + " |" for model, row in table.items()]
     return "\n".join(lines) + "\n"

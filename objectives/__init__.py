@@ -5,12 +5,14 @@
                            splits={"search": {"source": "zoo", "task": "ja_math", "split": "search"},
                                    "test": {"source": "mgsm", "lang": "ja", "path": objectives.MGSM_JA_TSV}},
                            prompt_template="Q: {question}\\nA:", max_new_tokens=48, batch_size=16)
-    obj.score(model, "search")        # {"acc": float, "acc_ja": float, "n": int}
-    obj.score_items(model, "search")  # {"acc": [1.0, 0.0, ...], "acc_ja": [...]}: per item
+    obj.score(model, "search")        # {"acc": float, "acc_ja": float, "paper_acc": ..., "paper_acc_ja": ..., "n": int}
+    obj.score_items(model, "search")  # {"acc": [1.0, 0.0, ...], "acc_ja": [...], ...}: per item
     obj.default_fitness               # "acc_ja": what a search maximises unless told otherwise
 
 Registered: "mgsm_ja" (last number must equal the gold number; the zoo's math tasks and real
-MGSM-JA, which the project ships: MGSM_JA_TSV, data/mgsm/README.md), "answer_match" (a regex capture must equal the gold string; the zoo's Q&A) and "ja_vqa"
+MGSM-JA, which the project ships: MGSM_JA_TSV, data/mgsm/README.md; acc/acc_ja by the project's
+extraction, paper_acc/paper_acc_ja by the paper's released one, bugs included: _answers.py),
+"answer_match" (a regex capture must equal the gold string; the zoo's Q&A) and "ja_vqa"
 (_vqa.py: visual QA through a VLM's processor, metrics rougeL and rougeL_ja, the fitness).
 
 Japanese visual QA (the paper's EvoVLM-JP evaluation): _rouge.py scores outputs with ROUGE-L on
@@ -24,7 +26,7 @@ Japanese detectors ("fasttext" as in the paper, "script" as a fallback).
 """
 from __future__ import annotations
 
-from ._answers import extract_last_number, parse_number
+from ._answers import extract_last_number, paper_correct, paper_extract_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
 from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, item_key, load_split,
                     question_key)
@@ -84,6 +86,8 @@ __all__ = [
     "mecab_tokenizer",
     "names",
     "normalize_text",
+    "paper_correct",
+    "paper_extract_number",
     "parse_number",
     "question_key",
     "register",

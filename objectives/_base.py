@@ -10,15 +10,17 @@ tokenizer work inside a trial).
                                    "test": {"source": "tsv", "path": "mgsm_ja.tsv"}},
                            prompt_template="Q: {question}\\nA:", max_new_tokens=48,
                            stop_strings=["\\n\\n"], batch_size=16)
-    obj.score_items(model, "search")     # {"acc": [1.0, 0.0, ...], "acc_ja": [1.0, 0.0, ...]}
-    obj.score(model, "search")           # their means: {"acc": 0.4, "acc_ja": 0.35, "n": 250}
+    obj.score_items(model, "search")     # {"acc": [1.0, 0.0, ...], "acc_ja": [1.0, 0.0, ...], "paper_acc": ...}
+    obj.score(model, "search")           # their means: {"acc": 0.4, "acc_ja": 0.35, ..., "n": 250}
     obj.score_outputs(texts, "test")     # the same metrics for given outputs
     obj.records(texts, "test")           # per-item dicts, for logging
 
 This is evo_core's objective contract (evo_core/_objective.py) for generated text. Metrics, per
 item: acc = 1 if the prediction equals the gold answer; acc_ja = 1 if right AND Japanese (P(ja) >
 0.5, see _language.py). Their means are the aggregate scores; `default_fitness` ("acc_ja", the
-paper's) is what a search maximises unless the config names another metric.
+paper's) is what a search maximises unless the config names another metric (objective.fitness).
+An objective with a second way to judge an output ("mgsm_ja": the paper's released extraction,
+paper_acc / paper_acc_ja) adds its record fields in `judge` and its metrics in `accuracy_fields`.
 
 chat_template=True wraps each filled prompt in the tokenizer's own chat template (one user turn,
 generation prompt added): instruction-tuned models expect it; the paper's raw templates do not.
@@ -80,6 +82,10 @@ def item_fields(item: Item | Mapping[str, Any]) -> tuple[str, str, Any]:
 
 class GenerativeObjective:
     metrics: ClassVar[tuple[Metric, ...]] = (Metric("acc"), Metric("acc_ja"))
+    # accuracy metric -> the record field saying an output is right; each metric X in it scores
+    # X (right) and X_ja (right AND Japanese). A subclass with a second judgement (the paper's
+    # extraction) adds its field here and in `judge`, and both metrics to `metrics`.
+    accuracy_fields: ClassVar[Mapping[str, str]] = {"acc": "correct"}
     default_fitness: ClassVar[str] = "acc_ja"
     default_prompt_template: ClassVar[str] = "plain"
     default_stop_strings: ClassVar[tuple[str, ...]] = ()
@@ -155,6 +161,13 @@ class GenerativeObjective:
     def predict(self, output: str) -> Any | None:
         """The answer an output gives, or None if it gives none."""
         raise NotImplementedError
+
+    def judge(self, output: str, gold: Any) -> dict[str, Any]:
+        """The record fields judging one output: its prediction and whether it is right (the
+        fields `accuracy_fields` names)."""
+        prediction = self.predict(output)
+        return {"prediction": None if prediction is None else str(prediction),
+                "correct": prediction is not None and prediction == gold}
 
     # -- public API --------------------------------------------------------------------------
     def prompt_ids(self, question: str) -> list[int]:
@@ -269,8 +282,11 @@ class GenerativeObjective:
     def item_scores(self, outputs: Sequence[str], split: str,
                     items: Sequence[int] | None = None) -> dict[str, list[float]]:
         records = self.records(outputs, split, items)
-        return {"acc": [float(r["correct"]) for r in records],
-                "acc_ja": [float(r["correct"] and r["japanese"]) for r in records]}
+        scores = {}
+        for metric, field in self.accuracy_fields.items():
+            scores[metric] = [float(r[field]) for r in records]
+            scores[f"{metric}_ja"] = [float(r[field] and r["japanese"]) for r in records]
+        return scores
 
     def score_outputs(self, outputs: Sequence[str], split: str) -> dict[str, float | int]:
         return mean_scores(self.item_scores(outputs, split))
@@ -285,14 +301,12 @@ class GenerativeObjective:
         for i, output in zip(index, outputs):
             item, gold = data.items[i], data.golds[i]
             question, answer, _ = item_fields(item)
-            prediction = self.predict(output)
             ja = self._ja_probability(output)
             records.append({
                 "question": question,
                 "answer": answer,
                 "output": output,
-                "prediction": None if prediction is None else str(prediction),
-                "correct": prediction is not None and prediction == gold,
+                **self.judge(output, gold),
                 "ja_probability": ja,
                 "japanese": ja > JA_THRESHOLD,
             })

@@ -4,6 +4,11 @@
   number equals the gold number (see _answers.py). The same code scores the zoo's ja_math and
   en_math tasks and the real MGSM-JA benchmark: only data and prompt template differ. Defaults
   are the paper's MGSM-JA setting (prompt "ja_alpaca_cot", its stop strings, 1024 new tokens).
+  Four metrics per item: acc / acc_ja by the project's extraction (thousands separators, minus
+  signs, full-width points; superscripts and unit symbols never read as digits), and paper_acc /
+  paper_acc_ja by the paper's released extraction, bugs included ("2,125" reads 125), so a
+  number can be compared with the paper's. The fitness is `objective.fitness` (default acc_ja);
+  each record (samples.jsonl) carries both predictions.
 - "answer_match" (AnswerMatchObjective): free-text answers; the last capture of `answer_pattern`
   in the output must equal the gold string (both NFKC-normalised and stripped). The default
   pattern reads the zoo's Japanese Q&A outputs, which end like 「…。こたえは Y です。」.
@@ -15,13 +20,17 @@ import unicodedata
 from decimal import Decimal
 from typing import Any
 
-from ._answers import extract_last_number, parse_number
+from evo_core import Metric
+
+from ._answers import extract_last_number, paper_correct, paper_extract_number, parse_number
 from ._base import GenerativeObjective, register
 from ._prompts import MGSM_JA_MAX_NEW_TOKENS, MGSM_JA_STOP_STRINGS
 
 
 @register("mgsm_ja")
 class NumericAnswerObjective(GenerativeObjective):
+    metrics = (*GenerativeObjective.metrics, Metric("paper_acc"), Metric("paper_acc_ja"))
+    accuracy_fields = {**GenerativeObjective.accuracy_fields, "paper_acc": "paper_correct"}
     default_prompt_template = "ja_alpaca_cot"
     default_stop_strings = MGSM_JA_STOP_STRINGS
     default_max_new_tokens = MGSM_JA_MAX_NEW_TOKENS
@@ -31,6 +40,10 @@ class NumericAnswerObjective(GenerativeObjective):
 
     def predict(self, output: str) -> Decimal | None:
         return extract_last_number(output)
+
+    def judge(self, output: str, gold: Decimal) -> dict[str, Any]:
+        paper = paper_extract_number(output)
+        return super().judge(output, gold) | {"paper_prediction": paper, "paper_correct": paper_correct(paper, gold)}
 
 
 ZOO_QA_ANSWER_PATTERN = r"こたえは\s*(.+?)\s*です"

@@ -36,3 +36,19 @@ def test_unknown_block_fails_in_one_line(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["results", "nosuch"])
     with pytest.raises(SystemExit, match="unknown blocks \\['nosuch'\\]; known: ps_demo"):
         results.main()
+
+
+def test_a_block_keeps_the_columns_it_shows(monkeypatch, tmp_path):
+    # a run's table that gains a metric (a new objective metric, or one a block does not list)
+    # renders the block as before; mgsm_ja's paper metrics show up, after acc/acc_ja, once stored
+    stored = results.load("dfs_demo")
+    wider = {run: {model: row | {"rougeL_mid": 0.5} for model, row in table.items()} for run, table in stored.items()}
+    (tmp_path / "dfs_demo.json").write_text(json.dumps(wider))
+    monkeypatch.setattr(results, "DATA", tmp_path)
+    assert results.render_docs(["dfs_demo"], write=False) == []
+    paper = {run: {model: row | {"paper_acc": 0.25, "paper_acc_ja": 0.125} for model, row in table.items()}
+             for run, table in stored.items()}
+    (tmp_path / "dfs_demo.json").write_text(json.dumps(paper))
+    header = results.BLOCKS["dfs_demo"].render(results.load("dfs_demo")).splitlines()[0]
+    assert header == "| model | acc | acc_ja | paper_acc | paper_acc_ja | layers |"
+    assert "| 25.0 | 12.5 |" in results.BLOCKS["dfs_demo"].render(results.load("dfs_demo"))

@@ -112,7 +112,8 @@ def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_lin
         info = t.user_attrs["breed"]
         assert info["id"] == f"c{t.number}" and len(info["parents"]) == 2 and info["crossover"] == "slerp"
         items = t.user_attrs["item_scores"]  # the multi-task objective: every task's per-item scores
-        assert set(items) == {"acc", "acc_ja", "en_math.acc", "en_math.acc_ja", "ja_qa.acc", "ja_qa.acc_ja"}
+        assert set(items) == {"acc", "acc_ja", "paper_acc", "paper_acc_ja", "en_math.acc", "en_math.acc_ja",
+                              "en_math.paper_acc", "en_math.paper_acc_ja", "ja_qa.acc", "ja_qa.acc_ja"}
         assert {len(v) for v in items.values()} == {12}
     check_archive(tmp_path, n_trials=9)
 
@@ -229,7 +230,8 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
     ("crossover.method=della", "crossover.method must be one of slerp"),
     ("+archive.size=3", "size"),
     ("archive.resources=[acc,nope]", "archive.resources: nope not a metric of objective 'multi_task'; known: acc, "
-                                     "acc_ja, en_math.acc, en_math.acc_ja, ja_qa.acc, ja_qa.acc_ja"),
+                                     "acc_ja, paper_acc, paper_acc_ja, en_math.acc, en_math.acc_ja, en_math.paper_acc, "
+                                     "en_math.paper_acc_ja, ja_qa.acc, ja_qa.acc_ja"),
     ("objective.options.tasks.ja_qa.search.limit=7", "split 'search' has {'mgsm_ja': 50, 'en_math': 50, 'ja_qa': 7} "
                                                      "items per task; every task must score as many"),
     ("+objective.options.tasks.ja_qa.split=3", "task 'ja_qa' needs name, search, test"),

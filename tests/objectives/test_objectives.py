@@ -1,7 +1,10 @@
-"""Registered objectives: registry, oracle scoring on real MGSM-JA, isolation, bad input, hot path."""
+"""Registered objectives: registry, oracle scoring on real MGSM-JA, the paper's metric against the
+released code, isolation, bad input, hot path."""
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +13,9 @@ from objectives import AnswerMatchObjective, NumericAnswerObjective, greedy_gene
 from zoo.world import PROMPT
 
 ROWS = [("ねこは なんびき？", "3"), ("いぬは なんびき？", "2,125"), ("とりは なんわ？", "7")]
+MGSM_METRICS = ["acc", "acc_ja", "paper_acc", "paper_acc_ja"]
+# outputs scored by a re-implementation of the paper's released evaluation (make_mgsm_released_cases.py)
+RELEASED_CASES = Path(__file__).resolve().parent / "data" / "mgsm_released_cases.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +48,15 @@ def test_real_mgsm_ja_japanese_oracle_scores_one(mgsm):
     golds = [answer for _, answer in mgsm.items("test")]
     assert len(golds) == 250 and sum("," in g for g in golds) == 4  # 2,125 114,200 276,000 5,600
     sheet = [f"{q[:20]}……順番に計算します。なので、答えは {g} です。" for q, g in mgsm.items("test")]
-    assert mgsm.score_outputs(sheet, "test") == {"acc": 1.0, "acc_ja": 1.0, "n": 250}
+    # the paper's regex reads "2,125" as 125: the 4 golds written with a comma are wrong there
+    assert mgsm.score_outputs(sheet, "test") == {"acc": 1.0, "acc_ja": 1.0, "paper_acc": 246 / 250,
+                                                 "paper_acc_ja": 246 / 250, "n": 250}
 
 
 def test_real_mgsm_ja_english_oracle_is_right_but_not_japanese(mgsm):
     sheet = [f"Let me compute step by step. So the answer is {g}." for _, g in mgsm.items("test")]
-    assert mgsm.score_outputs(sheet, "test") == {"acc": 1.0, "acc_ja": 0.0, "n": 250}
+    assert mgsm.score_outputs(sheet, "test") == {"acc": 1.0, "acc_ja": 0.0, "paper_acc": 246 / 250,
+                                                 "paper_acc_ja": 0.0, "n": 250}
 
 
 def test_real_mgsm_ja_wrong_and_partial_sheets(mgsm):
@@ -57,17 +66,23 @@ def test_real_mgsm_ja_wrong_and_partial_sheets(mgsm):
     # the first 100 right in Japanese, the next 50 right in English, the rest without a number
     sheet = ([f"答えは {g} です。" for _, g in items[:100]] + [f"The answer is {g}." for _, g in items[100:150]]
              + ["わかりません。"] * 100)
-    assert mgsm.score_outputs(sheet, "test") == {"acc": 150 / 250, "acc_ja": 100 / 250, "n": 250}
+    # item 146 (2,125, answered in English) is the one comma gold among the right answers
+    assert mgsm.score_outputs(sheet, "test") == {"acc": 150 / 250, "acc_ja": 100 / 250, "paper_acc": 149 / 250,
+                                                 "paper_acc_ja": 100 / 250, "n": 250}
     records = mgsm.records(sheet, "test")
     assert records[0]["prediction"] == "18" and records[0]["correct"] and records[0]["japanese"]
+    assert records[0]["paper_prediction"] == 18.0 and records[0]["paper_correct"]
+    assert records[146]["prediction"] == "2125" and records[146]["paper_prediction"] == 125.0
+    assert records[146]["correct"] and not records[146]["paper_correct"]
     assert records[200]["prediction"] is None and not records[200]["correct"]
+    assert records[200]["paper_prediction"] is None and not records[200]["paper_correct"]
 
 
 def test_mgsm_ja_defaults_are_the_papers(mgsm):
     assert mgsm.prompt_template == objectives.MGSM_JA_PROMPT_TEMPLATE
     assert mgsm.stop_strings == ("Instruction:", "Instruction", "Response:", "Response")
     assert mgsm.max_new_tokens == 1024
-    assert mgsm.default_fitness == "acc_ja" and [m.name for m in mgsm.metrics] == ["acc", "acc_ja"]
+    assert mgsm.default_fitness == "acc_ja" and [m.name for m in mgsm.metrics] == MGSM_METRICS
 
 
 def test_score_outputs_checks_length_and_split(mgsm):
@@ -75,6 +90,95 @@ def test_score_outputs_checks_length_and_split(mgsm):
         mgsm.score_outputs(["1", "2"], "test")
     with pytest.raises(ValueError, match="unknown split 'search'; known: test"):
         mgsm.score_outputs([], "search")
+
+
+# -- the paper's metric against the released code -------------------------------------------
+
+def released_cases():
+    return [json.loads(line) for line in RELEASED_CASES.read_text(encoding="utf-8").splitlines()]
+
+
+def test_released_code_cases_both_metrics(tok, write_tsv):
+    """The released-code set (74 adversarial outputs, tests/objectives/data, scored by
+    make_mgsm_released_cases.py's re-implementation of Sakana's ja_mgsm.py + fastText lid.176):
+    paper_acc and paper_acc_ja equal the released code's item by item, with the real fastText
+    detector; acc differs from paper_acc on 18 items, each where the issue says it should."""
+    cases = released_cases()
+    assert len(cases) >= 60
+    obj = tsv_objective("mgsm_ja", tok, write_tsv, [(f"問題 {i}", c["answer"]) for i, c in enumerate(cases)],
+                        language_detector="fasttext")
+    outputs = [c["output"] for c in cases]
+    scores = obj.item_scores(outputs, "search")
+    records = obj.records(outputs, "search")
+    for case, record, paper, paper_ja in zip(cases, records, scores["paper_acc"], scores["paper_acc_ja"]):
+        released = case["released"]
+        assert (paper, paper_ja) == (released["acc"], released["acc_ja"]), case
+        assert record["paper_prediction"] == released["prediction"], case
+        assert record["japanese"] == (released["ja_probability"] > 0.5), case
+    by_case = {c["case"]: (acc, paper) for c, acc, paper in zip(cases, scores["acc"], scores["paper_acc"])}
+    differ = sorted(name for name, (acc, paper) in by_case.items() if acc != paper)
+    # (acc, paper_acc): the project reads separators, minus signs, full-width points and exact
+    # decimals; the released regex does not
+    assert {name: by_case[name] for name in differ} == {
+        "separator ja": (1, 0), "separator en": (1, 0), "separator 1,000": (1, 0), "separator six digits": (1, 0),
+        "separator two groups": (1, 0), "separator with decimals": (1, 0), "separator after a dollar sign": (1, 0),
+        "full-width separator": (1, 0), "full-width 1,000": (1, 0), "full-width decimal point": (1, 0),
+        "two dots": (1, 0), "integer above 2**53": (1, 0), "negative": (1, 0), "minus sign U+2212": (1, 0),
+        "full-width minus": (1, 0), "negative decimal": (1, 0),
+        "negative output, positive gold": (0, 1), "float noise beyond double": (0, 1)}
+    ja_differ = sum(a != b for a, b in zip(scores["acc_ja"], scores["paper_acc_ja"]))
+    assert ja_differ == 16  # the 18 less the two in English ("So the answer is 2,125.", "The total is $1,200.")
+    # both metrics read the issue's unit and circled-number cases as 25
+    for name in ("square metres", "square metre symbol", "cubic centimetres", "circled number after",
+                 "leading-dot decimal", "leading-dot decimal, no space"):
+        assert by_case[name] == (1, 1), name
+
+
+def zoo_study_config(tmp_path, dirs, *overrides):
+    """The default study (zoo_ja_math objective) on the tiny models: 2 trials, 4 problems, 4 tokens."""
+    from hydra import compose, initialize_config_dir
+
+    from evo_core import register_resolvers
+    from evo_ps._config import validate
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
+        return validate(compose("config", overrides=[
+            f"pool.base={dirs['base']}", f"pool.sources.ja={dirs['src_a']}", f"pool.sources.math_wiz={dirs['src_b']}",
+            f"pool.sources.math_abel={dirs['src_c']}", f"run_dir={tmp_path / 'run'}",
+            f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "n_trials=2", "space.warm_start_trials=0",
+            "objective.max_new_tokens=4", "objective.search.limit=4", "+objective.test.limit=4", *overrides]))
+
+
+def test_fitness_paper_acc_ja_is_a_config_key(tmp_path, tiny_model_dirs):
+    """objective.fitness=paper_acc_ja: the study maximises the paper's metric; every trial keeps
+    all four metrics per item and the test table shows all four."""
+    import optuna
+
+    from evo_core import run_study
+    from evo_ps._search import PSSearch
+
+    cfg = zoo_study_config(tmp_path, tiny_model_dirs, "objective.fitness=paper_acc_ja")
+    table = run_study(cfg, PSSearch(cfg), resolved="")
+    assert all(set(row) == set(MGSM_METRICS) for row in table.values())
+    study = optuna.load_study(study_name=cfg.study_name, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    assert len(study.trials) == 2
+    for trial in study.trials:
+        items = trial.user_attrs["item_scores"]
+        assert set(items) == set(MGSM_METRICS) and len(items["paper_acc_ja"]) == 4
+        assert trial.values[0] == pytest.approx(sum(items["paper_acc_ja"]) / 4)
+    samples = (tmp_path / "run" / "samples" / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    assert all({"prediction", "paper_prediction", "paper_correct"} <= set(json.loads(line)) for line in samples)
+
+
+def test_unknown_fitness_is_refused_naming_the_metrics(tmp_path, tiny_model_dirs):
+    from evo_core import run_study
+    from evo_ps._search import PSSearch
+
+    cfg = zoo_study_config(tmp_path, tiny_model_dirs, "objective.fitness=paper_acc_jp")
+    with pytest.raises(ValueError, match="objective.fitness 'paper_acc_jp' is not a metric of objective 'mgsm_ja'; "
+                                         "known: acc, acc_ja, paper_acc, paper_acc_ja"):
+        run_study(cfg, PSSearch(cfg), resolved="")
 
 
 # -- scoring a model --------------------------------------------------------------------------
@@ -189,7 +293,9 @@ def test_templates_and_script_detector(tok, write_tsv):
                         language_detector="script")
     assert obj.prompt_template == '{"q": "{question}"}'
     sheet = [f"こたえは {g} です。" for _, g in ROWS]
-    assert obj.score_outputs(sheet, "search") == {"acc": 1.0, "acc_ja": 1.0, "n": 3}
+    # ROWS holds 2,125: the paper's regex reads it as 125
+    assert obj.score_outputs(sheet, "search") == {"acc": 1.0, "acc_ja": 1.0, "paper_acc": 2 / 3,
+                                                  "paper_acc_ja": 2 / 3, "n": 3}
 
 
 # -- the zoo's tasks -------------------------------------------------------------------------
