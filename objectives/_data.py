@@ -16,6 +16,7 @@ A split spec is a dict naming a registered source plus that source's keys, and a
                                            # with the columns question and answer_number
 
     items = load_split("search", spec)          # list[(question, answer)] or list[VQAItem], never empty
+    # (`objective.test` may also name several specs, one test set each: evo_core.table_splits)
     check_disjoint({"search": items, "test": test_items})   # either kind of item
 
 The split-isolation check (check_disjoint, overlap_keys): no two splits may share an item, where
