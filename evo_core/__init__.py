@@ -10,8 +10,8 @@ from ._cli import cli_main, run_cli
 from ._config import EvaluationConfig, ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
 from ._files import atomic_dir, atomic_write_text
 from ._genome import GenomeCMA, GenomeSpace, pack_genome, unpack_genome
-from ._lifecycle import Phases, Search, check_signature, run_study
-from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
+from ._lifecycle import Phases, Search, check_signature, read_test_tables, run_study
+from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores, table_splits
 from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in
 from ._plots import plot_history
 from ._pool import (ModelPool, check_device, check_finite, check_model_path, is_vision_language, language_model_params,
@@ -28,8 +28,8 @@ __all__ = [
     "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler", "markdown_table", "mean_scores", "Metric",
     "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveConfig", "OBJECTIVES",
     "open_study", "pack_genome", "paper_popsize", "ParamSpec", "Phases", "plot_history", "Progress",
-    "project_path", "PROJECT_ROOT", "register_resolvers", "Registry", "require_models", "run_cli",
+    "project_path", "PROJECT_ROOT", "read_test_tables", "register_resolvers", "Registry", "require_models", "run_cli",
     "run_study", "run_trials", "SamplerConfig", "SAMPLERS", "Search", "sqlite_url_in", "start_point",
-    "StudyConfig", "Tracker", "TrackingConfig", "typed_config", "unpack_genome", "use_weights",
+    "StudyConfig", "table_splits", "Tracker", "TrackingConfig", "typed_config", "unpack_genome", "use_weights",
     "vision_language_sources", "wait_for_workers",
 ]

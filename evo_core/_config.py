@@ -17,7 +17,7 @@ class ObjectiveConfig:
     fitness: str = "acc_ja"
     prompt_template: str = "???"
     search: Any = field(default_factory=dict)  # a split spec (dict) or a local file path (str)
-    test: Any = field(default_factory=dict)
+    test: Any = field(default_factory=dict)  # one split spec, or named test sets {name: spec} (table_splits)
     max_new_tokens: int = 40
     stop_strings: list[str] = field(default_factory=list)
     batch_size: int = 16

@@ -9,6 +9,8 @@
         def search(self, phases) -> optuna.Study:     # one or more phases.run(...); the main study
         def table_models(self, best):                 # (row name, model, extra columns) for the test table, best last
         def export(self, best, study, table) -> list[Path]:   # best model, card, plots: MLflow artifacts
+                                                      # (table: row -> metric -> value; with named test
+                                                      # sets, rows "<set>/<row>" of every set)
 
     run_study(cfg, MySearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
 
@@ -18,9 +20,11 @@ load -> storage, the main study's signature (a changed search refuses to resume)
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
 the objective scores it item by item, MLflow logs it) -> a helper stops here; the primary waits for
 the helpers' running trials (of every phase), and logs the trials no callback saw -> the best
-trial's test table next to the search's baselines -> export (the best model, whole or not at all),
-then test_table.json, and artifacts. If the primary dies after starting its MLflow run, that run is
-closed as FAILED (a helper leaves the shared run to its primary).
+trial's test table next to the search's baselines, one table per test set (`objective.test` is one
+split spec, the split "test", or named sets {name: spec}, the splits "test.<name>": table_splits)
+-> export (the best model, whole or not at all), then test_table.json, and artifacts. If the
+primary dies after starting its MLflow run, that run is closed as FAILED (a helper leaves the
+shared run to its primary).
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import torch
 from optuna.trial import FrozenTrial
 
 from ._files import atomic_write_text, writable_dir
-from ._objective import Objective, build_objective, mean_scores, takes_subsets
+from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits, takes_subsets
 from ._plots import plot_history
 from ._pool import vision_language_sources
 from ._progress import Progress
@@ -202,29 +206,59 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
         flush=True))
     tracker.log_missing_trials(phases.studies)
 
-    # the final table: the search's baselines and its best, on the test split
+    # the final tables: the search's baselines and its best on each test split, that is on the one
+    # split "test" (set name "") or on "test.<name>" per named test set, each model on every split
     best = best_trial(study)
-    table = {}
+    sets = {split: split.partition(".")[2] for split in table_splits(cfg.objective.test)}
+    tables: dict[str, dict[str, dict[str, float]]] = {split: {} for split in sets}
+    sizes = {}
     for name, model, extra in search.table_models(best):
-        scores = mean_scores(objective.score_items(model, "test"))
-        test_size = scores.pop("n")
-        table[name] = scores | extra
-    markdown = tracker.log_table(table, prefix="test")
+        for split in sets:
+            scores = mean_scores(objective.score_items(model, split))
+            sizes[split] = scores.pop("n")
+            tables[split][name] = scores | extra
+    markdowns = {split: tracker.log_table(table, prefix=split) for split, table in tables.items()}
     # the last row scored is the best merge: its test outputs (and images), if the objective keeps them
     write_samples = getattr(objective, "write_samples", None)
-    samples = write_samples("test", run_dir / "samples") if write_samples else []
-    artifacts = search.export(best, study, table)
+    samples = {split: write_samples(split, run_dir / "samples" / name) if write_samples else []
+               for split, name in sets.items()}
+    artifacts = search.export(best, study, export_table(tables, sets))
     # after the weights: a test_table.json on disk means its model is there too
+    table = tables_as_json(tables, sets)
     atomic_write_text(run_dir / "test_table.json", json.dumps(table, indent=2) + "\n")
     plot_history(study, run_dir / "history.png", fitness=fitness[0])
     for artifact in [run_dir / "history.png", *artifacts]:
         tracker.log_artifact(artifact)
-    for sample in samples:
-        tracker.log_artifact(sample, "samples")
+    for split, files in samples.items():
+        for sample in files:
+            tracker.log_artifact(sample, f"samples/{sets[split]}".rstrip("/"))
     tracker.finish()
-    print(f"\ntest split ({test_size} items), best of {len(study.trials)} trials (trial {best.number}):\n{markdown}")
+    for split, name in sets.items():
+        print(f"\n{f'test set {name}' if name else 'test split'} ({sizes[split]} items), best of "
+              f"{len(study.trials)} trials (trial {best.number}):\n{markdowns[split]}")
     print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")
     return table
+
+
+def tables_as_json(tables: dict[str, dict[str, dict[str, float]]], sets: dict[str, str]) -> dict[str, Any]:
+    """What test_table.json holds and run_study returns: the one test split's table {model: {metric:
+    value}}, or with named test sets {set: {model: {metric: value}}} (read_test_tables reads both)."""
+    return tables[TEST_SPLIT] if TEST_SPLIT in tables else {sets[split]: table for split, table in tables.items()}
+
+
+def export_table(tables: dict[str, dict[str, dict[str, float]]], sets: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The table a search's export (its model card) gets: the one test split's, or with named test
+    sets every set's rows, named "<set>/<model>"."""
+    return tables[TEST_SPLIT] if TEST_SPLIT in tables else {
+        f"{sets[split]}/{name}": row for split, table in tables.items() for name, row in table.items()}
+
+
+def read_test_tables(path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """A run's test_table.json as {set: {model: {metric: value}}}, whichever form it has: the one
+    test split's table is the set "test"."""
+    data = json.loads(Path(path).read_text())
+    one_table = all(isinstance(value, (int, float)) for row in data.values() for value in row.values())
+    return {TEST_SPLIT: data} if one_table else data
 
 
 def without_password(url: str) -> str:

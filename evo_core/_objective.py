@@ -22,6 +22,7 @@ imports an objective: implementations register themselves (the `objectives` pack
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -78,10 +79,43 @@ def objective_options(cls: type) -> list[str]:
     return sorted(_keywords(cls) - {"tokenizer", "splits", "processor"})
 
 
+TEST_SPLIT = "test"
+_SET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def table_splits(test: Any) -> dict[str, Any]:
+    """`objective.test` as the objective's test splits, {split name: spec}, in order.
+
+    Named test sets are a mapping with no `source` key whose values are all mappings (each a
+    split spec with its own `source`): one split "test.<name>" per set (the name is its config
+    path, objective.test.<name>), each scored into its own table. Anything else is one split spec
+    (a file path, or a mapping with a `source` key; a bad one is refused by the objective's data
+    loader, as before): the one split "test".
+
+        {source: zoo, task: ja_math, split: test}                    -> {"test": ...}
+        {wild: {source: ja_vlm_wild, ...}, vg: {source: ja_vg_vqa, ...}} -> {"test.wild": ..., "test.vg": ...}
+    """
+    if not isinstance(test, Mapping) or "source" in test or not test:
+        return {TEST_SPLIT: test}
+    nested = [name for name, value in test.items() if isinstance(value, Mapping)]
+    if not nested:
+        return {TEST_SPLIT: test}  # a spec without `source`: the loader says what is missing
+    for name, spec in test.items():
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"objective.test.{name} is {spec!r}: named test sets (as objective.test.{nested[0]}) are "
+                             f"{{name: {{source: ..., ...}}}}; a local file is e.g. {{source: tsv, path: FILE}}")
+        if not isinstance(name, str) or not _SET_NAME.fullmatch(name):
+            raise ValueError(f"objective.test: test set name {name!r} must be letters, digits, _ or - (it names a "
+                             f"split, MLflow metrics and files)")
+    return {f"{TEST_SPLIT}.{name}": spec for name, spec in test.items()}
+
+
 def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search", "test"), *,
                     processor: Any = None) -> Objective:
     """The registered objective an `objective` config group names, its data prepared once. Its
     options (`objective.options` plus the shared keys of the group) are checked by name first.
+    `splits`: the config keys whose specs it loads; "test" stands for every split of
+    `table_splits(spec.test)` (one "test", or "test.<name>" per named test set).
     `processor`: a vision-language model's processor, given to objectives that take one."""
     cls = OBJECTIVES.get(spec.name)
     known = objective_options(cls)
@@ -95,7 +129,10 @@ def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search"
     if "processor" in _keywords(cls):
         shared["processor"] = processor
         known.append("processor")
-    objective = cls(tokenizer=tokenizer, splits={name: getattr(spec, name) for name in splits},
+    specs = {}
+    for name in splits:
+        specs |= table_splits(spec.test) if name == TEST_SPLIT else {name: getattr(spec, name)}
+    objective = cls(tokenizer=tokenizer, splits=specs,
                     **{k: v for k, v in shared.items() if k in known}, **spec.options)
     assert isinstance(objective, Objective), f"{cls.__name__} does not implement the objective contract"
     return objective

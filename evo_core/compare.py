@@ -2,9 +2,11 @@
 per model (row of the test table), a bar per run.
 
     python -m evo_core.compare RUN_ID RUN_ID ... [--uri http://127.0.0.1:5000 | --mlruns-dir mlruns] [--out compare.png]
+    python -m evo_core.compare RUN_ID ... --test-set ja_vlm_wild      # a run with named test sets: one of them
 
 A run is a study's MLflow parent run (`mlflow  run <id>` in the CLI's output); its table is read from
-its `test.<model>.<metric>` metrics, as Tracker.log_table logged them. Scores in [0, 1] are shown as
+its `test.<model>.<metric>` metrics (with named test sets, `test.<set>.<model>.<metric>`), as
+Tracker.log_table logged them. Scores in [0, 1] are shown as
 percentages, as in the printed tables. For the same runs in MLflow's own UI: select them in the
 experiment's run list and press Compare (docs/scale-out.md).
 """
@@ -16,18 +18,25 @@ from pathlib import Path
 
 
 def run_tables(client, run_ids: Sequence[str], prefix: str = "test") -> dict[str, dict[str, dict[str, float]]]:
-    """run label -> model -> metric -> value, from each run's `prefix.model.metric` metrics. The label
-    is the run's name, with its id's first 8 characters when two runs share a name."""
+    """run label -> model -> metric -> value, from each run's `prefix.model.metric` metrics (prefix
+    "test", or "test.<set>" for a named test set). The label is the run's name, with its id's first
+    8 characters when two runs share a name."""
     runs = [client.get_run(run_id) for run_id in run_ids]
     names = [run.info.run_name or run.info.run_id for run in runs]
     tables = {}
     for run, name in zip(runs, names):
         label = f"{name} ({run.info.run_id[:8]})" if names.count(name) > 1 else name
         table: dict[str, dict[str, float]] = {}
+        sets = set()  # the named test sets below `prefix`, if the run has those instead
         for key, value in run.data.metrics.items():
-            parts = key.split(".")
-            if len(parts) == 3 and parts[0] == prefix:
-                table.setdefault(parts[1], {})[parts[2]] = value
+            parts = key.removeprefix(prefix + ".").split(".") if key.startswith(prefix + ".") else []
+            if len(parts) == 2:
+                table.setdefault(parts[0], {})[parts[1]] = value
+            elif len(parts) == 3:
+                sets.add(parts[0])
+        if not table and sets:
+            raise ValueError(f"run {run.info.run_id} ({name}) has named test sets ({', '.join(sorted(sets))}): "
+                             f"choose one with --test-set")
         if not table:
             raise ValueError(f"run {run.info.run_id} ({name}) has no {prefix}.<model>.<metric> metrics: "
                              f"not a finished study's parent run")
@@ -82,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     where.add_argument("--mlruns-dir", default="mlruns", help="the local store (tracking.mlruns_dir; default mlruns)")
     parser.add_argument("--out", default="compare.png")
     parser.add_argument("--metric", action="append", help="only these metrics (repeatable); default all")
+    parser.add_argument("--test-set", help="a named test set's table (objective.test.<name>); default the one test split")
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
@@ -89,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if not args.uri and not (Path(args.mlruns_dir) / "mlflow.db").is_file():
         parser.error(f"no MLflow store at {Path(args.mlruns_dir) / 'mlflow.db'}; pass --mlruns-dir or --uri")
     try:
-        tables = run_tables(MlflowClient(uri), args.run_ids)
+        tables = run_tables(MlflowClient(uri), args.run_ids, prefix=f"test.{args.test_set}" if args.test_set else "test")
     except Exception as err:  # noqa: BLE001  (an unknown run id, a run without a table: one line)
         raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
     out = plot_tables(tables, args.out, args.metric)

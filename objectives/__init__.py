@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from ._answers import extract_last_number, paper_correct, paper_extract_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
-from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, item_key, load_split,
+from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, load_split, overlap_keys,
                     question_key)
 from ._generation import CACHE_ARG, GENERATION_BACKENDS, GenerationWork, greedy_generate
 from . import _fast_generation, _vllm  # noqa: F401  (register the "fast_greedy" and "vllm" generation backends)
@@ -78,7 +78,6 @@ __all__ = [
     "get",
     "greedy_generate",
     "image_key",
-    "item_key",
     "language_detector",
     "load_ja_vg_vqa",
     "load_ja_vlm_wild",
@@ -86,6 +85,7 @@ __all__ = [
     "mecab_tokenizer",
     "names",
     "normalize_text",
+    "overlap_keys",
     "paper_correct",
     "paper_extract_number",
     "parse_number",

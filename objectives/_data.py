@@ -2,7 +2,7 @@
 
 Text sources (tsv, hf, zoo) give (question, gold answer) tuples; visual QA sources ("ja_vg_vqa",
 "ja_vlm_wild", see _vqa_data.py) give dicts {"image": PIL.Image.Image (RGB), "question": str,
-"answer": str}.
+"answer": str, "image_id": str or None (the source's own id of the image, if it has one)}.
 
 A split spec is a dict naming a registered source plus that source's keys, and an optional
 "limit" (keep the first N items):
@@ -18,7 +18,12 @@ A split spec is a dict naming a registered source plus that source's keys, and a
                                            # with the columns question and answer_number
 
     items = load_split("search", spec)          # list[(question, answer)] or list[VQAItem], never empty
+    # (`objective.test` may also name several specs, one test set each: evo_core.table_splits)
     check_disjoint({"search": items, "test": test_items})   # either kind of item
+
+The split-isolation check (check_disjoint, overlap_keys): no two splits may share an item, where
+text items are the same by their normalised question, and visual-QA items by their image (the
+source's image id, or the same pixels), whichever question they ask of it.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ from typing import Any, Callable, Mapping
 from evo_core import Registry
 
 Item = tuple[str, str]  # (question, gold answer as written in the data)
-VQAItem = dict[str, Any]  # {"image": PIL.Image.Image (RGB), "question": str, "answer": str}
+VQAItem = dict[str, Any]  # {"image": PIL.Image.Image (RGB), "question": str, "answer": str, "image_id": str | None}
 
 SOURCES: Registry[Callable[..., list[Item] | list[VQAItem]]] = Registry("data source")
 
@@ -183,30 +188,45 @@ def image_key(image: Any) -> str:
     return digest.hexdigest()
 
 
-def item_key(item: Item | VQAItem) -> str:
-    """Identity of an item across splits: its question_key; for a VQA item, the image's pixels
-    AND the question (the same question about another image is another item)."""
-    if isinstance(item, Mapping):
-        return hashlib.sha1(f"{image_key(item['image'])} {question_key(item['question'])}".encode()).hexdigest()
-    question, _ = item
-    return question_key(question)
+def overlap_keys(item: Item | VQAItem) -> list[str]:
+    """What makes two items of different splits the same item (they overlap when they share a key).
+
+    A text item: its normalised question (question_key). A visual-QA item: its image, by the
+    source's image id when it has one (JA-VG-VQA's Visual Genome `image_id`, JA-VLM-Bench-In-the-
+    Wild's `image_url`) and by its pixels (image_key, so a copy under another id or none is caught
+    too). The question does not count for a VQA item: the same image with another question is the
+    same item (a search item showing a test image leaks that test example), and the same question
+    about another image is another item (Visual Genome asks "何色ですか?" of thousands of images).
+    A dict item without an image is a text item."""
+    question, image = (item["question"], item.get("image")) if isinstance(item, Mapping) else (item[0], None)
+    if image is None:
+        return [f"question {question_key(question)}"]
+    image_id = item.get("image_id")
+    return ([f"image id {image_id}"] if image_id is not None else []) + [f"pixels {image_key(image)}"]
 
 
-def _question(item: Item | VQAItem) -> str:
-    return item["question"] if isinstance(item, Mapping) else item[0]
+def _example(item: Item | VQAItem, key: str) -> str:
+    """How an error names a shared item: its image id or its question."""
+    question = item["question"] if isinstance(item, Mapping) else item[0]
+    if key.startswith("image id "):
+        return f"image {key.removeprefix('image id ')} ({question[:40]!r})"
+    return repr(question[:80]) if key.startswith("question ") else f"the image of {question[:80]!r}"
 
 
 def check_disjoint(splits: Mapping[str, list[Item] | list[VQAItem]]) -> None:
-    """Raise if any two splits share a problem (search must never see test items); VQA items
-    are shared when both their image and their question are (item_key)."""
+    """Raise, in one line naming the two splits, how many items of the second overlap the first and
+    an example, if any two splits share an item by overlap_keys: for text, the normalised question;
+    for visual QA, the image (its id or its pixels), whatever the questions (search must never see a
+    test item). The objective calls it unless allow_overlap=True."""
     names = list(splits)
-    keys = {name: {item_key(item): _question(item) for item in splits[name]} for name in names}
+    keys = {name: [overlap_keys(item) for item in splits[name]] for name in names}
     for i, a in enumerate(names):
+        seen = {key for item_keys in keys[a] for key in item_keys}
         for b in names[i + 1:]:
-            shared = keys[a].keys() & keys[b].keys()
+            shared = [(item, next(k for k in item_keys if k in seen))
+                      for item, item_keys in zip(splits[b], keys[b]) if not seen.isdisjoint(item_keys)]
             if shared:
-                example = keys[a][min(shared)][:80]
                 raise ValueError(
-                    f"splits {a!r} and {b!r} share {len(shared)} problem(s), e.g. {example!r}; "
+                    f"splits {a!r} and {b!r} share {len(shared)} problem(s), e.g. {_example(*shared[0])}; "
                     "pass allow_overlap=True only if that is intended"
                 )

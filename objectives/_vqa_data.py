@@ -2,8 +2,8 @@
 
     load_split("search", {"source": "ja_vg_vqa", "path": "JA-VG-VQA-500/data/test-00000-of-00001.parquet"})
     load_split("test", {"source": "ja_vlm_wild", "path": "JA-VLM-Bench-In-the-Wild/data/test-00000-of-00001.parquet"})
-    load_split("search", {"source": "ja_vg_vqa", "dataset": "SakanaAI/JA-VG-VQA-500", "split": "test"})  # the hub
-    # -> [{"image": PIL.Image.Image (RGB), "question": str, "answer": str}, ...]
+    load_split("search", {"source": "ja_vg_vqa", "dataset": "SakanaAI/JA-VG-VQA-500", "split": "train"})  # the hub
+    # -> [{"image": PIL.Image.Image (RGB), "question": str, "answer": str, "image_id": str | None}, ...]
 
 `dataset=` fetches the hub dataset's parquet shards of `split` (data/<split>-*.parquet) into the HF
 cache (a GPU user's setup; offline it fails in one line saying how to point `path` at a copy).
@@ -12,12 +12,16 @@ VQA sources return dicts (VQAItem), where the text sources return (question, ans
 Layouts, as the hub datasets have them when downloaded (their dataset cards' `dataset_info`) and
 as SakanaAI/evolutionary-model-merge reads them (evomerge/eval/ja_vg_vqa.py, ja_vlm_wild.py):
 
-- "ja_vg_vqa" (SakanaAI/JA-VG-VQA-500; the paper searches on its "test" split, 500 rows): one row
-  per image, columns image_id, url, width, height, coco_id, flickr_id, `qas` (a list of {question,
-  answer, qa_id, q_objects, a_objects}) and `image`. As in the paper's `extract_qa`, the first QA
-  of each row is the item; the others are unused.
+- "ja_vg_vqa" (SakanaAI/JA-VG-VQA-500: "test", 500 rows, the set the paper reports; "train",
+  1,000 rows, our search set): one row per image, columns image_id, url, width, height, coco_id,
+  flickr_id, `qas` (a list of {question, answer, qa_id, q_objects, a_objects}) and `image`. As in
+  the paper's `extract_qa`, the first QA of each row is the item; the others are unused. The
+  item's image_id is "visual_genome:<image_id>" (None without that column).
 - "ja_vlm_wild" (SakanaAI/JA-VLM-Bench-In-the-Wild, "test", 50 rows): columns page_url, image_url,
-  `image`, `question`, `answer`, one item per row.
+  `image`, `question`, `answer`, one item per row; the item's image_id is its image_url.
+
+The image ids are what the split-isolation check (_data.check_disjoint) compares, besides the
+pixels: a search item must not show an image of a test item, whatever it asks about it.
 
 A file is .parquet (the hub's: `image` is a struct {bytes, path}, bytes being the encoded file;
 when bytes is null, path names the file) or .jsonl (one JSON object per line with the same
@@ -33,8 +37,9 @@ from typing import Any, Iterator
 from ._data import SOURCES, VQAItem
 
 
-def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
-    """The rows of a .parquet or .jsonl file, with a one-line error for a missing column."""
+def _rows(path: Path, columns: tuple[str, ...], optional: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """The rows of a .parquet or .jsonl file (`columns`, and those of `optional` it has), with a
+    one-line error for a missing column."""
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     suffix = path.suffix.lower()
@@ -49,7 +54,7 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[dict[str, Any]]:
         missing = [c for c in columns if c not in schema.names]
         if missing:
             raise ValueError(f"{path}: no column {missing[0]!r}; columns: {schema.names}")
-        yield from pq.read_table(path, columns=list(columns)).to_pylist()
+        yield from pq.read_table(path, columns=[*columns, *(c for c in optional if c in schema.names)]).to_pylist()
     elif suffix == ".jsonl":
         with path.open(encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
@@ -96,10 +101,11 @@ def _text(value: Any, field: str, where: str) -> str:
     return value.strip()
 
 
-def _item(row: dict[str, Any], qa: dict[str, Any], base: Path, where: str) -> VQAItem:
+def _item(row: dict[str, Any], qa: dict[str, Any], base: Path, where: str, image_id: str | None) -> VQAItem:
     return {"image": _image(row["image"], base, where),
             "question": _text(qa.get("question"), "question", where),
-            "answer": _text(qa.get("answer"), "answer", where)}
+            "answer": _text(qa.get("answer"), "answer", where),
+            "image_id": image_id}
 
 
 def _files(path: str | Path | None, dataset: str | None, split: str) -> list[Path]:
@@ -127,18 +133,21 @@ def load_ja_vg_vqa(*, path: str | Path | None = None, dataset: str | None = None
     """JA-VG-VQA-500's layout: image + `qas` per row; the first QA is the item (as the paper)."""
     items = []
     for file in _files(path, dataset, split):
-        for i, row in enumerate(_rows(file, ("image", "qas"))):
+        for i, row in enumerate(_rows(file, ("image", "qas"), optional=("image_id",))):
             where = f"{file} row {i}"
             qas = row["qas"]
             if not isinstance(qas, list) or not qas or not isinstance(qas[0], dict):
                 raise ValueError(f"{where}: 'qas' must be a non-empty list of {{question, answer}}, got {qas!r:.80}")
-            items.append(_item(row, qas[0], file.parent, where))
+            image_id = row.get("image_id")
+            items.append(_item(row, qas[0], file.parent, where,
+                               image_id=None if image_id is None else f"visual_genome:{image_id}"))
     return items
 
 
 @SOURCES.register("ja_vlm_wild")
 def load_ja_vlm_wild(*, path: str | Path | None = None, dataset: str | None = None,
                      split: str = "test") -> list[VQAItem]:
-    """JA-VLM-Bench-In-the-Wild's layout: image, question, answer per row."""
-    return [_item(row, row, file.parent, f"{file} row {i}") for file in _files(path, dataset, split)
-            for i, row in enumerate(_rows(file, ("image", "question", "answer")))]
+    """JA-VLM-Bench-In-the-Wild's layout: image, question, answer per row; image_url is the image's id."""
+    return [_item(row, row, file.parent, f"{file} row {i}", image_id=row.get("image_url") or None)
+            for file in _files(path, dataset, split)
+            for i, row in enumerate(_rows(file, ("image", "question", "answer"), optional=("image_url",)))]

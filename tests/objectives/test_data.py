@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+import objectives
 from objectives import MGSM_JA_TSV, check_disjoint, load_split, question_key
 
 ROWS = [("ねこは なんびき？", "3"), ("いぬは なんびき？", "2,125"), ("とりは？", "7")]
@@ -160,3 +163,92 @@ def test_check_disjoint():
     with pytest.raises(ValueError, match=r"splits 'search' and 'test' share 2 problem\(s\), e.g."):
         check_disjoint({"search": a, "test": b})
     check_disjoint({"search": a, "test": [("y", "2")]})
+
+
+# -- split isolation for visual-QA items: an image is one item, whatever is asked of it ---------------
+def vqa(color, question, image_id=None, answer="あか です。"):
+    return {"image": Image.new("RGB", (8, 8), color), "question": question, "answer": answer, "image_id": image_id}
+
+
+def overlap_error(search, test) -> str:
+    with pytest.raises(ValueError) as err:
+        check_disjoint({"search": search, "test": test})
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_vqa_items_sharing_an_image_id_are_refused_whatever_their_pixels_and_question():
+    search = [vqa("red", "くるまは なにいろ?", "visual_genome:7"), vqa("blue", "そらは?", "visual_genome:8")]
+    line = overlap_error(search, [vqa("green", "ねこは なんびき?", "visual_genome:7")])
+    assert line == ("splits 'search' and 'test' share 1 problem(s), e.g. image visual_genome:7 ('ねこは なんびき?'); "
+                    "pass allow_overlap=True only if that is intended")
+
+
+def test_vqa_items_with_the_same_pixels_are_refused_under_other_ids_or_none():
+    search = [vqa("red", "くるまは なにいろ?", "visual_genome:7"), vqa("blue", "そらは?")]
+    test = [vqa("red", "ねこは?", "https://example.org/cat.jpg"), vqa("blue", "うみは?"), vqa("white", "ゆきは?")]
+    assert overlap_error(search, test).startswith(
+        "splits 'search' and 'test' share 2 problem(s), e.g. the image of 'ねこは?';")
+
+
+def test_vqa_items_asking_the_same_question_of_other_images_are_distinct():
+    search = [vqa("red", "なにいろ ですか?", "visual_genome:7"), vqa("blue", "なにいろ ですか?")]
+    check_disjoint({"search": search, "test": [vqa("green", " なにいろ  ですか? ", "visual_genome:9"),
+                                               vqa("white", "なにいろ ですか?")]})
+
+
+def test_text_items_stay_the_same_item_by_their_question():
+    # a VQA-style dict without an image (the zoo's ja_count_text) is a text item
+    line = overlap_error([("Tom has 3 apples.", "3")], [{"image": None, "question": "tom has 3 APPLES.", "answer": "3"}])
+    assert "share 1 problem(s), e.g. 'tom has 3 APPLES.'" in line
+    check_disjoint({"search": [("Tom has 3 apples.", "3")], "test": [("Tom has 4 apples.", "4")]})
+
+
+def test_every_pair_of_splits_is_checked():
+    splits = {"search": [vqa("red", "a", "visual_genome:1")], "test.a": [vqa("blue", "b", "visual_genome:2")],
+              "test.b": [vqa("green", "c", "visual_genome:2")]}
+    with pytest.raises(ValueError, match=r"^splits 'test.a' and 'test.b' share 1 problem\(s\), e.g. image visual_genome:2"):
+        check_disjoint(splits)
+
+
+def png(color) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_vg(path, rows):
+    """JA-VG-VQA-500's layout: (image_id, colour, question) per row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{"image_id": image_id, "image": {"bytes": png(color), "path": None},
+                                          "qas": [{"question": q, "answer": "あか です。"}]}
+                                         for image_id, color, q in rows]), path)
+    return {"source": "ja_vg_vqa", "path": str(path)}
+
+
+def test_the_vqa_sources_give_their_image_ids(tmp_path):
+    [vg] = load_split("search", write_vg(tmp_path / "vg.parquet", [(2341, "red", "q")]))
+    assert vg["image_id"] == "visual_genome:2341"
+    (tmp_path / "a.png").write_bytes(png("red"))
+    wild = tmp_path / "wild.jsonl"
+    wild.write_text(json.dumps({"image": "a.png", "image_url": "https://example.org/a.jpg", "page_url": "p",
+                                "question": "q", "answer": "a"}) + "\n" + json.dumps(
+        {"image": "a.png", "question": "q", "answer": "a"}) + "\n")
+    assert [i["image_id"] for i in load_split("test", {"source": "ja_vlm_wild", "path": str(wild)})] == [
+        "https://example.org/a.jpg", None]
+
+
+def test_the_vqa_objective_refuses_overlap_unless_allowed(tmp_path, tiny_vlm_dirs):
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_vlm_dirs["vlm"])
+    splits = {"search": write_vg(tmp_path / "train.parquet", [(1, "red", "くるまは?"), (2, "blue", "そらは?")]),
+              "test": write_vg(tmp_path / "test.parquet", [(3, "green", "くさは?"), (2, "white", "ゆきは?")])}
+    kwargs = dict(tokenizer=processor.tokenizer, processor=processor, splits=splits, language_detector="script",
+                  prompt_template="<image>Q: {question}\nA:")
+    with pytest.raises(ValueError, match=r"^splits 'search' and 'test' share 1 problem\(s\), e.g. image "
+                                         r"visual_genome:2 \('ゆきは\?'\); pass allow_overlap=True"):
+        objectives.build("ja_vqa", **kwargs)
+    assert objectives.build("ja_vqa", allow_overlap=True, **kwargs).n_items("test") == 2

@@ -10,7 +10,6 @@ from PIL import Image
 
 from objectives import (
     EVOVLM_JA_PROMPT_TEMPLATE,
-    check_disjoint,
     language_detector,
     load_split,
     mecab_tokenizer,
@@ -209,20 +208,6 @@ def test_vqa_reader_errors(tmp_path):
     (tmp_path / "f.parquet").write_bytes(b"PAR1 broken")
     with pytest.raises(ValueError, match="f.parquet: not a readable parquet file"):
         load("ja_vlm_wild", tmp_path / "f.parquet")
-
-
-# -- split isolation for VQA items ------------------------------------------------------------------
-def vqa(color, question, answer="a"):
-    return {"image": Image.open(io.BytesIO(png(color))).convert("RGB"), "question": question, "answer": answer}
-
-
-def test_check_disjoint_vqa():
-    search = [vqa("red", "くるまは なにいろ?"), vqa("blue", "そらは?")]
-    check_disjoint({"search": search, "test": [vqa("red", "ねこは?"),          # same image, other question
-                                               vqa("green", "そらは?")]})       # same question, other image
-    with pytest.raises(ValueError, match=r"splits 'search' and 'test' share 1 problem\(s\), e.g. 'そらは\?'"):
-        # the same picture and question (new objects, other answer, question spaced differently)
-        check_disjoint({"search": search, "test": [vqa("blue", " そらは? ", "b")]})
 
 
 # -- the paper's VQA prompt ------------------------------------------------------------------------
