@@ -27,7 +27,7 @@ from __future__ import annotations
 from ._answers import extract_last_number, parse_number
 from ._base import GenerativeObjective, build, get, names, register
 from ._data import SOURCES, Item, VQAItem, check_disjoint, image_key, item_key, load_split, question_key
-from ._generation import CACHE_ARG, GENERATION_BACKENDS, GenerationWork, greedy_generate
+from ._generation import CACHE_ARG, GENERATION_BACKENDS, Decoding, GenerationWork, greedy_generate
 from . import _fast_generation, _vllm  # noqa: F401  (register the "fast_greedy" and "vllm" generation backends)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
@@ -48,6 +48,7 @@ __all__ = [
     "CACHE_ARG",
     "AnswerMatchObjective",
     "DETECTORS",
+    "Decoding",
     "EVOVLM_JA_MAX_NEW_TOKENS",
     "EVOVLM_JA_PROMPT_TEMPLATE",
     "GENERATION_BACKENDS",

@@ -37,9 +37,10 @@ outputs come back in the original order.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -267,3 +268,118 @@ def _embed_with_images(model: Any, input_ids: torch.Tensor, features: torch.Tens
 def _cut(text: str, stop_strings: tuple[str, ...]) -> str:
     cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
     return text[:cut]
+
+
+# -- decoding other than greedy: HF generate -------------------------------------------------
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the next token is chosen (`objective.decoding`): HF generate's `num_beams` and
+    `repetition_penalty`, with do_sample=False. The default (1 beam, penalty 1.0) is greedy, what
+    every backend does; anything else needs a backend in `DECODING_BACKENDS`. The paper's EvoVLM-JP
+    evaluation (SakanaAI/evolutionary-model-merge, configs/vlm/*.yaml) decodes with
+    {num_beams: 5, repetition_penalty: 1.5}, do_sample false, max_new_tokens 512, fp16; its other
+    generate settings (length_penalty, early_stopping) are the model's generation_config's, as here."""
+
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | Decoding | None) -> Decoding:
+        """From a config mapping; a one-line ValueError on an unknown key or a bad value."""
+        if spec is None or isinstance(spec, Decoding):
+            return spec or cls()
+        known = list(cls.__dataclass_fields__)
+        unknown = sorted(set(spec) - set(known))
+        if unknown:
+            raise ValueError(f"objective.decoding has no key {', '.join(unknown)}; known: {', '.join(known)}")
+        decoding = cls(**spec)
+        beams, penalty = decoding.num_beams, decoding.repetition_penalty
+        if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
+            raise ValueError(f"objective.decoding.num_beams must be an integer >= 1 (1: greedy); got {beams!r}")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
+            raise ValueError(f"objective.decoding.repetition_penalty must be a number > 0 (1.0: none); got {penalty!r}")
+        return cls(num_beams=beams, repetition_penalty=float(penalty))
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_beams == 1 and self.repetition_penalty == 1.0
+
+
+# backends that take Decoding's fields as keywords; every other backend decodes greedily only
+DECODING_BACKENDS = frozenset({"hf_generate"})
+
+
+def decoding_backend(name: str | None, decoding: Decoding) -> Callable[..., list[str]]:
+    """The backend function an objective generates with, its decoding bound. `name` None (not
+    chosen): fast_greedy for greedy decoding, hf_generate for any other; a chosen backend that
+    decodes greedily only is refused for other decoding, in one line."""
+    name = name or ("fast_greedy" if decoding.greedy else "hf_generate")
+    backend = GENERATION_BACKENDS.get(name)
+    if name in DECODING_BACKENDS:
+        return functools.partial(backend, num_beams=decoding.num_beams, repetition_penalty=decoding.repetition_penalty)
+    if not decoding.greedy:
+        raise ValueError(f"generation backend {name!r} decodes greedily only; objective.decoding "
+                         f"{{num_beams: {decoding.num_beams}, repetition_penalty: {decoding.repetition_penalty}}} "
+                         f"needs {' or '.join(sorted(DECODING_BACKENDS))} (drop objective.options.generation_backend "
+                         f"to get it)")
+    return backend
+
+
+@GENERATION_BACKENDS.register("hf_generate")
+def hf_generate_batches(model: Any, tokenizer: Any, batches: Sequence[Batch], *, max_new_tokens: int,
+                        stop_strings: Sequence[str] = (), work: GenerationWork | None = None, num_beams: int = 1,
+                        repetition_penalty: float = 1.0) -> list[str]:
+    """Each batch through the model's own HF `generate(do_sample=False, num_beams=,
+    repetition_penalty=)` (the module docstring's "hf_generate")."""
+    if not callable(getattr(model, "generate", None)):
+        raise ValueError(f"the hf_generate backend (objective.decoding other than greedy) needs a model with HF "
+                         f"generate; {type(model).__name__} has none")
+    generate_batch = functools.partial(_hf_generate_batch, num_beams=num_beams, repetition_penalty=repetition_penalty)
+    return run_each_batch(generate_batch, model, tokenizer, batches, max_new_tokens=max_new_tokens,
+                          stop_strings=stop_strings, work=work)
+
+
+@torch.inference_mode()
+def _hf_generate_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int, stop_strings: tuple[str, ...],
+                       eos_ids: frozenset[int], work: GenerationWork, *, num_beams: int,
+                       repetition_penalty: float) -> list[str]:
+    device = _device(model)
+    inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device)}
+    if batch.image_features is not None:
+        # generate starts from these embeddings and keeps input_ids for the repetition penalty
+        inputs["inputs_embeds"] = _embed_with_images(model, inputs["input_ids"], batch.image_features)
+    # HF's stop-string criterion ends a beam (a finished hypothesis, as an EOS does) when its text
+    # ends with a stop string, possibly inside its newest token; the output is then cut before it
+    stops = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    work.prompt_tokens += int(batch.attention_mask.sum())
+
+    def count_forward(module: Any, args: tuple, kwargs: dict) -> None:
+        # every sequence generate runs (rows x beams, finished beams included), every position
+        x = kwargs.get("inputs_embeds")
+        x = kwargs.get("input_ids") if x is None else x
+        work.forward_tokens += x.shape[0] * x.shape[1]
+
+    hook = model.register_forward_pre_hook(count_forward, with_kwargs=True)
+    try:
+        out = model.generate(**inputs, do_sample=False, num_beams=num_beams, repetition_penalty=repetition_penalty,
+                             max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids),
+                             pad_token_id=pad_token_id(tokenizer), return_dict_in_generate=True, **stops)
+    finally:
+        hook.remove()
+    width, pad = batch.input_ids.shape[1], pad_token_id(tokenizer)
+    new = out.sequences[:, width:].tolist()
+    beam_indices = getattr(out, "beam_indices", None)
+    texts = []
+    for row, ids in enumerate(new):
+        if beam_indices is not None:  # the hypothesis' length: its steps, its ending EOS included
+            ids = ids[:int((beam_indices[row] >= 0).sum())]
+        else:  # 1 beam: up to the first EOS; a row that ended at a stop string is padded after it
+            ids = ids[:next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))]
+            while ids and ids[-1] == pad and pad not in eos_ids:
+                ids = ids[:-1]
+        work.generated_tokens += len(ids)
+        if ids and ids[-1] in eos_ids:
+            ids = ids[:-1]
+        texts.append(output_text(tokenizer, ids, stop_strings))
+    return texts
