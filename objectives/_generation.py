@@ -17,8 +17,37 @@ per trial, so cheaper-fitness schemes are judged on work done, not on seconds). 
   - "fast_greedy" (_fast_generation.py, the objectives' default): the same outputs token for
     token, with a preallocated KV cache, ended rows dropped and prefill grouped by length, for
     Llama/Mistral/Qwen2/Qwen3; it runs this loop for every other model;
-  - "vllm" (_vllm.py): a vLLM engine, for GPU users.
+  - "vllm" (_vllm.py): a vLLM engine, for GPU users;
+  - "hf_generate" (end of this module): each planned batch through the model's own HF
+    `generate(do_sample=False, num_beams=, repetition_penalty=)`; the one backend for decoding
+    other than greedy (below). Any HF model (and the DFS layer-path models, which have generate).
 `run_each_batch`, `take_token` and `output_text` are the frame every backend shares.
+
+Decoding (`objective.decoding`, `Decoding`): greedy by default; {num_beams: 5,
+repetition_penalty: 1.5} is the paper's EvoVLM-JP evaluation. The backend follows it unless
+`generation_backend` is set: fast_greedy for greedy, hf_generate for anything else; a greedy-only
+backend (hf_greedy, fast_greedy, vllm) set explicitly with other decoding is refused in one line
+when the objective is built, before any data is read (`decoding_backend`). hf_generate's outputs
+are generate()'s token for token (tests/objectives/test_beam_generation.py): the batch as
+planned, left-padded, positions from the attention mask, EOS ids as below, pad = the tokenizer's
+pad (else EOS), max_new_tokens; the model's generation_config gives every other setting
+(length_penalty, early_stopping), as generate does in the paper's code. Semantics that differ
+from greedy's:
+  - stop strings go to generate (`stop_strings=`, with the tokenizer): a beam whose text ends
+    with one (possibly inside its newest token) is a finished hypothesis, as at an EOS, and the
+    best hypothesis may be another beam; the output is then cut before the first stop string.
+    Not the same as beam search without stop strings cut afterwards (the test shows one case);
+  - image batches: generate gets input_ids (for the repetition penalty, which counts prompt
+    tokens too, image tokens included, as generate with pixel values does) and inputs_embeds
+    built as in the loop below;
+  - `work`: forward tokens are counted by a forward pre-hook on every call generate makes, so
+    all rows x num_beams sequences, finished beams included; generated tokens are those of the
+    returned hypothesis (its EOS included). With 1 beam and a repetition penalty, a row that
+    ended at a stop string counts one token more when pad is an EOS id (HF pads it with pad);
+  - batch_size counts prompts: a batch runs batch_size x num_beams sequences.
+In half precision generate's own outputs depend on the batch (padding width; on the tiny LLaVA,
+fp16, 1 of 5 items differed between one batch and one at a time): hf_generate equals generate on
+the same batches, which are planned by prompt length here, not in dataset order.
 
 The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
 use_cache=True) (for a batch with image features, the first call passes inputs_embeds= instead:

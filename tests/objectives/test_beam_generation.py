@@ -106,6 +106,20 @@ def test_work_counts_every_beam(tiny_model, tok):
     assert work.forward_tokens == rows * max(len(i) for i in ids) + rows * 8
 
 
+def test_dfs_layer_path_model_beams_reorder_its_per_hop_cache(tiny_model_dirs, tok):
+    """The data-flow search's model (a revisiting layer path, one cache entry per hop) with beams:
+    the cached run equals generate without a cache (every step recomputed from the tokens)."""
+    from transformers import AutoModelForCausalLM
+
+    from evo_dfs import LayerPathForCausalLM
+
+    sources = [AutoModelForCausalLM.from_pretrained(tiny_model_dirs[n]).eval() for n in ("src_a", "src_b", "src_c")]
+    model = LayerPathForCausalLM.from_sources(sources, [0, 1, 5, 5, 1, 9, 3], [1.0, 1.1, 0.9, 1.2, 0.8, 1.0, 1.05],
+                                              source_names=["a", "b", "c"]).eval()
+    expected = hf(model, tok, PROMPTS, max_new_tokens=10, eos_ids=[tok.eos_token_id], use_cache=False, **PAPER)
+    assert ours(model, tok, PROMPTS, batch_size=4, max_new_tokens=10, **PAPER) == expected
+
+
 # -- the objective -----------------------------------------------------------------------------
 
 QUESTIONS = ["1+1", "こたえは", "a", "The quick brown fox jumps over", "xyz 123 456", "ねこ と いぬ"]
@@ -183,13 +197,12 @@ class _Echo(GenerativeObjective):
 
 
 @pytest.fixture(scope="module")
-def vqa(tiny_vlm_dirs):
+def vqa():
     items = [{"image": image, "question": f"What is {i}?" + " x" * (i % 3), "answer": "1"}
              for i, image in enumerate(tiny_images(5, seed=5))]
     if "tiny_beam_vqa" not in SOURCES:
         SOURCES.register("tiny_beam_vqa", lambda *, split: items)
-    processor = AutoProcessor.from_pretrained(tiny_vlm_dirs["vlm"])
-    return items, processor
+    return items
 
 
 def hf_vlm(model, processor, items, **decoding):
@@ -202,17 +215,30 @@ def hf_vlm(model, processor, items, **decoding):
     return [processor.tokenizer.decode(row, skip_special_tokens=True) for row in ids[:, enc["input_ids"].shape[1]:]]
 
 
+@pytest.fixture(params=["llava", "llava_next"])
+def vlm_pool(request):
+    """A pool whose live model is a tiny LLaVA, or a LLaVA-1.6 (LlavaNext, any-resolution tiles:
+    the paper's architecture, the ja_vlm stand-in); (pool loader, processor)."""
+    if request.param == "llava":
+        dirs = request.getfixturevalue("tiny_vlm_dirs")
+        sources = {"vlm": dirs["vlm"], "ja": dirs["ja"]}
+    else:
+        dirs = request.getfixturevalue("tiny_mistral_vlm_dirs")
+        sources = {"llava": dirs["llava"], "shisa": dirs["shisa"]}
+    processor = AutoProcessor.from_pretrained(next(iter(sources.values())))
+    return (lambda dtype: load_pool(base=dirs["base"], sources=sources, dtype=dtype)), processor
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_vlm_beams_equal_hf_generate_with_pixels(vqa, tiny_vlm_dirs, dtype):
+def test_vlm_beams_equal_hf_generate_with_pixels(vqa, vlm_pool, dtype):
     """float16 (the paper's dtype) loads and runs on the CPU too. In float32 the outputs equal
     generate's whatever the batches; in half precision generate's own outputs depend on the batch
     (its padding width; measured when this was written: 1 of these 5 items differs between one batch
     and one at a time), so there
     the equality is with generate on the same batches: all items in one, and one at a time."""
-    items, processor = vqa
-    pool = load_pool(base=tiny_vlm_dirs["base"], sources={"vlm": tiny_vlm_dirs["vlm"], "ja": tiny_vlm_dirs["ja"]},
-                     dtype=dtype)
-    model = pool.model
+    items = vqa
+    load, processor = vlm_pool
+    model = load(dtype).model
     assert model.dtype == getattr(torch, dtype)
 
     def objective(batch_size, **decoding):
@@ -228,3 +254,30 @@ def test_vlm_beams_equal_hf_generate_with_pixels(vqa, tiny_vlm_dirs, dtype):
         assert batched == one_at_a_time
         assert objective(3, decoding=PAPER).generate(model, "search") == batched
     assert batched != objective(len(items)).generate(model, "search")  # greedy differs
+
+
+def test_multi_task_passes_decoding_to_every_task(tok, write_tsv):
+    from evo_core import OBJECTIVES
+
+    before = dict(OBJECTIVES._items)
+    try:
+        from evo_breed.multitask import MultiTaskObjective  # registers "multi_task": put back below
+
+        splits = {"search": {"source": "tsv", "path": write_tsv([(q, "1") for q in QUESTIONS])}}
+        obj = MultiTaskObjective(tokenizer=tok, splits=splits, primary="mgsm_ja", tasks={"b": {"name": "mgsm_ja", **splits}},
+                                 language_detector="script", allow_overlap=True, decoding=PAPER)
+    finally:
+        OBJECTIVES._items = before
+    assert [task.decoding for task in obj.tasks.values()] == [Decoding(5, 1.5)] * 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+objective.decoding.num_beams=0"], "error: objective.decoding.num_beams must be an integer >= 1"),
+    (["+objective.decoding={num_beams: 5, length_penalty: 2}"],
+     "error: objective.decoding has no key length_penalty; known: num_beams, repetition_penalty"),
+    (["+objective.decoding.num_beams=5", "+objective.options.generation_backend=fast_greedy"],
+     "error: generation backend 'fast_greedy' decodes greedily only; objective.decoding {num_beams: 5, "
+     "repetition_penalty: 1.0} needs hf_generate"),
+])
+def test_the_command_refuses_bad_decoding_in_one_line(cli_error, overrides, message):
+    assert cli_error("evo_ps", *overrides).startswith(message)
