@@ -393,7 +393,8 @@ def _hf_generate_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens:
     try:
         out = model.generate(**inputs, do_sample=False, num_beams=num_beams, repetition_penalty=repetition_penalty,
                              max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids),
-                             pad_token_id=pad_token_id(tokenizer), return_dict_in_generate=True, **stops)
+                             pad_token_id=pad_token_id(tokenizer), num_return_sequences=1,  # one output per prompt
+                             return_dict_in_generate=True, **stops)
     finally:
         hook.remove()
     width, pad = batch.input_ids.shape[1], pad_token_id(tokenizer)

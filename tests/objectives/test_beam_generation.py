@@ -93,6 +93,19 @@ def test_stop_strings_end_a_beam_as_in_hf_generate(model, tok):
     assert got != [text[:text.find(stop)] if stop in text else text for text in full]
 
 
+def test_hf_generate_greedy_equals_hf_greedy_with_its_work(model, tok, extra_eos):
+    full = ours(model, tok, PROMPTS, batch_size=3, max_new_tokens=20)
+    stop = full[1][2:4]
+    runs = {}
+    for backend in ("hf_greedy", "hf_generate"):
+        work = GenerationWork()
+        batches = plan_batches(tok(PROMPTS)["input_ids"], pad_id=tok.pad_token_id, batch_size=3)
+        outputs = GENERATION_BACKENDS.get(backend)(model, tok, batches, max_new_tokens=20, stop_strings=[stop], work=work)
+        runs[backend] = (outputs, work)
+    assert runs["hf_generate"] == runs["hf_greedy"]
+    assert len({len(t) for t in runs["hf_greedy"][0]}) > 1
+
+
 def test_work_counts_every_beam(tiny_model, tok):
     """prompt: real prompt tokens; generated: the returned hypotheses' tokens; forward: every
     position the model ran, all beams of every row (here no beam ends, so every step runs)."""
