@@ -28,7 +28,7 @@ from evo_core import OBJECTIVES, Metric
 from evo_core._objective import objective_options
 
 SHARED = ("prompt_template", "max_new_tokens", "stop_strings", "batch_size", "language_detector", "chat_template",
-          "allow_overlap")
+          "allow_overlap", "decoding")
 
 
 class MultiTaskObjective:
@@ -39,11 +39,11 @@ class MultiTaskObjective:
                  tasks: Mapping[str, Mapping[str, Any]] | None = None, prompt_template: str | None = None,
                  max_new_tokens: int | None = None, stop_strings: list[str] | None = None, batch_size: int | None = None,
                  language_detector: str | None = None, chat_template: bool | None = None,
-                 allow_overlap: bool | None = None):
+                 allow_overlap: bool | None = None, decoding: Mapping[str, Any] | None = None):
         shared = {k: v for k, v in dict(prompt_template=prompt_template, max_new_tokens=max_new_tokens,
                                         stop_strings=stop_strings, batch_size=batch_size,
                                         language_detector=language_detector, chat_template=chat_template,
-                                        allow_overlap=allow_overlap).items() if v is not None}
+                                        allow_overlap=allow_overlap, decoding=decoding).items() if v is not None}
         if not tasks:
             raise ValueError("objective multi_task: options.tasks names no task; add e.g. "
                              "en_math: {name: mgsm_ja, search: ..., test: ...}")

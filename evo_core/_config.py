@@ -24,6 +24,7 @@ class ObjectiveConfig:
     language_detector: str = "fasttext"
     chat_template: bool = False  # wrap prompts in the tokenizer's chat template (instruct models)
     allow_overlap: bool = False
+    decoding: dict[str, Any] = field(default_factory=dict)  # {} greedy; checked by the objective (num_beams, ...)
     options: dict[str, Any] = field(default_factory=dict)  # the objective's own, e.g. answer_pattern
 
 

@@ -125,7 +125,7 @@ def build_objective(spec: Any, tokenizer: Any, splits: Sequence[str] = ("search"
     shared = {"prompt_template": spec.prompt_template, "max_new_tokens": spec.max_new_tokens,
               "stop_strings": spec.stop_strings, "batch_size": spec.batch_size, "chat_template": spec.chat_template,
               "language_detector": spec.language_detector,
-              "allow_overlap": spec.allow_overlap}
+              "allow_overlap": spec.allow_overlap, "decoding": spec.decoding}
     if "processor" in _keywords(cls):
         shared["processor"] = processor
         known.append("processor")

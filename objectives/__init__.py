@@ -30,7 +30,7 @@ from ._answers import extract_last_number, paper_correct, paper_extract_number, 
 from ._base import GenerativeObjective, build, get, names, register
 from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, load_split, overlap_keys,
                     question_key)
-from ._generation import CACHE_ARG, GENERATION_BACKENDS, GenerationWork, greedy_generate
+from ._generation import CACHE_ARG, GENERATION_BACKENDS, Decoding, GenerationWork, greedy_generate
 from . import _fast_generation, _vllm  # noqa: F401  (register the "fast_greedy" and "vllm" generation backends)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
@@ -51,6 +51,7 @@ __all__ = [
     "CACHE_ARG",
     "AnswerMatchObjective",
     "DETECTORS",
+    "Decoding",
     "EVOVLM_JA_MAX_NEW_TOKENS",
     "EVOVLM_JA_PROMPT_TEMPLATE",
     "GENERATION_BACKENDS",

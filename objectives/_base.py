@@ -1,4 +1,4 @@
-"""Generative objectives: prompt -> greedy output -> judged answer, scored per split.
+"""Generative objectives: prompt -> generated output -> judged answer, scored per split.
 
 An objective is built once per study: it loads every split, checks that the splits share no
 problem, tokenizes the prompts and plans the generation batches, and loads the language
@@ -21,6 +21,11 @@ item: acc = 1 if the prediction equals the gold answer; acc_ja = 1 if right AND 
 paper's) is what a search maximises unless the config names another metric (objective.fitness).
 An objective with a second way to judge an output ("mgsm_ja": the paper's released extraction,
 paper_acc / paper_acc_ja) adds its record fields in `judge` and its metrics in `accuracy_fields`.
+
+decoding={"num_beams": 5, "repetition_penalty": 1.5} (`objective.decoding`) decodes as HF
+`generate` does with those settings (the paper's VQA decoding); the default is greedy. The backend
+(`generation_backend`, objective.options) follows it unless chosen: fast_greedy for greedy,
+hf_generate otherwise; a greedy-only backend chosen with other decoding is refused (_generation.py).
 
 chat_template=True wraps each filled prompt in the tokenizer's own chat template (one user turn,
 generation prompt added): instruction-tuned models expect it; the paper's raw templates do not.
@@ -49,7 +54,7 @@ import torch
 from evo_core import OBJECTIVES, Metric, atomic_write_text, language_model_params, mean_scores
 
 from ._data import Item, check_disjoint, load_split
-from ._generation import GENERATION_BACKENDS, Batch, GenerationWork, pad_token_id, plan_batches
+from ._generation import Batch, Decoding, GenerationWork, decoding_backend, pad_token_id, plan_batches
 from ._language import JA_THRESHOLD
 from ._language import language_detector as load_detector
 from ._prompts import fill, resolve_template
@@ -103,7 +108,8 @@ class GenerativeObjective:
         language_detector: str = "fasttext",
         chat_template: bool = False,
         allow_overlap: bool = False,
-        generation_backend: str = "fast_greedy",
+        generation_backend: str | None = None,
+        decoding: Mapping[str, Any] | None = None,
         processor: Any = None,
     ):
         # cheap argument checks first, before any data is read
@@ -123,7 +129,9 @@ class GenerativeObjective:
             raise ValueError("stop_strings must not contain the empty string")
         self.prompt_template = resolve_template(prompt_template or self.default_prompt_template)
         self.chat_template = chat_template
-        self._generate = GENERATION_BACKENDS.get(generation_backend)
+        # greedy unless objective.decoding says otherwise; the backend, unless chosen, follows it
+        self.decoding = Decoding.parse(decoding)
+        self._generate = decoding_backend(generation_backend, self.decoding)
         self.tokenizer = tokenizer
         self._ja_probability = load_detector(language_detector)
 

@@ -17,8 +17,37 @@ per trial, so cheaper-fitness schemes are judged on work done, not on seconds). 
   - "fast_greedy" (_fast_generation.py, the objectives' default): the same outputs token for
     token, with a preallocated KV cache, ended rows dropped and prefill grouped by length, for
     Llama/Mistral/Qwen2/Qwen3; it runs this loop for every other model;
-  - "vllm" (_vllm.py): a vLLM engine, for GPU users.
+  - "vllm" (_vllm.py): a vLLM engine, for GPU users;
+  - "hf_generate" (end of this module): each planned batch through the model's own HF
+    `generate(do_sample=False, num_beams=, repetition_penalty=)`; the one backend for decoding
+    other than greedy (below). Any HF model (and the DFS layer-path models, which have generate).
 `run_each_batch`, `take_token` and `output_text` are the frame every backend shares.
+
+Decoding (`objective.decoding`, `Decoding`): greedy by default; {num_beams: 5,
+repetition_penalty: 1.5} is the paper's EvoVLM-JP evaluation. The backend follows it unless
+`generation_backend` is set: fast_greedy for greedy, hf_generate for anything else; a greedy-only
+backend (hf_greedy, fast_greedy, vllm) set explicitly with other decoding is refused in one line
+when the objective is built, before any data is read (`decoding_backend`). hf_generate's outputs
+are generate()'s token for token (tests/objectives/test_beam_generation.py): the batch as
+planned, left-padded, positions from the attention mask, EOS ids as below, pad = the tokenizer's
+pad (else EOS), max_new_tokens; the model's generation_config gives every other setting
+(length_penalty, early_stopping), as generate does in the paper's code. Semantics that differ
+from greedy's:
+  - stop strings go to generate (`stop_strings=`, with the tokenizer): a beam whose text ends
+    with one (possibly inside its newest token) is a finished hypothesis, as at an EOS, and the
+    best hypothesis may be another beam; the output is then cut before the first stop string.
+    Not the same as beam search without stop strings cut afterwards (the test shows one case);
+  - image batches: generate gets input_ids (for the repetition penalty, which counts prompt
+    tokens too, image tokens included, as generate with pixel values does) and inputs_embeds
+    built as in the loop below;
+  - `work`: forward tokens are counted by a forward pre-hook on every call generate makes, so
+    all rows x num_beams sequences, finished beams included; generated tokens are those of the
+    returned hypothesis (its EOS included). With 1 beam and a repetition penalty, a row that
+    ended at a stop string counts one token more when pad is an EOS id (HF pads it with pad);
+  - batch_size counts prompts: a batch runs batch_size x num_beams sequences.
+In half precision generate's own outputs depend on the batch (padding width; on the tiny LLaVA,
+fp16, 1 of 5 items differed between one batch and one at a time): hf_generate equals generate on
+the same batches, which are planned by prompt length here, not in dataset order.
 
 The model is only called as model(input_ids=, attention_mask=, position_ids=, <cache>=,
 use_cache=True) (for a batch with image features, the first call passes inputs_embeds= instead:
@@ -37,9 +66,10 @@ outputs come back in the original order.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -267,3 +297,119 @@ def _embed_with_images(model: Any, input_ids: torch.Tensor, features: torch.Tens
 def _cut(text: str, stop_strings: tuple[str, ...]) -> str:
     cut = min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))
     return text[:cut]
+
+
+# -- decoding other than greedy: HF generate -------------------------------------------------
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the next token is chosen (`objective.decoding`): HF generate's `num_beams` and
+    `repetition_penalty`, with do_sample=False. The default (1 beam, penalty 1.0) is greedy, what
+    every backend does; anything else needs a backend in `DECODING_BACKENDS`. The paper's EvoVLM-JP
+    evaluation (SakanaAI/evolutionary-model-merge, configs/vlm/*.yaml) decodes with
+    {num_beams: 5, repetition_penalty: 1.5}, do_sample false, max_new_tokens 512, fp16; its other
+    generate settings (length_penalty, early_stopping) are the model's generation_config's, as here."""
+
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: Mapping[str, Any] | Decoding | None) -> Decoding:
+        """From a config mapping; a one-line ValueError on an unknown key or a bad value."""
+        if spec is None or isinstance(spec, Decoding):
+            return spec or cls()
+        known = list(cls.__dataclass_fields__)
+        unknown = sorted(set(spec) - set(known))
+        if unknown:
+            raise ValueError(f"objective.decoding has no key {', '.join(unknown)}; known: {', '.join(known)}")
+        decoding = cls(**spec)
+        beams, penalty = decoding.num_beams, decoding.repetition_penalty
+        if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
+            raise ValueError(f"objective.decoding.num_beams must be an integer >= 1 (1: greedy); got {beams!r}")
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
+            raise ValueError(f"objective.decoding.repetition_penalty must be a number > 0 (1.0: none); got {penalty!r}")
+        return cls(num_beams=beams, repetition_penalty=float(penalty))
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_beams == 1 and self.repetition_penalty == 1.0
+
+
+# backends that take Decoding's fields as keywords; every other backend decodes greedily only
+DECODING_BACKENDS = frozenset({"hf_generate"})
+
+
+def decoding_backend(name: str | None, decoding: Decoding) -> Callable[..., list[str]]:
+    """The backend function an objective generates with, its decoding bound. `name` None (not
+    chosen): fast_greedy for greedy decoding, hf_generate for any other; a chosen backend that
+    decodes greedily only is refused for other decoding, in one line."""
+    name = name or ("fast_greedy" if decoding.greedy else "hf_generate")
+    backend = GENERATION_BACKENDS.get(name)
+    if name in DECODING_BACKENDS:
+        return functools.partial(backend, num_beams=decoding.num_beams, repetition_penalty=decoding.repetition_penalty)
+    if not decoding.greedy:
+        raise ValueError(f"generation backend {name!r} decodes greedily only; objective.decoding "
+                         f"{{num_beams: {decoding.num_beams}, repetition_penalty: {decoding.repetition_penalty}}} "
+                         f"needs {' or '.join(sorted(DECODING_BACKENDS))} (drop objective.options.generation_backend "
+                         f"to get it)")
+    return backend
+
+
+@GENERATION_BACKENDS.register("hf_generate")
+def hf_generate_batches(model: Any, tokenizer: Any, batches: Sequence[Batch], *, max_new_tokens: int,
+                        stop_strings: Sequence[str] = (), work: GenerationWork | None = None, num_beams: int = 1,
+                        repetition_penalty: float = 1.0) -> list[str]:
+    """Each batch through the model's own HF `generate(do_sample=False, num_beams=,
+    repetition_penalty=)` (the module docstring's "hf_generate")."""
+    if not callable(getattr(model, "generate", None)):
+        raise ValueError(f"the hf_generate backend (objective.decoding other than greedy) needs a model with HF "
+                         f"generate; {type(model).__name__} has none")
+    generate_batch = functools.partial(_hf_generate_batch, num_beams=num_beams, repetition_penalty=repetition_penalty)
+    return run_each_batch(generate_batch, model, tokenizer, batches, max_new_tokens=max_new_tokens,
+                          stop_strings=stop_strings, work=work)
+
+
+@torch.inference_mode()
+def _hf_generate_batch(model: Any, tokenizer: Any, batch: Batch, max_new_tokens: int, stop_strings: tuple[str, ...],
+                       eos_ids: frozenset[int], work: GenerationWork, *, num_beams: int,
+                       repetition_penalty: float) -> list[str]:
+    device = _device(model)
+    inputs = {"input_ids": batch.input_ids.to(device), "attention_mask": batch.attention_mask.to(device)}
+    if batch.image_features is not None:
+        # generate starts from these embeddings and keeps input_ids for the repetition penalty
+        inputs["inputs_embeds"] = _embed_with_images(model, inputs["input_ids"], batch.image_features)
+    # HF's stop-string criterion ends a beam (a finished hypothesis, as an EOS does) when its text
+    # ends with a stop string, possibly inside its newest token; the output is then cut before it
+    stops = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
+    work.prompt_tokens += int(batch.attention_mask.sum())
+
+    def count_forward(module: Any, args: tuple, kwargs: dict) -> None:
+        # every sequence generate runs (rows x beams, finished beams included), every position
+        x = kwargs.get("inputs_embeds")
+        x = kwargs.get("input_ids") if x is None else x
+        work.forward_tokens += x.shape[0] * x.shape[1]
+
+    hook = model.register_forward_pre_hook(count_forward, with_kwargs=True)
+    try:
+        out = model.generate(**inputs, do_sample=False, num_beams=num_beams, repetition_penalty=repetition_penalty,
+                             max_new_tokens=max_new_tokens, eos_token_id=sorted(eos_ids),
+                             pad_token_id=pad_token_id(tokenizer), num_return_sequences=1,  # one output per prompt
+                             return_dict_in_generate=True, **stops)
+    finally:
+        hook.remove()
+    width, pad = batch.input_ids.shape[1], pad_token_id(tokenizer)
+    new = out.sequences[:, width:].tolist()
+    beam_indices = getattr(out, "beam_indices", None)
+    texts = []
+    for row, ids in enumerate(new):
+        if beam_indices is not None:  # the hypothesis' length: its steps, its ending EOS included
+            ids = ids[:int((beam_indices[row] >= 0).sum())]
+        else:  # 1 beam: up to the first EOS; a row that ended at a stop string is padded after it
+            ids = ids[:next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))]
+            while ids and ids[-1] == pad and pad not in eos_ids:
+                ids = ids[:-1]
+        work.generated_tokens += len(ids)
+        if ids and ids[-1] in eos_ids:
+            ids = ids[:-1]
+        texts.append(output_text(tokenizer, ids, stop_strings))
+    return texts

@@ -16,6 +16,12 @@ given, generated tokens as vLLM returns them (per row: `len(token_ids)`, the end
 included), forward tokens = prompt + generated - 1 per row (vLLM pads nothing, and the last token
 of a row is never fed back).
 
+Greedy only: an objective with other `objective.decoding` refuses this backend at construction,
+naming "hf_generate" (_generation.py): vLLM's beam search is a separate call (`LLM.beam_search`
+with `BeamSearchParams`: beam width, max tokens, length penalty, no repetition penalty, no stop
+strings in its documented fields), so the paper's {num_beams: 5, repetition_penalty: 1.5} has no
+vLLM equivalent to hold to generate()'s outputs.
+
 vllm is imported on first use, so this module costs nothing where it is not installed; it is not
 in the lock file. The adapter does not move weights: a study that merges in memory must load each
 merge into the engine before scoring it. Tests: a stand-in engine checks the mapping everywhere;

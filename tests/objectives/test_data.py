@@ -93,7 +93,7 @@ def test_empty_dataset(write_tsv):
 @pytest.mark.parametrize(
     "spec, message",
     [
-        ({"source": "csv", "path": "x"}, "unknown data source 'csv'; known: hf, ja_vg_vqa, ja_vlm_wild, mgsm, tsv, zoo"),
+        ({"source": "csv", "path": "x"}, "unknown data source 'csv'; known: hf, ja_vg_vqa, ja_vlm_wild, mgsm, (.+, )?tsv, zoo"),
         ({"path": "x"}, "'source' key"),
         ({"source": "tsv"}, "missing a required argument: 'path'"),
         ({"source": "tsv", "path": "x", "limt": 3}, "unexpected keyword argument 'limt'"),
