@@ -134,12 +134,27 @@ def test_an_in_place_merge_is_seen_at_once(tiny_model, tok, no_hf_loop):
             weight.copy_(saved)
 
 
-def test_bfloat16_equals_hf_greedy(llama, tok, no_hf_loop):
+def test_bfloat16_differs_from_hf_greedy_only_at_near_ties(llama, tok, no_hf_loop):
+    """In bf16 the two loops round differently (another kernel order: the preallocated cache, the
+    last position only), so token-for-token equality is not promised (it depends on the CPU's
+    kernels: 7 or 8 of these 8 prompts, measured on two machines). What holds: where they part, the
+    fp32 model's two best next tokens are the two picked, within bf16 rounding of each other."""
     model = LlamaForCausalLM(llama.config).eval()
     model.load_state_dict(llama.state_dict())
     model.to(torch.bfloat16)
-    assert generate("fast_greedy", model, tok, PROMPTS, batch_size=4) == \
-        generate("hf_greedy", model, tok, PROMPTS, batch_size=4)
+    fast = generate("fast_greedy", model, tok, PROMPTS, batch_size=4)
+    hf = generate("hf_greedy", model, tok, PROMPTS, batch_size=4)
+    assert sum(a == b for a, b in zip(fast, hf)) >= len(PROMPTS) - 2
+    for prompt, a, b in zip(PROMPTS, fast, hf):
+        if a == b:
+            continue
+        a_ids, b_ids = (tok(text, add_special_tokens=False)["input_ids"] for text in (a, b))
+        k = next(i for i in range(min(len(a_ids), len(b_ids))) if a_ids[i] != b_ids[i])
+        with torch.no_grad():
+            logits = llama(input_ids=torch.tensor([tok(prompt)["input_ids"] + a_ids[:k]])).logits[0, -1]
+        top = logits.topk(2)
+        assert {a_ids[k], b_ids[k]} == set(top.indices.tolist()), prompt
+        assert top.values[0] - top.values[1] < 0.02 * logits.abs().max(), prompt  # bf16 keeps 8 bits
 
 
 @pytest.mark.parametrize("name", ["base", "math_abel"])
