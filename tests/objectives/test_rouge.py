@@ -365,15 +365,22 @@ def test_bootstrap_mid_equals_rouge_scores_aggregator(split_scores):
 
 
 def test_vqa_objective_aggregate_option(split_scores):
-    from objectives import VQAObjective
+    from transformers import AutoProcessor
 
-    objective = VQAObjective.__new__(VQAObjective)  # aggregate reads nothing but the option
-    objective.aggregate_kind = "bootstrap_mid"
+    from objectives import VQAObjective, build
+    from zoo.vlm_report import MODELS_DIR
+
+    processor = AutoProcessor.from_pretrained(MODELS_DIR / "vlm")
+    splits = {"search": {"source": "zoo", "task": "ja_vqa", "split": "search", "limit": 4}}
+
+    def objective(**options):
+        return build("ja_vqa", tokenizer=processor.tokenizer, processor=processor, splits=splits,
+                     language_detector="script", **options)
+
     expected = released_bootstrap_mids(split_scores["rougeL"], split_scores["rougeL_ja"])
-    reported = objective.aggregate(split_scores)
-    assert reported == {"rougeL": pytest.approx(expected[0], abs=1e-12),
-                        "rougeL_ja": pytest.approx(expected[1], abs=1e-12), "n": 186}
-    objective.aggregate_kind = "mean"
-    assert objective.aggregate(split_scores) == {m: sum(s) / 186 for m, s in split_scores.items()} | {"n": 186}
+    assert objective(aggregate="bootstrap_mid").aggregate(split_scores) == {
+        "rougeL": pytest.approx(expected[0], abs=1e-12), "rougeL_ja": pytest.approx(expected[1], abs=1e-12), "n": 186}
+    means = {m: sum(s) / 186 for m, s in split_scores.items()} | {"n": 186}
+    assert objective().aggregate(split_scores) == means  # the default
     with pytest.raises(ValueError, match="objective option aggregate='median'; known: mean, bootstrap_mid"):
         VQAObjective(aggregate="median", tokenizer=None, splits={})
