@@ -118,7 +118,11 @@ def main() -> None:
             print(f"  {name}: {p!r} vs {r!r}: {old:.4f} -> {new:.4f}")
         return
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text(json.dumps(cases, ensure_ascii=True, indent=0) + "\n", encoding="utf-8")
+    # one case per line (ASCII escapes: BOM, NUL and the emoji stay visible in a diff)
+    body = ",\n".join(f"{json.dumps(key)}: " + (json.dumps(value) if key == "versions" else
+                                                "[\n" + ",\n".join(map(json.dumps, value)) + "\n]")
+                      for key, value in cases.items())
+    OUT.write_text("{" + body + "}\n", encoding="utf-8")
     print(f"{OUT}: {len(rouge)} pairs, {len(normalized)} normaliser cases, {cases['versions']}")
 
 
