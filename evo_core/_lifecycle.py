@@ -44,7 +44,8 @@ import torch
 from optuna.trial import FrozenTrial
 
 from ._files import atomic_write_text, writable_dir
-from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits, takes_subsets
+from ._objective import (TEST_SPLIT, Objective, aggregate_scores, build_objective, mean_scores, table_splits,
+                         takes_subsets)
 from ._plots import plot_history
 from ._pool import vision_language_sources
 from ._progress import Progress
@@ -108,7 +109,9 @@ class Phases:
             scores = self.objective.score_items(model, "search", **({} if items is None else {"items": list(items)}))
             # what the evaluation spent (items, generated tokens, ...), if the objective says
             work = getattr(self.objective, "last_work", {})
-            return {**mean_scores(scores), **extra, **work, "eval_seconds": time.perf_counter() - started,
+            # a whole split as the objective reports one; a race's blocks are averaged (and combined)
+            metrics = mean_scores(scores) if items is not None else aggregate_scores(self.objective, scores)
+            return {**metrics, **extra, **work, "eval_seconds": time.perf_counter() - started,
                     "item_scores": scores}
 
         timeout = cfg.timeout_minutes and 60 * cfg.timeout_minutes
@@ -214,7 +217,7 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     sizes = {}
     for name, model, extra in search.table_models(best):
         for split in sets:
-            scores = mean_scores(objective.score_items(model, split))
+            scores = aggregate_scores(objective, objective.score_items(model, split))
             sizes[split] = scores.pop("n")
             tables[split][name] = scores | extra
     markdowns = {split: tracker.log_table(table, prefix=split) for split, table in tables.items()}

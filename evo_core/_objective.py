@@ -9,6 +9,8 @@
         # optional, for evaluation.kind=racing (scoring a trial on blocks of items):
         def n_items(self, split) -> int: ...
         def score_items(self, model, split, items=None): ...   # items: indices; scores in that order
+        # optional: a whole split's metrics from its per-item scores, plus "n" (default: mean_scores)
+        def aggregate(self, item_scores) -> dict[str, float]: ...
 
     OBJECTIVES.register("exact", Exact)             # then `objective.name=exact` in a config
     objective = build_objective(cfg.objective, tokenizer)
@@ -16,8 +18,11 @@
 An item is whatever the objective's data holds (text, images, reference lists); the lifecycle never
 looks inside. A metric's value is the mean of its per-item scores, so graded scores (ROUGE-L) and
 exact matches (0/1) aggregate alike, and the per-item scores are kept on every trial (the study's
-`item_scores` user attribute) for cheaper-fitness schemes and population breeding. Nothing here
-imports an objective: implementations register themselves (the `objectives` package does so on import).
+`item_scores` user attribute) for cheaper-fitness schemes and population breeding. An objective
+may report a whole split otherwise (a full-evaluation trial's values, the test table), e.g. by the
+bootstrap estimate a paper used, through `aggregate` (aggregate_scores); a race's blocks are
+always averaged. Nothing here imports an objective: implementations register themselves (the
+`objectives` package does so on import).
 """
 from __future__ import annotations
 
@@ -61,6 +66,12 @@ def mean_scores(item_scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
     sizes = {len(scores) for scores in item_scores.values()}
     assert len(sizes) == 1 and 0 not in sizes, f"every metric scores the same, non-empty items: {sizes}"
     return {name: sum(scores) / len(scores) for name, scores in item_scores.items()} | {"n": sizes.pop()}
+
+
+def aggregate_scores(objective: Any, item_scores: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """A whole split's metrics, plus n: the objective's own `aggregate` if it has one, else the means."""
+    aggregate = getattr(objective, "aggregate", None)
+    return mean_scores(item_scores) if aggregate is None else aggregate(item_scores)
 
 
 def _keywords(cls: type) -> set[str]:

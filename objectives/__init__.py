@@ -43,7 +43,8 @@ from ._prompts import (
     MGSM_JA_STOP_STRINGS,
     PROMPT_TEMPLATES,
 )
-from ._rouge import JA_GATE, MecabTokenizer, VQAScorer, mecab_tokenizer, normalize_text, rouge_l, vqa_item_scores
+from ._rouge import (JA_GATE, MecabTokenizer, VQAScorer, bootstrap_mid, mecab_tokenizer, normalize_text, rouge_l,
+                     vqa_item_scores)
 from ._vqa import VQAObjective
 from ._vqa_data import load_ja_vg_vqa, load_ja_vlm_wild
 
@@ -93,5 +94,6 @@ __all__ = [
     "question_key",
     "register",
     "rouge_l",
+    "bootstrap_mid",
     "vqa_item_scores",
 ]

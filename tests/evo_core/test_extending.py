@@ -99,3 +99,19 @@ def test_new_search_runs_through_the_lifecycle(plugins, tmp_path, tiny_model_dir
     table = run_study(cfg, plugins.InterpolationSearch(cfg), resolved="")
     assert list(table) == ["base", "source", "best"] and 0 <= table["best"]["t"] <= 1
     assert len(trials(cfg)) == 2 and (tmp_path / "run" / "test_table.json").is_file()
+
+
+def test_an_objectives_own_aggregate_reports_whole_splits(plugins, tmp_path, tiny_model_dirs, monkeypatch):
+    # an aggregate that cannot be a mean (2 + mean): full-evaluation trials and the test table use it
+    def aggregate(self, item_scores):
+        scores = item_scores["p_gold"]
+        return {"p_gold": 2 + sum(scores) / len(scores), "n": len(scores)}
+
+    monkeypatch.setattr(plugins.GoldTokenProbability, "aggregate", aggregate, raising=False)
+    cfg = ps_config(tmp_path, tiny_model_dirs, "merge=task_arithmetic", "objective.name=gold_token_probability",
+                    "objective.fitness=p_gold")
+    table = run_study(cfg, PSSearch(cfg), resolved="")
+    assert all(2 <= row["p_gold"] <= 3 for row in table.values())
+    for trial in trials(cfg):
+        scores = trial.user_attrs["item_scores"]["p_gold"]
+        assert trial.values[0] == pytest.approx(2 + sum(scores) / 4)
