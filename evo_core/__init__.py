@@ -14,8 +14,10 @@ from ._lifecycle import Phases, Search, check_signature, run_study
 from ._objective import OBJECTIVES, Metric, Objective, build_objective, mean_scores
 from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_in
 from ._plots import plot_history
-from ._pool import (ModelPool, check_device, check_finite, check_model_path, is_vision_language, language_model_params,
-                    load_models, load_pool, model_fingerprint, require_models, use_weights, vision_language_sources)
+from ._fingerprint import model_fingerprint
+from ._model_checks import check_device, check_finite, check_model_path, require_models
+from ._pool import ModelPool, load_models, load_pool, use_weights
+from ._vlm import is_vision_language, language_model_params, vision_language_sources
 from ._progress import Progress
 from ._registry import Registry
 from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
