@@ -105,13 +105,13 @@ def _cli_error(command: str, *overrides: str) -> str:
     new interpreter (seconds instead of half a minute); it must fail: -> its one `error:` line."""
     from hydra import compose, initialize_config_dir
 
-    from evo_breed._config import validate as validate_breed
-    from evo_breed._search import BreedSearch
+    from evo_breed import BreedSearch
+    from evo_breed import validate as validate_breed
     from evo_core import register_resolvers, run_cli
-    from evo_dfs._config import validate as validate_dfs
-    from evo_dfs._search import DFSSearch
-    from evo_ps._config import validate as validate_ps
-    from evo_ps._search import PSSearch
+    from evo_dfs import DFSSearch
+    from evo_dfs import validate as validate_dfs
+    from evo_ps import PSSearch
+    from evo_ps import validate as validate_ps
 
     conf_dir, validate, search = {"evo_ps": (REPO_ROOT / "conf", validate_ps, PSSearch),
                                   "evo_dfs": (REPO_ROOT / "conf" / "dfs", validate_dfs, DFSSearch),

@@ -10,8 +10,8 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from evo_core._study import RetryAtItsPoint, open_study, wait_for_workers
-from evo_core._tracking import Tracker
+from evo_core import Tracker, open_study, wait_for_workers
+from evo_core._study import RetryAtItsPoint
 from tests.evo_core.test_faults import at_once
 
 
