@@ -10,7 +10,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ABOVE_THE_CORE = {"objectives", "evo_ps", "evo_dfs", "evo_breed", "zoo", "bench"}
-PROJECT_PACKAGES = ("evo_core", *sorted(ABOVE_THE_CORE), "tests")
+# the loopback test servers: beside the core, importing nothing of the project, imported by tests only
+BESIDE = {"evo_servers"}
+PROJECT_PACKAGES = ("evo_core", *sorted(ABOVE_THE_CORE), *sorted(BESIDE), "tests")
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -23,6 +25,19 @@ def imported_packages(path: Path) -> set[str]:
 def test_the_core_imports_no_search_objective_or_zoo():
     for path in (REPO_ROOT / "evo_core").glob("*.py"):
         assert not imported_packages(path) & ABOVE_THE_CORE, path.name
+
+
+def test_the_test_servers_stand_apart_and_the_old_command_forwards():
+    for path in (p for package in PROJECT_PACKAGES for p in (REPO_ROOT / package).rglob("*.py")):
+        imported = imported_packages(path)
+        if path.is_relative_to(REPO_ROOT / "evo_servers"):
+            assert not imported & set(PROJECT_PACKAGES) - BESIDE, path
+        elif not path.is_relative_to(REPO_ROOT / "tests"):
+            assert not imported & BESIDE, path
+    for module in ("evo_servers", "evo_core.servers"):  # the documented command, and the one it replaced
+        out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout
+        assert out.startswith("usage: python -m evo_servers") and "--pg-port" in out, out
 
 
 def test_nothing_imports_a_command_module():
