@@ -222,3 +222,26 @@ def tiny_images(n: int, *, seed: int, size: tuple[int, int] = (32, 32)) -> list:
 
     rng = np.random.default_rng(seed)
     return [Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8")) for _ in range(n)]
+
+
+@pytest.fixture
+def another_backend():
+    """pyplot on a backend other than the one a headless run resolves to (svg), as a user's
+    environment may set it; restored after. A picture must save its PNG without switching it."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        yield "svg"
+        assert plt.get_fignums() == [], "a picture left a figure open in pyplot"
+    finally:
+        plt.switch_backend(before)
+
+
+def assert_png(path: Path, *, min_width: int = 300) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= min_width, (image.format, image.size)
