@@ -124,7 +124,7 @@ def replay(run_dir: Path, first_block: int, block: int, confidence: float, toler
     import optuna
 
     from evo_core import EvaluationConfig, paper_popsize
-    from evo_core._racing import race
+    from evo_core import race
 
     storage = f"sqlite:///{run_dir / 'study.db'}"
     z = EvaluationConfig(confidence=confidence).z

@@ -49,9 +49,7 @@ def trial_part(limit: int, repeats: int, overrides: list[str]) -> None:
 
     import zoo  # noqa: F401  (registers the objectives and the zoo's data source)
     from evo_core import build_objective, load_models, register_resolvers
-    from evo_dfs import LayerPathForCausalLM
-    from evo_dfs._config import validate
-    from evo_dfs._search import check_sources
+    from evo_dfs import LayerPathForCausalLM, check_sources, validate
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf" / "dfs"), version_base="1.3"):

@@ -21,8 +21,8 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evo_core._pool import ModelPool  # noqa: E402
-from evo_ps._merge import InMemoryMerger, merge_method  # noqa: E402
+from evo_core import ModelPool  # noqa: E402
+from evo_ps import InMemoryMerger, merge_method  # noqa: E402
 
 SIZES = {  # hidden, layers, intermediate, vocab, heads, kv heads
     "tiny": dict(hidden_size=64, num_hidden_layers=4, intermediate_size=128, vocab_size=283,

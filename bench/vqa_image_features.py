@@ -29,8 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from evo_core import build_objective, load_pool, register_resolvers  # noqa: E402
-from evo_core._paths import PROJECT_ROOT  # noqa: E402
+from evo_core import PROJECT_ROOT, build_objective, load_pool, register_resolvers  # noqa: E402
 
 
 def _big_tower(model, layers: int, hidden: int) -> None:

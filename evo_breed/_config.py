@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from evo_core import StudyConfig, typed_config
-from evo_ps._config import PoolConfig
+from evo_ps import PoolConfig
 
 SELECTIONS = ("proportional", "tournament")
 CROSSOVERS = ("slerp",)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from evo_ps._merge import slerp_coefficients, slerp_cosine
+from evo_ps import slerp_coefficients, slerp_cosine
 
 
 def split_index(split: float, n: int) -> int:

@@ -12,12 +12,12 @@ import numpy as np
 def plot_lineage(nodes: dict[str, dict[str, Any]], ancestry: Sequence[str], out_png: Path, *, fitness: str) -> None:
     """x: evaluation order, y: search score; grey dots never entered the archive; lines join an
     archive member to its parents; the champion's ancestry in red."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # here: slow to import, and only the plots need it
 
-    plt.switch_backend("Agg")
     order = list(nodes)  # scored order: starting models, then children by trial
     x = {i: k for k, i in enumerate(order)}
-    fig, ax = plt.subplots(figsize=(max(8, 0.06 * len(order) + 4), 5))
+    fig = Figure(figsize=(max(8, 0.06 * len(order) + 4), 5))
+    ax = fig.subplots()
     for i, n in nodes.items():
         if not n["entered"]:
             continue
@@ -40,21 +40,20 @@ def plot_lineage(nodes: dict[str, dict[str, Any]], ancestry: Sequence[str], out_
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
-    plt.close(fig)
 
 
 def plot_coverage(members: Sequence[Any], out_png: Path, *, resources: Sequence[str]) -> None:
     """Archive members (rows, by search score) x search items (columns): one block per resource
     metric (every metric scores as many items), most covered items first within a block."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # here: slow to import, and only the plots need it
 
-    plt.switch_backend("Agg")
     members = sorted(members, key=lambda m: -m.mean)
     grid = np.array([m.scores for m in members], dtype=float)
     size = grid.shape[1] // len(resources)
     blocks = [grid[:, k * size:(k + 1) * size] for k in range(len(resources))]
     grid = np.hstack([b[:, np.argsort(-b.sum(axis=0), kind="stable")] for b in blocks])
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(members) + 1.8))
+    fig = Figure(figsize=(10, 0.35 * len(members) + 1.8))
+    ax = fig.subplots()
     ax.imshow(grid, aspect="auto", cmap="Greens", vmin=0, vmax=1, interpolation="nearest")
     for k in range(1, len(resources)):
         ax.axvline(k * size - 0.5, color="black", lw=1)
@@ -65,4 +64,3 @@ def plot_coverage(members: Sequence[Any], out_png: Path, *, resources: Sequence[
     ax.set_title("archive coverage: which member gets which item right")
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
-    plt.close(fig)

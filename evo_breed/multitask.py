@@ -24,8 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evo_core import OBJECTIVES, Metric
-from evo_core._objective import objective_options
+from evo_core import OBJECTIVES, Metric, objective_options
 
 SHARED = ("prompt_template", "max_new_tokens", "stop_strings", "batch_size", "language_detector", "chat_template",
           "allow_overlap", "decoding")

@@ -34,6 +34,7 @@ from cmaes import CMA, SepCMA
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from ._optuna_compat import set_trial_user_attr
 from ._study import paper_popsize
 
 
@@ -111,8 +112,8 @@ class GenomeCMA(optuna.samplers.BaseSampler):
         genome = self.expected_genome(trial.number)
         self._genomes[trial.number] = genome
         # overwritten, not kept: a retried trial is created with the user attrs of the one it retries
-        study._storage.set_trial_user_attr(trial._trial_id, "genome", pack_genome(genome))
-        study._storage.set_trial_user_attr(trial._trial_id, "generation", generation)
+        set_trial_user_attr(study, trial, "genome", pack_genome(genome))
+        set_trial_user_attr(study, trial, "generation", generation)
 
     # ---- CMA state from the study's history -------------------------------------------------------------
 

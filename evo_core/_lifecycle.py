@@ -47,7 +47,7 @@ from ._files import atomic_write_text, writable_dir
 from ._objective import (TEST_SPLIT, Objective, aggregate_scores, build_objective, mean_scores, table_splits,
                          takes_subsets)
 from ._plots import plot_history
-from ._pool import vision_language_sources
+from ._vlm import vision_language_sources
 from ._progress import Progress
 from ._racing import race_trials
 from ._study import (SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials, start_point,

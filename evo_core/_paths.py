@@ -1,6 +1,7 @@
-"""Paths: the project root, `${project:...}` in configs, SQLite URLs."""
+"""Paths: the project root, `${project:...}` in configs, SQLite URLs, the shape of a hub id."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -21,3 +22,11 @@ def register_resolvers() -> None:
 def project_path(relative: str) -> str:
     """`${project:zoo/models/base}` in configs: a path inside the project, wherever it runs from."""
     return str((PROJECT_ROOT / relative).resolve())
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def looks_like_hub_id(ref: str | Path) -> bool:
+    """`ref` has the shape of a Hugging Face hub id (`owner/name`); whether it exists is not asked."""
+    return _HUB_ID.fullmatch(str(ref)) is not None

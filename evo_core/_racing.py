@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
 from ._objective import mean_scores
+from ._optuna_compat import heartbeat_thread, sampler_attr_prefix, set_trial_system_attr, stored_trial
 from ._study import ParamSpec, finished_trials, record_metrics, suggest_all, wait_for_workers
 
 
@@ -161,13 +161,13 @@ def race_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
 
         with contextlib.ExitStack() as beats:  # each trial heartbeats while its generation races
             for trial in trials:
-                beats.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                beats.enter_context(heartbeat_thread(study, trial))
             verdicts = race([t.number for t in trials], score=score, n_items=n_items, first_block=first_block,
                             block=block, mu=popsize // 2, z=z, tolerance=tolerance)
             for trial in trials:
                 tell(study, trial, blocks[trial.number], verdicts[trial.number], fitness, n_items)
         for trial in trials:
-            frozen = study._storage.get_trial(trial._trial_id)
+            frozen = stored_trial(study, trial)
             for callback in on_trial:
                 callback(study, frozen)
 
@@ -185,13 +185,13 @@ def rejoin_generation(study: optuna.Study, trial: optuna.Trial) -> None:
     for no generation, and CMA-ES would draw that one anew) and the optimizer the sampler stored on
     it (the first ask of a generation stores the state its tell made; on a failed trial Optuna would
     not read it back, and the generation after the retried one would be drawn twice)."""
-    prefix = getattr(study.sampler, "_attr_prefix", None)  # CmaEsSampler's "cma:"
-    retry_of = study._storage.get_trial(trial._trial_id).user_attrs.get("retry_of")
+    prefix = sampler_attr_prefix(study.sampler)  # CmaEsSampler's "cma:"
+    retry_of = stored_trial(study, trial).user_attrs.get("retry_of")
     if prefix is None or retry_of is None:
         return
     for key, value in study.trials[retry_of].system_attrs.items():
         if key.startswith(prefix):
-            study._storage.set_trial_system_attr(trial._trial_id, key, value)
+            set_trial_system_attr(study, trial, key, value)
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, blocks: list[dict[str, Any]], verdict: Verdict,

@@ -29,6 +29,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ._files import open_store
+from ._optuna_compat import (add_finished_trial_user_attrs, enqueued_params, heartbeat_interval, record_heartbeat,
+                             trial_id)
 from ._registry import Registry
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -137,7 +139,7 @@ def planned_point(study: optuna.Study, trial: optuna.Trial) -> dict[str, float]:
     relative sampler (CMA-ES) drew for the whole space, which its first suggestion would draw
     anyway; an independent sampler draws per parameter, so nothing is known yet (empty)."""
     [frozen] = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number == trial.number]
-    fixed = frozen.system_attrs.get("fixed_params")  # never ask the sampler for an enqueued trial
+    fixed = enqueued_params(frozen)  # never ask the sampler for an enqueued trial
     return {name: float(value) for name, value in (fixed or trial.relative_params).items()}
 
 
@@ -159,22 +161,7 @@ def record_fail_reason(study: optuna.Study, trial: FrozenTrial, reason: str) -> 
     refuses attributes on a finished trial, so they go straight into its RDB tables (one insert;
     only the process whose state change won calls this). Best effort: the retry must happen anyway,
     and MLflow's nested run says why without it (Tracker.log_trial)."""
-    import json
-
-    from optuna.storages._rdb import models
-
-    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
-    if not hasattr(storage, "scoped_session"):
-        return
-    session = storage.scoped_session()
-    try:
-        for key, value in (("fail_reason", reason), ("heartbeat_failed", True)):
-            session.add(models.TrialUserAttributeModel(trial_id=trial._trial_id, key=key, value_json=json.dumps(value)))
-        session.commit()
-    except Exception:  # noqa: BLE001  (e.g. a second caller: the attributes are there)
-        session.rollback()
-    finally:
-        session.close()
+    add_finished_trial_user_attrs(study, trial, {"fail_reason": reason, "heartbeat_failed": True})
 
 
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -233,8 +220,7 @@ def wait_for_workers(*studies: optuna.Study, poll_seconds: float = 2.0,
     worker's trial stops blocking once its heartbeat is older than the grace period (30 s), and is
     then marked FAIL. Pass every phase's study: Optuna fails stale trials only of a study it still
     optimizes, so a worker killed in an earlier phase would leave that trial RUNNING for good."""
-    storage = studies[0]._storage  # Optuna's own fail_stale_trials reaches the storage the same way
-    if getattr(storage, "get_heartbeat_interval", lambda: None)() is None:
+    if heartbeat_interval(studies[0]) is None:
         return  # no heartbeat: a dead worker can't be told from a slow one, so don't wait forever
     reported, seen = 0, set()
     while True:
@@ -243,16 +229,16 @@ def wait_for_workers(*studies: optuna.Study, poll_seconds: float = 2.0,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
-            running += study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            running += [(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
         if not running:
             return
         # A worker killed between creating a trial and its first heartbeat leaves a trial that
         # never goes stale. One heartbeat from here starts its clock; a live worker's own
         # heartbeats keep its trial fresh anyway.
-        for trial in running:
-            if trial._trial_id not in seen:
-                storage.record_heartbeat(trial._trial_id)
-                seen.add(trial._trial_id)
+        for study, trial in running:
+            if trial_id(trial) not in seen:
+                record_heartbeat(study, trial)
+                seen.add(trial_id(trial))
         if len(running) != reported:
             on_wait(len(running))
             reported = len(running)

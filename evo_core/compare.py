@@ -47,18 +47,16 @@ def run_tables(client, run_ids: Sequence[str], prefix: str = "test") -> dict[str
 def plot_tables(tables: dict[str, dict[str, dict[str, float]]], out: str | Path,
                 metrics: Sequence[str] | None = None) -> Path:
     """The chart of `tables` (run_tables' shape) as a PNG at `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure, not pyplot: a file only, and the caller's backend stays as it was
+    from matplotlib.figure import Figure
 
     models: list[str] = []
     for table in tables.values():
         models += [m for m in table if m not in models]
     models.sort(key=lambda m: m.startswith("best"))  # baselines first, the search's results last (stable)
     metrics = list(metrics or sorted({k for t in tables.values() for row in t.values() for k in row}))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.0, 1.1 * len(models) * len(metrics) + 2), 4.2),
-                             squeeze=False)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(models) * len(metrics) + 2), 4.2))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     width = 0.8 / len(tables)
     for ax, metric in zip(axes[0], metrics):
         values_seen = [row.get(metric) for t in tables.values() for row in t.values() if row.get(metric) is not None]
@@ -79,7 +77,6 @@ def plot_tables(tables: dict[str, dict[str, dict[str, float]]], out: str | Path,
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 

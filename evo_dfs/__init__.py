@@ -9,7 +9,10 @@
     write_model_card(out_dir, title=..., sources=..., origins=..., path=path, scores=...)
     sampler = evo_core.GenomeCMA(space=space, seed=0)       # paper scale: CMA-ES on the packed genome
     plot_path(path.layers, path.scales, layout.layer_owner, "path.png")
+    cfg = validate(composed); check_sources(cfg.pool)       # the typed config; every source can be had
+    run_study(cfg, DFSSearch(cfg), resolved=yaml)           # the whole search (python -m evo_dfs)
 """
+from evo_dfs._config import DFSConfig, validate
 from evo_dfs._export import export_layer_path, write_model_card
 from evo_dfs._path import (
     SCALE_MODELS,
@@ -22,11 +25,12 @@ from evo_dfs._path import (
     select_hops,
 )
 from evo_dfs._plot import plot_path
+from evo_dfs._search import DFSSearch, check_sources
 from evo_dfs._space import DFSSpace
 from evo_dfs.modeling_layer_path import LayerPathConfig, LayerPathForCausalLM
 
 __all__ = [
-    "SCALE_MODELS", "DFSSpace", "LayerPath", "LayerPathConfig", "LayerPathForCausalLM", "MatrixScales",
-    "SlotLayout", "WNet", "export_layer_path", "layer_path", "make_scale_model", "plot_path",
-    "select_hops", "write_model_card",
+    "SCALE_MODELS", "DFSConfig", "DFSSearch", "DFSSpace", "LayerPath", "LayerPathConfig", "LayerPathForCausalLM",
+    "MatrixScales", "SlotLayout", "WNet", "check_sources", "export_layer_path", "layer_path", "make_scale_model",
+    "plot_path", "select_hops", "validate", "write_model_card",
 ]

@@ -5,19 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from ._space import SearchSpace
 
 
 def plot_layer_params(space: SearchSpace, values: Mapping[str, float], out_png: Path) -> None:
-    plt.switch_backend("Agg")  # files only, whatever backend the caller's environment picked
     rows = sorted({(s.source or "shared", s.key) for s in space.placements}, key=lambda r: (r[1], r[0]))
     grid = np.full((len(rows), len(space.groups)), np.nan)
     for place in space.placements:
         grid[rows.index((place.source or "shared", place.key)), space.groups.index(place.group)] = values[place.name]
-    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(space.groups) + 3), 0.5 * len(rows) + 1.5))
+    # a bare Figure, not pyplot: drawn to a file only, whatever backend the caller's process uses
+    fig = Figure(figsize=(max(6, 0.5 * len(space.groups) + 3), 0.5 * len(rows) + 1.5))
+    ax = fig.subplots()
     image = ax.imshow(grid, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(space.groups)), space.groups, rotation=90)
     ax.set_yticks(range(len(rows)), [f"{source} {key}" for source, key in rows])
@@ -25,4 +26,3 @@ def plot_layer_params(space: SearchSpace, values: Mapping[str, float], out_png: 
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
-    plt.close(fig)

@@ -9,7 +9,7 @@ scored by the lifecycle. With `space.warm_start_trials`, a first phase searches 
 of the paper's x0. The test table: base, every source, the best uniform merge (if any) and the best
 merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card.
 
-A source may be a vision-language model (evo_core/_pool.py): its LLM is merged, the live model is the
+A source may be a vision-language model (evo_core/_vlm.py): its LLM is merged, the live model is the
 VLM, prompts go through its processor, and the export is the whole VLM (vision tower and projector
 as they were) with its processor, loadable by transformers alone. mergekit 0.1.5 knows no LLaVA
 architecture, so a VLM merge comes without a mergekit YAML (the model card says so).

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evo_core._study import ParamSpec
+from evo_core import ParamSpec
 
 from ._methods import MergeMethod
 

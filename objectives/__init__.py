@@ -30,7 +30,7 @@ from ._answers import extract_last_number, paper_correct, paper_extract_number, 
 from ._base import GenerativeObjective, build, get, names, register
 from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, load_split, overlap_keys,
                     question_key)
-from ._generation import CACHE_ARG, GENERATION_BACKENDS, Decoding, GenerationWork, greedy_generate
+from ._generation import CACHE_ARG, GENERATION_BACKENDS, Decoding, GenerationWork, greedy_generate, plan_batches
 from . import _fast_generation, _vllm  # noqa: F401  (register the "fast_greedy" and "vllm" generation backends)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
@@ -42,6 +42,8 @@ from ._prompts import (
     MGSM_JA_PROMPT_TEMPLATE,
     MGSM_JA_STOP_STRINGS,
     PROMPT_TEMPLATES,
+    fill,
+    resolve_template,
 )
 from ._rouge import (JA_GATE, MecabTokenizer, VQAScorer, bootstrap_mid, mecab_tokenizer, normalize_text, rouge_l,
                      vqa_item_scores)
@@ -77,6 +79,7 @@ __all__ = [
     "build",
     "check_disjoint",
     "extract_last_number",
+    "fill",
     "get",
     "greedy_generate",
     "image_key",
@@ -91,8 +94,10 @@ __all__ = [
     "paper_correct",
     "paper_extract_number",
     "parse_number",
+    "plan_batches",
     "question_key",
     "register",
+    "resolve_template",
     "rouge_l",
     "bootstrap_mid",
     "vqa_item_scores",

@@ -136,13 +136,13 @@ def _cli_error(command: str, *overrides: str) -> str:
     new interpreter (seconds instead of half a minute); it must fail: -> its one `error:` line."""
     from hydra import compose, initialize_config_dir
 
-    from evo_breed._config import validate as validate_breed
-    from evo_breed._search import BreedSearch
+    from evo_breed import BreedSearch
+    from evo_breed import validate as validate_breed
     from evo_core import register_resolvers, run_cli
-    from evo_dfs._config import validate as validate_dfs
-    from evo_dfs._search import DFSSearch
-    from evo_ps._config import validate as validate_ps
-    from evo_ps._search import PSSearch
+    from evo_dfs import DFSSearch
+    from evo_dfs import validate as validate_dfs
+    from evo_ps import PSSearch
+    from evo_ps import validate as validate_ps
 
     conf_dir, validate, search = {"evo_ps": (REPO_ROOT / "conf", validate_ps, PSSearch),
                                   "evo_dfs": (REPO_ROOT / "conf" / "dfs", validate_dfs, DFSSearch),
@@ -253,3 +253,26 @@ def tiny_images(n: int, *, seed: int, size: tuple[int, int] = (32, 32)) -> list:
 
     rng = np.random.default_rng(seed)
     return [Image.fromarray((rng.random((size[1], size[0], 3)) * 255).astype("uint8")) for _ in range(n)]
+
+
+@pytest.fixture
+def another_backend():
+    """pyplot on a backend other than the one a headless run resolves to (svg), as a user's
+    environment may set it; restored after. A picture must save its PNG without switching it."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        yield "svg"
+        assert plt.get_fignums() == [], "a picture left a figure open in pyplot"
+    finally:
+        plt.switch_backend(before)
+
+
+def assert_png(path: Path, *, min_width: int = 300) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size[0] >= min_width, (image.format, image.size)

@@ -14,7 +14,7 @@ from typing import Any
 import datasets
 
 import objectives
-from objectives._prompts import fill, resolve_template
+from objectives import fill, resolve_template
 
 LANGUAGE_DETECTOR = "fasttext"  # the zoo objective's (conf/objective/zoo_ja_math.yaml)
 

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from bench import generation_floor as bench
 from objectives import GENERATION_BACKENDS, GenerationWork
-from objectives._generation import plan_batches
+from objectives import plan_batches
 from zoo.tokenizer import build_tokenizer
 
 

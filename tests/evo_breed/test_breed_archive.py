@@ -107,3 +107,21 @@ def test_a_member_whose_file_vanished_is_one_line(tmp_path):
     (tmp_path / "members" / "m0.safetensors").unlink()
     with pytest.raises(ValueError, match=r"archive members \['m0'\] have no weights file"):
         Archive(tmp_path, capacity=3, alpha=1.0)
+
+
+def test_the_breeding_pictures_leave_the_backend_as_it_was(tmp_path, another_backend):
+    import matplotlib
+
+    from evo_breed._plots import plot_coverage, plot_lineage
+    from tests.conftest import assert_png
+
+    nodes = {"a": {"entered": True, "parents": [], "score": 0.5, "kind": "initial"},
+             "b": {"entered": True, "parents": [], "score": 0.25, "kind": "initial"},
+             "c": {"entered": False, "parents": ["a", "b"], "score": 0.125, "kind": "child"},
+             "d": {"entered": True, "parents": ["a", "b"], "score": 0.75, "kind": "child"}}
+    plot_lineage(nodes, ["d", "a", "b"], tmp_path / "lineage.png", fitness="acc_ja")
+    members = [member(i, row, n) for n, (i, row) in enumerate(zip("abd", S))]
+    plot_coverage(members, tmp_path / "coverage.png", resources=["acc", "acc_ja"])
+    assert matplotlib.get_backend() == another_backend
+    assert_png(tmp_path / "lineage.png")
+    assert_png(tmp_path / "coverage.png")

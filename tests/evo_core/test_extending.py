@@ -13,9 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from evo_core import OBJECTIVES, ObjectiveConfig, TrackingConfig, register_resolvers, run_study
-from evo_ps import MERGE_METHODS
-from evo_ps._config import validate
-from evo_ps._search import PSSearch
+from evo_ps import MERGE_METHODS, PSSearch, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ZOO_SEARCH = {"source": "zoo", "task": "ja_math", "split": "search", "limit": 4}

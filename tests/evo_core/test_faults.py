@@ -16,10 +16,8 @@ from safetensors.torch import load_file, save_file
 from evo_core import (ParamSpec, Tracker, check_signature, load_models, load_pool, make_sampler, model_fingerprint,
                       open_study, register_resolvers, run_cli, run_study, run_trials)
 from evo_core._files import SCHEMA_ATTEMPTS, open_store
-from evo_ps._config import validate
-from evo_ps._export import save_merged
-from evo_ps._search import PSSearch
-from objectives._data import load_split, question_key
+from evo_ps import PSSearch, save_merged, validate
+from objectives import load_split, question_key
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPACE = [ParamSpec(name="a", low=0.0, high=1.0)]

@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 
 from evo_core import read_test_tables, register_resolvers, run_study, table_splits
 from evo_core.compare import run_tables
-from evo_ps._config import validate
-from evo_ps._search import PSSearch
+from evo_ps import validate
+from evo_ps import PSSearch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 A = {"source": "zoo", "task": "ja_math", "split": "test", "limit": 4}

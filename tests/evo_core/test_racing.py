@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from evo_core import ParamSpec, StudyConfig, best_trial, make_sampler, open_study, typed_config
 from evo_core._objective import takes_subsets
+from evo_core._optuna_compat import storage_of, trial_id
 from evo_core._racing import difference_bounds, race, race_step, race_trials
 from evo_core._study import RetryAtItsPoint
 
@@ -167,7 +168,7 @@ def test_a_generation_killed_mid_race_is_raced_again_at_its_points(tmp_path):
     assert len(running) == 6 and {t.system_attrs["cma:generation"] for t in running} == {1}
     # what the heartbeat does 30 s later (called here directly): FAIL, and retry at the point
     for t in running:
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage_of(study).set_trial_state_values(trial_id(t), TrialState.FAIL)
         RetryAtItsPoint()(study, study.trials[t.number])
     study = study_at(tmp_path)  # the restarted run's own (the heartbeat's attributes bypass this one's cache)
     run(study, 19)  # the 6 killed ones do not count toward n_trials: their 6 retries, then generation 2

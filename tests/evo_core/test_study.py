@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from evo_core import ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials
+from evo_core._optuna_compat import cmaes_settings, enqueued_params
 
 SPACE = [ParamSpec(name=f"L{i}.w", low=0.0, high=1.0) for i in range(3)]
 
@@ -23,8 +24,9 @@ def study_at(tmp_path, sampler="cmaes", seed=0):
 def test_paper_cmaes_settings():
     assert paper_popsize(40) == 4 + math.floor(3 * math.log(40)) == 15
     sampler = make_sampler("cmaes", space=SPACE, seed=0, sigma0=1 / 6)
-    assert sampler._x0 == {p.name: 0.5 for p in SPACE}
-    assert sampler._sigma0 == pytest.approx(1 / 6) and sampler._popsize == paper_popsize(3)
+    settings = cmaes_settings(sampler)
+    assert settings["x0"] == {p.name: 0.5 for p in SPACE}
+    assert settings["sigma0"] == pytest.approx(1 / 6) and settings["popsize"] == paper_popsize(3)
 
 
 def test_unknown_sampler_lists_known():
@@ -132,7 +134,7 @@ def test_workers_opening_a_fresh_study_together_enqueue_its_first_trial_once(tmp
     with ThreadPoolExecutor(4) as pool:
         studies = list(pool.map(open_one, range(4)))
     waiting = studies[0].get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert [t.system_attrs["fixed_params"] for t in waiting] == [start]
+    assert [enqueued_params(t) for t in waiting] == [start]
 
 
 @pytest.mark.parametrize("kind", ["cmaes", "enqueued"])

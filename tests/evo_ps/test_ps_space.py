@@ -139,3 +139,15 @@ def test_tensor_params_and_broadcast():
     with pytest.raises(ValueError, match="needs a value for 'math.density'"):
         s.broadcast({"ja.weight": 0.2, "ja.density": 0.3, "math.weight": 0.4})
     assert space("slerp").tensor_params(space("slerp").broadcast({"t": 0.25}))["model.norm.weight"] == {"t": 0.25}
+
+
+def test_the_layer_params_picture_leaves_the_backend_as_it_was(tmp_path, another_backend):
+    import matplotlib
+
+    from evo_ps._plots import plot_layer_params
+    from tests.conftest import assert_png
+
+    s = space()
+    plot_layer_params(s, {p.name: 0.5 for p in s.params}, tmp_path / "layer_params.png")
+    assert matplotlib.get_backend() == another_backend
+    assert_png(tmp_path / "layer_params.png")

@@ -11,7 +11,7 @@ from transformers import AutoProcessor, LlamaConfig, LlamaForCausalLM
 
 import objectives
 from evo_core import build_objective, load_pool
-from evo_core._config import StudyConfig, typed_config
+from evo_core import StudyConfig, typed_config
 from objectives import GENERATION_BACKENDS, Decoding, GenerationWork, GenerativeObjective, SOURCES
 from objectives._generation import plan_batches
 from tests.conftest import tiny_images

@@ -139,7 +139,7 @@ def zoo_study_config(tmp_path, dirs, *overrides):
     from hydra import compose, initialize_config_dir
 
     from evo_core import register_resolvers
-    from evo_ps._config import validate
+    from evo_ps import validate
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[2] / "conf"), version_base="1.3"):
@@ -156,7 +156,7 @@ def test_fitness_paper_acc_ja_is_a_config_key(tmp_path, tiny_model_dirs):
     import optuna
 
     from evo_core import run_study
-    from evo_ps._search import PSSearch
+    from evo_ps import PSSearch
 
     cfg = zoo_study_config(tmp_path, tiny_model_dirs, "objective.fitness=paper_acc_ja")
     table = run_study(cfg, PSSearch(cfg), resolved="")
@@ -173,7 +173,7 @@ def test_fitness_paper_acc_ja_is_a_config_key(tmp_path, tiny_model_dirs):
 
 def test_unknown_fitness_is_refused_naming_the_metrics(tmp_path, tiny_model_dirs):
     from evo_core import run_study
-    from evo_ps._search import PSSearch
+    from evo_ps import PSSearch
 
     cfg = zoo_study_config(tmp_path, tiny_model_dirs, "objective.fitness=paper_acc_jp")
     with pytest.raises(ValueError, match="objective.fitness 'paper_acc_jp' is not a metric of objective 'mgsm_ja'; "

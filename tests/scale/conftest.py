@@ -1,13 +1,13 @@
 """Real servers on loopback for the scale-out tests: one PostgreSQL cluster (run as an unprivileged
 user when the tests run as root) and one MLflow tracking server backed by it, both started by
-evo_core.servers as docs/scale-out.md does, and stopped after. No PostgreSQL binaries FAILS the
+evo_servers as docs/scale-out.md does, and stopped after. No PostgreSQL binaries FAILS the
 test with one line naming the fix: `make test` installs them (make system-deps)."""
 from __future__ import annotations
 
 import pytest
 from scale_support import Servers
 
-from evo_core.servers import mlflow_server, postgres
+from evo_servers import mlflow_server, postgres
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from evo_core.servers import free_port
+from evo_servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,9 @@ import warnings
 import optuna
 from optuna.trial import TrialState
 
-from evo_core._study import RetryAtItsPoint, open_study, wait_for_workers
-from evo_core._tracking import Tracker
+from evo_core import Tracker, open_study, wait_for_workers
+from evo_core._optuna_compat import enqueued_params, trial_id
+from evo_core._study import RetryAtItsPoint
 from tests.evo_core.test_faults import at_once
 
 
@@ -40,7 +41,7 @@ def test_a_killed_workers_trial_is_failed_with_its_reason_and_retried_at_its_poi
         trial.set_user_attr("point", {"a": 0.25, "b": 0.75})  # killed after storing only "a"
         trial.set_user_attr("worker", f"elsewhere:{os.getpid()}")
         trial.suggest_float("a", 0, 1, step=0.25)
-        storage.record_heartbeat(trial._trial_id)
+        storage.record_heartbeat(trial_id(trial))
         os._exit(0)
 
     assert at_once(worker, n=1) == [0]
@@ -51,7 +52,7 @@ def test_a_killed_workers_trial_is_failed_with_its_reason_and_retried_at_its_poi
     assert dead.state == TrialState.FAIL and dead.user_attrs["heartbeat_failed"] is True
     assert dead.user_attrs["fail_reason"].startswith("worker elsewhere:") and "no heartbeat" in dead.user_attrs["fail_reason"]
     assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == dead.number
-    assert retry.system_attrs["fixed_params"] == {"a": dead.params["a"], "b": 0.75}
+    assert enqueued_params(retry) == {"a": dead.params["a"], "b": 0.75}
 
 
 def test_workers_reach_the_mlflow_server_over_http_at_once(servers, tmp_path):
@@ -75,9 +76,9 @@ def test_the_documented_command_starts_both_servers_and_stops_them(tmp_path):
     import sys
     from pathlib import Path
 
-    from evo_core.servers import free_port
+    from evo_servers import free_port
 
-    command = [sys.executable, "-m", "evo_core.servers", "--pg-port", str(free_port()),
+    command = [sys.executable, "-m", "evo_servers", "--pg-port", str(free_port()),
                "--mlflow-port", str(free_port()), "--artifacts", str(tmp_path / "artifacts")]
     proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)

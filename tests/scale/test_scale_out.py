@@ -21,6 +21,8 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+
+from evo_core._optuna_compat import study_id
 from scale_support import REPO_ROOT, count_trials, dump_until, optuna_dashboard, screenshot
 
 N_TRIALS, HELPERS, KILLS = 14, 3, 2
@@ -173,9 +175,9 @@ def test_optuna_dashboard_shows_the_study_its_trials_and_history(scale_out, tmp_
     with optuna_dashboard(scale_out.storage, tmp_path / "dashboard.log") as url:
         _, text = dump_until(f"{url}/dashboard", [STUDY, f"{STUDY}-uniform", f"{STUDY}_seed1"], tmp=tmp_path)
         assert all(name in text for name in (STUDY, f"{STUDY}-uniform", f"{STUDY}_seed1")), text[:1000]
-        page = f"{url}/dashboard/studies/{study._study_id}"
+        page = f"{url}/dashboard/studies/{study_id(study)}"
         dom, text = dump_until(page, [f"{STUDY} (id=", "History", "Best Trial"], tmp=tmp_path)
-        assert f"{STUDY} (id={study._study_id})" in text and "Best Trial" in text, text[:1000]
+        assert f"{STUDY} (id={study_id(study)})" in text and "Best Trial" in text, text[:1000]
         assert "History" in text and dom.count('class="main-svg"') >= 2, "no history plot"  # plotly's svg layers
         best = study.best_trial
         assert f"Best Trial (number={best.number})" in text, text[:1500]

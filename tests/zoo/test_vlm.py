@@ -116,8 +116,6 @@ def test_vqa_items_splits_and_images_never_repeat():
 
 
 def test_metric_stand_in():
-    pytest.importorskip("fugashi")
-    pytest.importorskip("rouge_score")
     assert vlm_report.rouge_l(" 3 です", " 3 です") == 1.0
     assert vlm_report.rouge_l(" 3", " 3 です") == pytest.approx(2 / 3)     # the right count, no format
     assert vlm_report.rouge_l(" 5 です", " 3 です") == pytest.approx(1 / 2)  # the format only
@@ -128,8 +126,6 @@ def test_metric_stand_in():
 
 @pytest.fixture(scope="module")
 def preconditions():
-    pytest.importorskip("fugashi")
-    pytest.importorskip("rouge_score")
     pool = vlm_report.Pool(("ja_vqa",))
     return {"vlm_en": pool.run("vlm", "en_vqa"), "vlm": pool.run("vlm"), "ja": pool.run("ja_vqa"),
             **{name: pool.run(w) for name, w in PRECONDITION_MERGES.items()}}
