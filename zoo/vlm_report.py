@@ -133,7 +133,7 @@ def uniform_name(vlm: str, a: float, expert: str, b: float) -> str:
     return f"uniform {vlm} {a}, {expert} {b}"
 
 
-def vlm_table(report: VLMReport | None = None, *, log=print) -> dict[str, Any]:
+def vlm_table(report: VLMReport | None = None) -> dict[str, Any]:
     """{"test": {row: scores}, "search": {candidate merge: scores}, "sources": [vlm, expert]}."""
     report = report or VLMReport()
     vlm, expert = report.vlm, report.expert
@@ -143,7 +143,7 @@ def vlm_table(report: VLMReport | None = None, *, log=print) -> dict[str, Any]:
     for candidates in (report.uniform_merges(), report.hand_made_merges()):
         for name, weights in candidates.items():
             search[name] = report.score(weights, "search")
-            log(f"search | {name} | " + " ".join(f"{k} {100 * v:.1f}" for k, v in search[name].items()), flush=True)
+            print(f"search | {name} | " + " ".join(f"{k} {100 * v:.1f}" for k, v in search[name].items()), flush=True)
         best = max(candidates, key=lambda n: search[n]["rougeL_ja"])
         test[f"{best} (best on search)"] = report.score(candidates[best])
     return {"test": test, "search": search, "sources": [vlm, expert]}
