@@ -2,7 +2,7 @@
 Japanese LLM put into the VLM, uniform task-arithmetic merges over a grid, and hand-made
 per-layer merges, on the ja_vqa splits.
 
-    python -m zoo.vlm_report                 # the precondition table (test split), ~10 min on 2 busy cores
+    python -m zoo.vlm_report                 # the precondition table (test split), 3-10 min on 2 busy cores
     python -m zoo.vlm_report --out t.json    # also write it (bench/results.py renders docs/zoo-vqa.md from it)
 
 Nothing here is the report's own: it is what `python -m evo_ps +experiment=toy_ja_vqa` runs.
