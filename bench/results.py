@@ -1,6 +1,6 @@
 """Re-run the demo studies and rewrite the result tables in README.md and docs/ from their runs.
 
-    python -m bench.results                        # every block: 11 studies, the zoo report, the 9-run breeding bench and
+    python -m bench.results                        # every block: 11 studies, the zoo reports, the 9-run breeding bench and
                                                    # the 9-study racing bench (bench/adaptive_eval.py), ~3 h on 2 cores
     python -m bench.results ps_demo dfs_demo       # only these blocks (and the runs they need)
     python -m bench.results --check                # no runs: do the docs show what docs/results/ holds?
@@ -33,6 +33,7 @@ from bench.adaptive_eval import render as adaptive_eval
 from bench.breed_vs_cmaes import render as breed_vs_cmaes
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
+from zoo.vlm_report import markdown as zoo_vlm_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "results"
@@ -69,6 +70,7 @@ RUNS = {
     "hybrid": Run("evo_dfs", ("+experiment=toy_hybrid", f"pool.sources.ps_merge={OUT / 'ps_seed0' / 'best_model'}"),
                   after=("ps_seed0",)),
     "zoo_report": Run("zoo.report", study=False),
+    "zoo_vlm_report": Run("zoo.vlm_report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
@@ -135,6 +137,7 @@ BLOCKS = {
     "dfs_demo": table_block("dfs", *MGSM_COLUMNS, "layers"),
     "hybrid_demo": table_block("hybrid", *MGSM_COLUMNS, "layers"),
     "zoo_report": Block(("zoo_report",), lambda t: zoo_markdown(t["zoo_report"])),
+    "zoo_vlm_report": Block(("zoo_vlm_report",), lambda t: zoo_vlm_markdown(t["zoo_vlm_report"])),
     "vqa_demo": table_block("vqa_seed0", "rougeL", "rougeL_ja"),
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
     "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),

@@ -1,193 +1,43 @@
-"""Measure the VLM zoo's preconditions: the VLM, the Japanese LLMs put into the VLM, uniform
-task-arithmetic merges over a grid, and hand-made per-layer merges, on the ja_vqa splits.
+"""Measure the VLM zoo's preconditions with the fitness the VQA search maximises: the VLM, the
+Japanese LLM put into the VLM, uniform task-arithmetic merges over a grid, and hand-made
+per-layer merges, on the ja_vqa splits.
 
-    python -m zoo.vlm_report            # the precondition table (test split), a few minutes
+    python -m zoo.vlm_report                 # the precondition table (test split), 3-10 min on 2 busy cores
+    python -m zoo.vlm_report --out t.json    # also write it (bench/results.py renders docs/zoo-vqa.md from it)
 
-A stand-in for the project's VQA objective until it lands (issue 11, item 4), with the same
-definition: text normalised (NFKC, whitespace collapsed); tokens = fugashi `-Owakati` words
-(unidic-lite); ROUGE-L F-measure from rouge-score; rougeL_ja = rougeL if the prediction is
-Japanese (objectives.language_detector("fasttext") > 0.5) else 0. Greedy generation, at most 24
-new tokens, cut at the end-of-text token or a newline.
+Nothing here is the report's own: it is what `python -m evo_ps +experiment=toy_ja_vqa` runs.
+The pool and the objective come from that experiment's composed config (conf/pool/zoo_vlm.yaml,
+conf/objective/zoo_ja_vqa.yaml): `load_pool` puts the sources' LLMs into the live VLM, and
+`build_objective` builds the `ja_vqa` objective with the config's prompt template, generation
+settings and language detector, prompted through the VLM's processor. So rougeL and rougeL_ja
+are the objective's (objectives/_rouge.py), and rougeL_ja is the study's fitness. "Japanese %" is
+the share of outputs the objective's detector calls Japanese (P(ja) >= objectives.JA_GATE).
 
-Merges touch only the language model: `model.X` of a text model is `model.language_model.X` of
-the VLM, `lm_head.weight` stays; embed_tokens / lm_head merge their first 283 rows and keep the
-VLM's extra `<image>` row. Per-layer weights come in groups: embed, layer0..layerN-1, head
-(final norm + lm_head).
+Merges are evo_ps's InMemoryMerger with task_arithmetic (base + sum_s w_s (source_s - base), no
+densities), over the uniform space (one weight per source) or the per-layer one (a weight per
+source and group: embed, L00..L03, head), as build_space defines them for the search. The best
+uniform merge of the grid and the best hand-made merge are picked on the search split and scored
+on the test split.
 """
 from __future__ import annotations
 
-import functools
-import unicodedata
+import argparse
+import dataclasses
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import load_file
+from transformers import AutoProcessor, AutoTokenizer
 
-from zoo import vqa, world
+import objectives
+from evo_core import (PROJECT_ROOT, ObjectiveConfig, build_objective, load_pool, register_resolvers,
+                      vision_language_sources)
+from evo_ps import InMemoryMerger, build_space, merge_method
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-MAX_NEW_TOKENS = 24
-
-
-# --- metric (stand-in for objectives' ja_vqa) -----------------------------------------------
-
-def normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-@functools.cache
-def _scorer():
-    import fugashi
-    from rouge_score import rouge_scorer
-
-    tagger = fugashi.Tagger("-Owakati")
-
-    class _Words:
-        def tokenize(self, text: str) -> list[str]:
-            return tagger.parse(text).split()
-
-    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Words())
-
-
-@functools.cache
-def _detector():
-    from objectives import language_detector
-
-    return language_detector("fasttext")
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    prediction, reference = normalise(prediction), normalise(reference)
-    if not prediction or not reference:
-        return 0.0
-    return _scorer().score(reference, prediction)["rougeL"].fmeasure
-
-
-def is_japanese(text: str) -> bool:
-    return bool(normalise(text)) and _detector()(normalise(text)) > 0.5
-
-
-def score(predictions: list[str], items: list[dict]) -> dict[str, float]:
-    r = [rouge_l(p, it["answer"]) for p, it in zip(predictions, items)]
-    ja = [x if is_japanese(p) else 0.0 for x, p in zip(r, predictions)]
-    return {"rougeL": 100 * sum(r) / len(r), "rougeL_ja": 100 * sum(ja) / len(ja),
-            "japanese": 100 * sum(is_japanese(p) for p in predictions) / len(predictions)}
-
-
-# --- models -----------------------------------------------------------------------------------
-
-def load_vlm(path: Path = MODELS_DIR / "vlm"):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    return model, AutoProcessor.from_pretrained(path)
-
-
-def text_state(path: Path) -> dict[str, torch.Tensor]:
-    """A text zoo model's tensors (text naming, 283 rows)."""
-    return load_file(Path(path) / "model.safetensors")
-
-
-def vlm_llm_state(vlm) -> dict[str, torch.Tensor]:
-    """The VLM's language model in text naming, embeddings cut to the text vocabulary's rows."""
-    rows = vlm.config.image_token_id
-    out = {}
-    for key, value in vlm.state_dict().items():
-        if key.startswith("model.language_model."):
-            out["model." + key[len("model.language_model."):]] = value.detach().clone()
-        elif key == "lm_head.weight":
-            out[key] = value.detach().clone()
-    for key in ("model.embed_tokens.weight", "lm_head.weight"):
-        out[key] = out[key][:rows]
-    return out
-
-
-def put_llm(vlm, state: dict[str, torch.Tensor]) -> None:
-    """Write text-named LLM tensors into the VLM; embed/lm_head rows [:283] only."""
-    params = dict(vlm.named_parameters())
-    with torch.no_grad():
-        for key, value in state.items():
-            target = params[key if key == "lm_head.weight" else "model.language_model." + key[len("model."):]]
-            target[:value.shape[0]].copy_(value)
-
-
-def group_of(key: str) -> str:
-    if "embed_tokens" in key:
-        return "embed"
-    if ".layers." in key:
-        return "layer" + key.split(".layers.")[1].split(".")[0]
-    return "head"
-
-
-def groups(n_layers: int) -> list[str]:
-    return ["embed", *(f"layer{i}" for i in range(n_layers)), "head"]
-
-
-def task_arithmetic(base: dict, sources: dict[str, dict], weights: dict[str, float | list[float]],
-                    n_layers: int) -> dict[str, torch.Tensor]:
-    """base + sum_s w_s[group] * (source_s - base); a float weight is the same for every group."""
-    names = groups(n_layers)
-    per_group = {s: (w if isinstance(w, (list, tuple)) else [w] * len(names)) for s, w in weights.items()}
-    out = {}
-    for key, b in base.items():
-        g = names.index(group_of(key))
-        out[key] = b + sum(per_group[s][g] * (sources[s][key] - b) for s in weights)
-    return out
-
-
-# --- generation -------------------------------------------------------------------------------
-
-def prompt(question: str) -> str:
-    return vqa.IMAGE_TOKEN + world.PROMPT.format(question=question)
-
-
-@torch.no_grad()
-def generate(vlm, processor, items: list[dict], batch_size: int = 100) -> list[str]:
-    outputs = []
-    tokenizer = processor.tokenizer
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        inputs = processor(images=[it["image"] for it in chunk], text=[prompt(it["question"]) for it in chunk],
-                           return_tensors="pt", padding=True)
-        new = vlm.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                           eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        for row in new[:, inputs["input_ids"].shape[1]:]:
-            outputs.append(tokenizer.decode(row, skip_special_tokens=True).split("\n")[0])
-    return outputs
-
-
-def evaluate(vlm, processor, task: str = "ja_vqa", split: str = "test") -> dict[str, float]:
-    items = vqa.task_items(task, split)
-    return score(generate(vlm, processor, items), items)
-
-
-# --- the precondition table -------------------------------------------------------------------
-
-class Pool:
-    """The VLM plus its LLM sources in text naming: "vlm" (the VLM's own LLM), text zoo models."""
-
-    def __init__(self, experts: tuple[str, ...] = ("ja_vqa",)):
-        self.vlm, self.processor = load_vlm()
-        self.n_layers = self.vlm.config.text_config.num_hidden_layers
-        self.base = text_state(MODELS_DIR / "base")
-        self.sources = {"vlm": vlm_llm_state(self.vlm), **{e: text_state(MODELS_DIR / e) for e in experts}}
-
-    def use(self, state: dict[str, torch.Tensor]) -> None:
-        put_llm(self.vlm, state)
-
-    def merged(self, weights: dict[str, float | list[float]]) -> dict[str, torch.Tensor]:
-        return task_arithmetic(self.base, self.sources, weights, self.n_layers)
-
-    def run(self, weights_or_source, task: str = "ja_vqa", split: str = "test") -> dict[str, float]:
-        if isinstance(weights_or_source, str):
-            self.use(self.sources[weights_or_source])
-        else:
-            self.use(self.merged(weights_or_source))
-        return evaluate(self.vlm, self.processor, task, split)
-
-
-UNIFORM_GRID = [0.25, 0.5, 0.75, 1.0]
-# hand-made per-layer merges: weights per group (embed, layer0-3, head) of the VLM's LLM / the expert
+EXPERIMENT = "toy_ja_vqa"
+UNIFORM_GRID = (0.25, 0.5, 0.75, 1.0)
+# hand-made per-layer merges: weights per group (embed, L00-L03, head) of the VLM's LLM / the expert
 HAND_MADE = {
     # the pattern the per-layer search found: the mean of toy_ja_vqa's best weights over seeds 0-2
     # (densities left out). The VLM's layers 1-2 kept, its head (its English answer habit) turned
@@ -196,35 +46,142 @@ HAND_MADE = {
     "vision 0-1, Japanese everywhere": ([1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1]),
     "Japanese early, vision late": ([0.25, 0.25, 0.5, 1, 1, 1], [1, 1, 1, 0.5, 0.25, 0.5]),
 }
+EN_VQA_TEST = {"source": "zoo", "task": "en_vqa", "split": "test"}
+Row = dict[str, float]
+
+
+def study_config(experiment: str = EXPERIMENT) -> tuple[dict[str, Any], ObjectiveConfig]:
+    """The pool (base, sources, dtype, device) and objective of `python -m evo_ps +experiment=NAME`,
+    composed by Hydra from conf/ as the search composes them."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment={experiment}"])
+    pool = OmegaConf.to_container(cfg.pool, resolve=True)
+    objective = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ObjectiveConfig), cfg.objective))
+    return pool, objective
+
+
+class VLMReport:
+    """The experiment's pool (the live VLM), its ja_vqa objective (search and test splits), the
+    same objective on the VLM's own English task (en_vqa test), and a task-arithmetic merger."""
+
+    def __init__(self, experiment: str = EXPERIMENT):
+        pool_cfg, self.spec = study_config(experiment)
+        [vlm] = vision_language_sources(pool_cfg["sources"])  # it prompts the models, as in the search
+        tokenizer = AutoTokenizer.from_pretrained(pool_cfg["sources"][vlm])
+        processor = AutoProcessor.from_pretrained(pool_cfg["sources"][vlm])
+        self.pool = load_pool(base=pool_cfg["base"], sources=pool_cfg["sources"], dtype=pool_cfg["dtype"],
+                              device=pool_cfg["device"], tokenizer=tokenizer)
+        self.objective = build_objective(self.spec, tokenizer, processor=processor)
+        self.en_objective = build_objective(dataclasses.replace(self.spec, test=EN_VQA_TEST), tokenizer,
+                                            splits=("test",), processor=processor)
+        self.detector = objectives.language_detector(self.spec.language_detector)
+        method = merge_method("task_arithmetic")
+        self.merger = InMemoryMerger(pool=self.pool, method=method)
+        self.spaces = {uniform: build_space(method=method, sources=self.pool.source_names,
+                                            tensor_names=self.pool.param_names, num_layers=self.pool.num_layers,
+                                            uniform=uniform) for uniform in (True, False)}
+
+    @property
+    def vlm(self) -> str:
+        return self.pool.live_name
+
+    @property
+    def expert(self) -> str:
+        [expert] = [s for s in self.pool.source_names if s != self.vlm]
+        return expert
+
+    def use(self, model: str | dict[str, float] | dict[str, list[float]]) -> None:
+        """The live VLM with a source's LLM (by name), or a task-arithmetic merge: {source: weight}
+        (uniform) or {source: [weight per group]} (per layer)."""
+        if isinstance(model, str):
+            self.pool.use(self.pool.sources[model])
+            return
+        per_layer = any(isinstance(w, (list, tuple)) for w in model.values())
+        space = self.spaces[not per_layer]
+        values = {}
+        for source, weights in model.items():
+            weights = weights if per_layer else [weights]
+            if len(weights) != len(space.groups):
+                raise ValueError(f"{source}: {len(weights)} weights for the {len(space.groups)} groups {space.groups}")
+            values.update({f"{group}.{source}.weight": float(w) for group, w in zip(space.groups, weights)})
+        self.merger.apply(space.tensor_params(values))
+
+    def score(self, model: str | dict, split: str = "test", *, task: str = "ja_vqa") -> Row:
+        """rougeL, rougeL_ja (the objective's, in [0, 1]) and the Japanese share of the outputs."""
+        if task not in ("ja_vqa", "en_vqa"):
+            raise ValueError(f"unknown task {task!r}; known: ja_vqa, en_vqa")
+        objective = self.objective if task == "ja_vqa" else self.en_objective
+        self.use(model)
+        outputs = objective.generate(self.pool.model, split)
+        scores = objective.score_outputs(outputs, split)
+        return {"rougeL": scores["rougeL"], "rougeL_ja": scores["rougeL_ja"],
+                "japanese": sum(self.detector(o) >= objectives.JA_GATE for o in outputs) / len(outputs)}
+
+    def uniform_merges(self) -> dict[str, dict[str, float]]:
+        return {uniform_name(self.vlm, a, self.expert, b): {self.vlm: a, self.expert: b}
+                for a in UNIFORM_GRID for b in UNIFORM_GRID}
+
+    def hand_made_merges(self) -> dict[str, dict[str, list[float]]]:
+        return {f"per-layer {name}": {self.vlm: v, self.expert: e} for name, (v, e) in HAND_MADE.items()}
+
+
+def uniform_name(vlm: str, a: float, expert: str, b: float) -> str:
+    return f"uniform {vlm} {a}, {expert} {b}"
+
+
+def vlm_table(report: VLMReport | None = None) -> dict[str, Any]:
+    """{"test": {row: scores}, "search": {candidate merge: scores}, "sources": [vlm, expert]}."""
+    report = report or VLMReport()
+    vlm, expert = report.vlm, report.expert
+    search: dict[str, Row] = {}
+    test = {f"{vlm}, its own English task (en_vqa)": report.score(vlm, task="en_vqa"),
+            vlm: report.score(vlm), f"{expert} in the VLM (cannot see)": report.score(expert)}
+    for candidates in (report.uniform_merges(), report.hand_made_merges()):
+        for name, weights in candidates.items():
+            search[name] = report.score(weights, "search")
+            print(f"search | {name} | " + " ".join(f"{k} {100 * v:.1f}" for k, v in search[name].items()), flush=True)
+        best = max(candidates, key=lambda n: search[n]["rougeL_ja"])
+        test[f"{best} (best on search)"] = report.score(candidates[best])
+    return {"test": test, "search": search, "sources": [vlm, expert]}
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The test rows, the uniform grid's and the hand-made merges' search rougeL_ja (in %)."""
+    vlm, expert = table["sources"]
+    search = table["search"]
+    lines = ["| model (ja_vqa test, n=300, unless said) | rougeL | rougeL_ja | Japanese % |", "|---|---|---|---|"]
+    lines += [f"| {name} | {100 * s['rougeL']:.1f} | {100 * s['rougeL_ja']:.1f} | {100 * s['japanese']:.0f} |"
+              for name, s in table["test"].items()]
+    best = max((n for n in search if n.startswith("uniform ")), key=lambda n: search[n]["rougeL_ja"])
+    lines += ["", f"Search split, rougeL_ja. Rows give the {vlm} weight, columns the {expert} weight.", "",
+              f"| {vlm} \\ {expert} | " + " | ".join(str(b) for b in UNIFORM_GRID) + " |",
+              "|---" * (len(UNIFORM_GRID) + 1) + "|"]
+    for a in UNIFORM_GRID:
+        cells = []
+        for b in UNIFORM_GRID:
+            name = uniform_name(vlm, a, expert, b)
+            cell = f"{100 * search[name]['rougeL_ja']:.1f}"
+            cells.append(f"**{cell}**" if name == best else cell)
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines += ["", "The hand-made per-layer merges on search, rougeL_ja:"]
+    lines += [f"- {name.removeprefix('per-layer ')}: {100 * s['rougeL_ja']:.1f}"
+              for name, s in search.items() if name.startswith("per-layer ")]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--expert", default="ja_vqa", help="the Japanese LLM (a zoo/models dir)")
+    parser.add_argument("--out", type=Path, help="write the table as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    e = args.expert
-    pool = Pool((e,))
-    fmt = lambda s: " ".join(f"{k} {v:.1f}" for k, v in s.items())  # noqa: E731
-    rows = [("vlm, its own English task (en_vqa)", pool.run("vlm", "en_vqa")),
-            ("vlm", pool.run("vlm")), (f"{e} in the VLM (cannot see)", pool.run(e))]
-
-    def best_on_search(candidates: dict[str, dict]) -> str:
-        scores = {}
-        for name, w in candidates.items():
-            scores[name] = pool.run(w, split="search")
-            print(f"search | {name} | {fmt(scores[name])}", flush=True)
-        return max(scores, key=lambda n: scores[n]["rougeL_ja"])
-
-    uniform = {f"uniform vlm {a}, {e} {b}": {"vlm": a, e: b} for a in UNIFORM_GRID for b in UNIFORM_GRID}
-    hand = {f"per-layer {n}": {"vlm": v, e: j} for n, (v, j) in HAND_MADE.items()}
-    for name in (best_on_search(uniform), best_on_search(hand)):
-        rows.append((f"{name} (best on search)", pool.run({**uniform, **hand}[name])))
-    print("| model (ja_vqa test, n=300, unless said) | rougeL | rougeL_ja | Japanese % |\n|---|---|---|---|")
-    for name, s in rows:
-        print(f"| {name} | {s['rougeL']:.1f} | {s['rougeL_ja']:.1f} | {s['japanese']:.0f} |")
+    table = vlm_table()
+    print(markdown(table))
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=2) + "\n")
 
 
 if __name__ == "__main__":
