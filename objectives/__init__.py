@@ -31,7 +31,7 @@ from ._base import GenerativeObjective, build, get, names, register
 from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, load_split, overlap_keys,
                     question_key)
 from ._generation import CACHE_ARG, GENERATION_BACKENDS, Decoding, GenerationWork, greedy_generate, plan_batches
-from . import _fast_generation, _vllm  # noqa: F401  (register the "fast_greedy" and "vllm" generation backends)
+from . import _fast_generation  # noqa: F401  (registers the "fast_greedy" generation backend)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
 from ._prompts import (

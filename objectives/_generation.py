@@ -17,7 +17,6 @@ per trial, so cheaper-fitness schemes are judged on work done, not on seconds). 
   - "fast_greedy" (_fast_generation.py, the objectives' default): the same outputs token for
     token, with a preallocated KV cache, ended rows dropped and prefill grouped by length, for
     Llama/Mistral/Qwen2/Qwen3; it runs this loop for every other model;
-  - "vllm" (_vllm.py): a vLLM engine, for GPU users;
   - "hf_generate" (end of this module): each planned batch through the model's own HF
     `generate(do_sample=False, num_beams=, repetition_penalty=)`; the one backend for decoding
     other than greedy (below). Any HF model (and the DFS layer-path models, which have generate).
@@ -26,7 +25,7 @@ per trial, so cheaper-fitness schemes are judged on work done, not on seconds). 
 Decoding (`objective.decoding`, `Decoding`): greedy by default; {num_beams: 5,
 repetition_penalty: 1.5} is the paper's EvoVLM-JP evaluation. The backend follows it unless
 `generation_backend` is set: fast_greedy for greedy, hf_generate for anything else; a greedy-only
-backend (hf_greedy, fast_greedy, vllm) set explicitly with other decoding is refused in one line
+backend (hf_greedy, fast_greedy) set explicitly with other decoding is refused in one line
 when the objective is built, before any data is read (`decoding_backend`). hf_generate's outputs
 are generate()'s token for token (tests/objectives/test_beam_generation.py): the batch as
 planned, left-padded, positions from the attention mask, EOS ids as below, pad = the tokenizer's
@@ -60,7 +59,7 @@ and the data-flow (layer-path) models. Not HF `generate`: that one is tied to HF
 Semantics (equal to HF `generate(do_sample=False)`): prompts are left-padded, positions come
 from the attention mask, the next token is the argmax. A row ends at an EOS token (not part of
 the output) or when its text contains a stop string (the output is cut before the first stop
-string, as vLLM does in the paper's evaluation); the batch ends when every row has ended.
+string, as vLLM does in the paper's evaluation of EvoLLM-JP); the batch ends when every row has ended.
 Prompts are sorted by length (longest first, so memory trouble shows in the first batch) and the
 outputs come back in the original order.
 """
@@ -339,11 +338,20 @@ class Decoding:
 DECODING_BACKENDS = frozenset({"hf_generate"})
 
 
+# Backends users ask for that no study can use yet, and why (refused in one line, not listed)
+NOT_YET_BACKENDS = {
+    "vllm": "a study merges each trial in memory, and nothing loads those weights into a vLLM engine yet (every "
+            "trial would score the engine's own model); use fast_greedy or hf_generate",
+}
+
+
 def decoding_backend(name: str | None, decoding: Decoding) -> Callable[..., list[str]]:
     """The backend function an objective generates with, its decoding bound. `name` None (not
     chosen): fast_greedy for greedy decoding, hf_generate for any other; a chosen backend that
     decodes greedily only is refused for other decoding, in one line."""
     name = name or ("fast_greedy" if decoding.greedy else "hf_generate")
+    if name in NOT_YET_BACKENDS:
+        raise ValueError(f"generation backend {name!r} is not available: {NOT_YET_BACKENDS[name]}")
     backend = GENERATION_BACKENDS.get(name)
     if name in DECODING_BACKENDS:
         return functools.partial(backend, num_beams=decoding.num_beams, repetition_penalty=decoding.repetition_penalty)

@@ -160,7 +160,7 @@ def test_objective_with_decoding_equals_generate_for_its_prompts(tiny_model, tok
     assert greedy.decoding.greedy and greedy.generate(tiny_model, "search") != expected
 
 
-@pytest.mark.parametrize("backend", ["fast_greedy", "hf_greedy", "vllm"])
+@pytest.mark.parametrize("backend", ["fast_greedy", "hf_greedy"])
 def test_greedy_only_backends_refuse_other_decoding_before_reading_data(tok, backend):
     with pytest.raises(ValueError, match=rf"^generation backend '{backend}' decodes greedily only; objective.decoding "
                                          r"\{num_beams: 5, repetition_penalty: 1.5\} needs hf_generate"):
