@@ -78,7 +78,7 @@ class VLMReport:
         self.objective = build_objective(self.spec, tokenizer, processor=processor)
         self.en_objective = build_objective(dataclasses.replace(self.spec, test=EN_VQA_TEST), tokenizer,
                                             splits=("test",), processor=processor)
-        self.detector = objectives.language_detector(self.spec.language_detector)
+        self.detector = objectives.language_detector(self.spec.options["language_detector"])
         method = merge_method("task_arithmetic")
         self.merger = InMemoryMerger(pool=self.pool, method=method)
         self.spaces = {uniform: build_space(method=method, sources=self.pool.source_names,

@@ -42,7 +42,7 @@ def ps_config(tmp_path, tiny_model_dirs, *overrides: str):
             f"pool.base={tiny_model_dirs['base']}", f"pool.sources.ja={tiny_model_dirs['src_a']}",
             f"pool.sources.math_wiz={tiny_model_dirs['src_b']}", f"pool.sources.math_abel={tiny_model_dirs['src_c']}",
             f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "n_trials=2",
-            "space.warm_start_trials=0", "objective.max_new_tokens=4", "objective.search.limit=4",
+            "space.warm_start_trials=0", "objective.options.max_new_tokens=4", "objective.search.limit=4",
             "+objective.test.limit=4", *overrides])
     return validate(cfg)
 
@@ -92,8 +92,8 @@ def test_new_search_runs_through_the_lifecycle(plugins, tmp_path, tiny_model_dir
     cfg = plugins.InterpolationConfig(
         base=str(tiny_model_dirs["base"]), source=str(tiny_model_dirs["src_a"]), study_name="interp", n_trials=2,
         run_dir=str(tmp_path / "run"), tracking=TrackingConfig(mlruns_dir=str(tmp_path / "mlruns"), experiment="x"),
-        objective=ObjectiveConfig(name="mgsm_ja", prompt_template="Q: {question}\nA:", search=ZOO_SEARCH,
-                                  test=ZOO_TEST, max_new_tokens=4), imports=["objectives", "zoo"])
+        objective=ObjectiveConfig(name="mgsm_ja", search=ZOO_SEARCH, test=ZOO_TEST,
+                                  options={"prompt_template": "Q: {question}\nA:", "max_new_tokens": 4}), imports=["objectives", "zoo"])
     table = run_study(cfg, plugins.InterpolationSearch(cfg), resolved="")
     assert list(table) == ["base", "source", "best"] and 0 <= table["best"]["t"] <= 1
     assert len(trials(cfg)) == 2 and (tmp_path / "run" / "test_table.json").is_file()
