@@ -1,8 +1,9 @@
 """Generative objectives: prompt -> generated output -> judged answer, scored per split.
 
-An objective is built once per study: it loads every split, checks that the splits share no
-problem, tokenizes the prompts and plans the generation batches, and loads the language
-detector. Per trial, `score(model, split)` only runs the model (hot-path rule: no data or
+An objective is three parts, built once per study: the prepared splits (_prepared.py: every split
+loaded, checked to share no problem, its prompts tokenized and planned into batches), a Generator
+(_generator.py: backend, decoding, generation settings, image-feature cache) and a Judge
+(_judges.py: per-item scores and records from outputs, with the language detector). Per trial, `score(model, split)` only runs the model (hot-path rule: no data or
 tokenizer work inside a trial).
 
     obj = objectives.build("mgsm_ja", tokenizer=tok,
@@ -15,12 +16,15 @@ tokenizer work inside a trial).
     obj.score_outputs(texts, "test")     # the same metrics for given outputs
     obj.records(texts, "test")           # per-item dicts, for logging
 
-This is evo_core's objective contract (evo_core/_objective.py) for generated text. Metrics, per
-item: acc = 1 if the prediction equals the gold answer; acc_ja = 1 if right AND Japanese (P(ja) >
+This is evo_core's objective contract (evo_core/_objective.py) for generated text, with every
+optional member (n_items, aggregate, last_work, write_samples). Its keyword options are the
+generation settings (`objective.options` in a config; defaults in conf/objective/*.yaml). Metrics
+of the default judge (AnswerJudge), per item: acc = 1 if the prediction equals the gold answer; acc_ja = 1 if right AND Japanese (P(ja) >
 0.5, see _language.py). Their means are the aggregate scores; `default_fitness` ("acc_ja", the
 paper's) is what a search maximises unless the config names another metric (objective.fitness).
-An objective with a second way to judge an output ("mgsm_ja": the paper's released extraction,
-paper_acc / paper_acc_ja) adds its record fields in `judge` and its metrics in `accuracy_fields`.
+A judge with a second way to judge an output (NumericJudge, "mgsm_ja": the paper's released
+extraction, paper_acc / paper_acc_ja) adds its record fields in `judge` and its metrics in
+`accuracy_fields`.
 
 decoding={"num_beams": 5, "repetition_penalty": 1.5} (`objective.options.decoding`) decodes as HF
 `generate` does with those settings (the paper's VQA decoding); the default is greedy. The backend
@@ -31,13 +35,14 @@ chat_template=True wraps each filled prompt in the tokenizer's own chat template
 generation prompt added): instruction-tuned models expect it; the paper's raw templates do not.
 
 A registered objective subclasses GenerativeObjective and says only how to read a gold answer
-(`parse_gold`) and an output (`predict`); an output is right when its prediction equals the gold.
-Graded metrics (ROUGE-L) override `item_scores` and `records` instead (see _vqa.py).
+(`parse_gold`) and an output (`predict`): an output is right when its prediction equals the gold.
+Or it returns its own judge from `make_judge`: NumericJudge (mgsm_ja), AnswerJudge with a regex
+(answer_match), VQAJudge (graded ROUGE-L, ja_vqa: _vqa.py).
 
 Items are (question, answer) pairs, or dicts {"question", "answer", "image"} for visual QA. Image
 items need the processor of a vision-language model (the lifecycle gives it): each prompt is
 tokenized with its image placeholder expanded and the image turned into pixels once, at
-construction. The image features (vision tower + projector) are computed on the first score of a
+construction. The image features (Generator) (vision tower + projector) are computed on the first score of a
 split and reused by every later trial while the model's vision weights are unchanged: a merge only
 writes the language model, so a study runs the vision tower once per split, not once per trial.
 """
