@@ -9,10 +9,11 @@ registers the objective, once.
       search: {...}                   # the primary task's splits
       test: {...}
       options:
+        max_new_tokens: 40            # the primary's options (generation settings), every task's defaults
         primary: mgsm_ja              # the primary task's registered objective
         tasks:                        # more tasks, each with its objective, splits and options
           en_math: {name: mgsm_ja, search: {...}, test: {...}}
-          ja_qa: {name: answer_match, search: {...}, test: {...}, options: {}}
+          ja_qa: {name: answer_match, search: {...}, test: {...}, options: {max_new_tokens: 64}}
 
 Each task is an objective config of its own ({name, search, test, options}), built by evo_core's
 `build_objective` as the study's objective is; the primary is `make_objective` of `primary` on the
