@@ -35,7 +35,7 @@ parameters (the model's own rotary module computes them). Everything else runs t
 unchanged: other architectures (GPT-2, the DFS layer-path models), batches with image features,
 eager/flash attention, and a sliding window shorter than prompt + max_new_tokens.
 
-Greedy only: an objective with other `objective.decoding` (beams, a repetition penalty) refuses
+Greedy only: an objective with other `objective.options.decoding` (beams, a repetition penalty) refuses
 this backend when chosen explicitly and, when not, generates with "hf_generate" (_generation.py).
 
 torch.compile of the decode step was tried on the zoo (CPU, 1 thread) and not kept: minutes of
