@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 from transformers import AutoProcessor, LlamaConfig, LlamaForCausalLM
 
 import objectives
-from evo_core import build_objective, load_pool
-from evo_core import StudyConfig, typed_config
-from objectives import GENERATION_BACKENDS, Decoding, GenerationWork, GenerativeObjective, SOURCES
+from evo_core import StudyConfig, build_objective, load_pool, typed_config
+from objectives import GENERATION_BACKENDS, SOURCES, Decoding, GenerationWork
 from objectives._generation import plan_batches
 from tests.conftest import tiny_images
+from tests.objectives.conftest import IMAGE_TEMPLATE, EchoObjective
 from tests.objectives.test_generation import ForwardOnly
 
 PROMPTS = ["Q: 1+1\nA:", "こたえは", "a", "The quick brown fox jumps over", "xyz 123 456", "ねこ と いぬ"]
@@ -199,15 +199,6 @@ def test_default_decoding_is_greedy_and_keeps_the_fast_backend(tok, write_tsv):
 
 # -- visual QA: a tiny LLaVA, image features in place of the image tokens ------------------------
 
-TEMPLATE = "<image>Q: {question}\nA:"
-
-
-class _Echo(GenerativeObjective):
-    def parse_gold(self, answer):
-        return answer
-
-    def predict(self, output):
-        return output
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +213,7 @@ def vqa():
 def hf_vlm(model, processor, items, **decoding):
     """HF generate with pixel values on `items` in one left-padded batch."""
     enc = processor(images=[item["image"] for item in items], return_tensors="pt", padding=True,
-                    text=[TEMPLATE.replace("{question}", item["question"]) for item in items])
+                    text=[IMAGE_TEMPLATE.replace("{question}", item["question"]) for item in items])
     enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
     with torch.inference_mode():
         ids = model.generate(**enc, max_new_tokens=8, do_sample=False, **decoding)
@@ -256,7 +247,7 @@ def test_vlm_beams_equal_hf_generate_with_pixels(vqa, vlm_pool, dtype):
     assert model.dtype == getattr(torch, dtype)
 
     def objective(batch_size, **decoding):
-        return _Echo(tokenizer=processor.tokenizer, processor=processor, prompt_template=TEMPLATE, max_new_tokens=8,
+        return EchoObjective(tokenizer=processor.tokenizer, processor=processor, prompt_template=IMAGE_TEMPLATE, max_new_tokens=8,
                      splits={"search": {"source": "tiny_beam_vqa", "split": "search"}}, batch_size=batch_size,
                      language_detector="script", **decoding)
 
