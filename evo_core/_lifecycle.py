@@ -135,7 +135,19 @@ class Search(Protocol):
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]: ...
 
 
-SEARCH_MEMBERS = ("check", "load", "signature", "search", "on_scored", "best", "table_models", "export")
+REQUIRED_MEMBERS = ("check", "load", "signature", "search", "table_models", "export")
+OPTIONAL_MEMBERS = ("on_scored", "best")  # Search has their defaults
+
+
+def missing_members(search: Any) -> list[str]:
+    """The members of the Search contract `search` lacks: a required one it does not define (a
+    subclass of Search inheriting the bare declaration lacks it too), an optional one if it is not
+    a Search."""
+    def defines(name: str) -> bool:
+        member = getattr(type(search), name, None) or getattr(search, name, None)
+        return callable(member) and (name in OPTIONAL_MEMBERS or member is not getattr(Search, name))
+
+    return [name for name in (*REQUIRED_MEMBERS[:4], *OPTIONAL_MEMBERS, *REQUIRED_MEMBERS[4:]) if not defines(name)]
 
 
 @dataclass
@@ -205,14 +217,15 @@ def scored_trial(phase: str, trial: FrozenTrial, *, earlier: bool) -> Scored:
     """A COMPLETE trial as on_scored is told it."""
     attrs = dict(trial.user_attrs)
     return Scored(phase=phase, number=trial.number, values=tuple(trial.values),
-                  item_scores=attrs.get("item_scores", {}), partial=bool(attrs.get("partial", False)), attrs=attrs, earlier=earlier)
+                  item_scores=attrs.get("item_scores", {}), partial=bool(attrs.get("partial", False)), attrs=attrs,
+                  earlier=earlier)
 
 
 def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str, float]]:
     """The whole lifecycle (module docstring) for a validated config (an evo_core StudyConfig);
     returns the test table (model -> metric -> value)."""
     fitness, directions = cfg.fitness, cfg.directions
-    missing = [name for name in SEARCH_MEMBERS if not callable(getattr(search, name, None))]
+    missing = missing_members(search)
     if missing:
         raise ValueError(f"search {type(search).__name__} has no {', '.join(missing)}: a search implements "
                          f"evo_core.Search (subclass it for the defaults of on_scored and best)")

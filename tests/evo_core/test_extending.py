@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import evo_core._lifecycle as lifecycle
-from evo_core import (OBJECTIVES, Best, EvaluationConfig, ObjectiveConfig, SamplerConfig, TrackingConfig,
+from evo_core import (OBJECTIVES, Best, EvaluationConfig, ObjectiveConfig, SamplerConfig, Search, TrackingConfig,
                       best_trial, register_resolvers, run_study)
 from evo_ps import MERGE_METHODS, PSSearch, validate
 
@@ -180,10 +180,16 @@ def test_a_search_missing_a_member_is_refused_in_one_line(plugins, tmp_path, tin
         tokenizer_path = str(tiny_model_dirs["base"])
         check = load = signature = search = table_models = lambda self, *args: None
 
+    class ForgotExport(Search):  # a subclass: the optional members' defaults, but export only declared
+        tokenizer_path = str(tiny_model_dirs["base"])
+        check = load = signature = search = table_models = lambda self, *args: None
+
     cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs)
     with pytest.raises(ValueError, match=r"^search NoExport has no on_scored, best, export: a search implements "
                                          r"evo_core.Search \(subclass it"):
         run_study(cfg, NoExport(), resolved="")
+    with pytest.raises(ValueError, match=r"^search ForgotExport has no export: "):
+        run_study(cfg, ForgotExport(), resolved="")
     assert not (tmp_path / "mlruns").exists(), "nothing started before the check"
 
 
