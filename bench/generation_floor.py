@@ -51,9 +51,7 @@ BACKENDS = ("hf_greedy", "fast_greedy")
 def build_objective(tokenizer) -> objectives.GenerativeObjective:
     cfg = OmegaConf.to_container(OmegaConf.load(OBJECTIVE_CONF))
     return objectives.build(cfg["name"], tokenizer=tokenizer, splits={"search": cfg["search"]},
-                            prompt_template=cfg["prompt_template"], max_new_tokens=cfg["max_new_tokens"],
-                            stop_strings=cfg["stop_strings"], batch_size=cfg["batch_size"],
-                            language_detector="script")
+                            **cfg["options"] | {"language_detector": "script"})  # the YAML's generation settings
 
 
 def layer_flops(config) -> tuple[int, int, int]:

@@ -76,6 +76,7 @@ JITTER = 0.25  # per-value spread of the trial parameters around their centre (s
 def objective_settings(limit: int) -> dict:
     """The zoo objective as evo_ps runs it (conf/objective/zoo_ja_math.yaml), search split cut to `limit`."""
     cfg = OmegaConf.to_container(OmegaConf.load(OBJECTIVE_CONF))
+    cfg |= cfg.pop("options")  # the generation settings (prompt template, max_new_tokens, ...), one level up
     # the lm-eval task scores with this detector (bench/lm_eval_task/utils.py)
     assert cfg["language_detector"] == "fasttext", cfg["language_detector"]
     return {**cfg, "search": {**cfg["search"], "limit": limit}}

@@ -78,7 +78,7 @@ def main() -> None:
                 tensor.copy_(pool.base[key] + sum((wt * (pool.sources[s][key] - pool.base[key]))
                                                   for s, wt in zip(names, (w, 1 - w))))
         if recompute:
-            objective._features.clear()  # what a loop that passes pixel_values each trial pays
+            objective.generator.features.clear()  # what a loop that passes pixel_values each trial pays
         objective.score_items(pool.model, "search")
         return time.perf_counter() - started
 
@@ -89,7 +89,7 @@ def main() -> None:
             if t:  # trial 0 is the warm-up
                 times[recompute].append(seconds)
     started = time.perf_counter()
-    objective._features.clear()
+    objective.generator.features.clear()
     objective.image_features(pool.model, "search")
     vision = time.perf_counter() - started
     cached, recomputed = (statistics.mean(times[k]) for k in (False, True))

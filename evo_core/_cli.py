@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ._config import check_overrides
 from ._paths import register_resolvers
 
 TRACEBACK_FRAMES = 4  # the innermost frames of an unexpected error's traceback
@@ -56,6 +57,10 @@ def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: C
     import optuna
     from transformers.utils import logging as hf_logging
 
+    try:  # before Hydra, whose own message for a key the group lacks says nothing of where it went
+        check_overrides(sys.argv[1:])
+    except ValueError as err:
+        sys.exit(error_line(str(err)))
     register_resolvers()  # Hydra resolves run_dir (hence ${project:...}) before it calls us
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the study's output

@@ -2,7 +2,9 @@
 conf/) and the typed merge that makes configs strict."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,19 +15,38 @@ Schema = TypeVar("Schema")
 
 @dataclass
 class ObjectiveConfig:
+    """The `objective` group: which registered objective, its fitness metric, its data, and its own
+    options (a generative objective's prompt template and generation settings among them: their
+    defaults are in conf/objective/*.yaml, checked by the objective's constructor)."""
+
     name: str = "mgsm_ja"
     fitness: str = "acc_ja"
-    prompt_template: str = "???"
     search: Any = field(default_factory=dict)  # a split spec (dict) or a local file path (str)
     test: Any = field(default_factory=dict)  # one split spec, or named test sets {name: spec} (table_splits)
-    max_new_tokens: int = 40
-    stop_strings: list[str] = field(default_factory=list)
-    batch_size: int = 16
-    language_detector: str = "fasttext"
-    chat_template: bool = False  # wrap prompts in the tokenizer's chat template (instruct models)
-    allow_overlap: bool = False
-    decoding: dict[str, Any] = field(default_factory=dict)  # {} greedy; checked by the objective (num_beams, ...)
-    options: dict[str, Any] = field(default_factory=dict)  # the objective's own, e.g. answer_pattern
+    options: dict[str, Any] = field(default_factory=dict)  # the objective's own, checked by name (build_objective)
+
+
+OBJECTIVE_KEYS = tuple(f.name for f in fields(ObjectiveConfig))
+
+
+def objective_key_error(key: str) -> str | None:
+    """The one-line message for `objective.<key>` when it is not a key of the group (an old
+    generation key such as max_new_tokens, now an option), else None."""
+    if key in OBJECTIVE_KEYS:
+        return None
+    return (f"objective.{key} is not a key of the objective group ({', '.join(OBJECTIVE_KEYS)}): an objective's own "
+            f"settings, generation included, are objective.options.{key}")
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Command-line overrides checked before Hydra composes them: `objective.<key>=...` of a key the
+    group does not have (e.g. the generation keys that moved into options) fails in one line
+    naming the new place, not in Hydra's several lines about struct mode."""
+    for override in overrides:
+        match = re.match(r"[+~]*objective\.([^.=~@]+)[.=]?", override)
+        message = match and objective_key_error(match.group(1))
+        if message:
+            raise ValueError(message)
 
 
 @dataclass
@@ -131,6 +152,10 @@ def typed_config(cfg: DictConfig, schema: type[Schema]) -> Schema:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
         plain.pop("hydra", None)
+        for key in plain.get("objective") or {}:  # a config file's old keys: say where they went
+            message = objective_key_error(key)
+            if message:
+                raise ValueError(message)
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), plain))
     except OmegaConfBaseException as err:
         raise ValueError(f"bad config: {str(err).splitlines()[0]} (at {getattr(err, 'full_key', '?')})") from None

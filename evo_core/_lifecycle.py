@@ -68,8 +68,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from ._files import atomic_write_text, writable_dir
-from ._objective import (TEST_SPLIT, Objective, aggregate_scores, build_objective, mean_scores, table_splits,
-                         takes_subsets)
+from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits
 from ._plots import plot_history
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
@@ -190,9 +189,9 @@ class Phases:
             # items=None: the whole split, and no subset asked of an objective that may not take one
             scores = self.objective.score_items(model, "search", **({} if items is None else {"items": list(items)}))
             # what the evaluation spent (items, generated tokens, ...), if the objective says
-            work = getattr(self.objective, "last_work", {})
+            work = self.objective.last_work
             # a whole split as the objective reports one; a race's blocks are averaged (and combined)
-            metrics = mean_scores(scores) if items is not None else aggregate_scores(self.objective, scores)
+            metrics = mean_scores(scores) if items is not None else self.objective.aggregate(scores)
             return {**metrics, **extra, **work, "eval_seconds": time.perf_counter() - started,
                     "item_scores": scores}
 
@@ -244,7 +243,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     processor = (AutoProcessor.from_pretrained(search.tokenizer_path)
                  if vision_language_sources({"prompting model": search.tokenizer_path}) else None)
     objective = build_objective(cfg.objective, tokenizer, processor=processor)
-    if cfg.evaluation.kind == "racing" and not takes_subsets(objective):
+    if cfg.evaluation.kind == "racing" and objective.n_items("search") is None:
         raise ValueError(f"evaluation.kind=racing scores items in blocks, but objective {cfg.objective.name!r} cannot "
                          f"score a subset (it needs n_items(split) and score_items(..., items=)); use "
                          f"evaluation.kind=full")
@@ -314,14 +313,12 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     for name, model, extra in search.table_models(best.trial):
         for split in sets:
             with progress_lines("table", f"{name} on {split}", every=PROGRESS_SECONDS):
-                scores = aggregate_scores(objective, objective.score_items(model, split))
+                scores = objective.aggregate(objective.score_items(model, split))
             sizes[split] = scores.pop("n")
             tables[split][name] = scores | extra
     markdowns = {split: tracker.log_table(table, prefix=split) for split, table in tables.items()}
     # the last row scored is the best merge: its test outputs (and images), if the objective keeps them
-    write_samples = getattr(objective, "write_samples", None)
-    samples = {split: write_samples(split, run_dir / "samples" / name) if write_samples else []
-               for split, name in sets.items()}
+    samples = {split: objective.write_samples(split, run_dir / "samples" / name) for split, name in sets.items()}
     with progress_lines("export", "writing best_model", every=PROGRESS_SECONDS):
         artifacts = search.export(best.trial, study, export_table(tables, sets))
     # after the weights: a test_table.json on disk means its model is there too

@@ -20,6 +20,8 @@ MeCab tokens of normalised text, per item, and rougeL_ja gates non-Japanese pred
 Japanese references (vqa_item_scores, VQAScorer, rouge_l, normalize_text); _vqa_data.py reads
 JA-VG-VQA-500 ("ja_vg_vqa") and JA-VLM-Bench-In-the-Wild ("ja_vlm_wild") from local files into
 VQA items {"image", "question", "answer"}; "evovlm_ja" is the paper's VQA prompt template.
+A generative objective is a prepared split (_prepared.py), a Generator (_generator.py) and a
+Judge (_judges.py: AnswerJudge, NumericJudge, VQAJudge); its generation settings are its options.
 Unknown names fail listing the known ones: objectives.names(). See _base.py for the metrics,
 _data.py for split specs, _generation.py for the generation loop, _language.py for the
 Japanese detectors ("fasttext" as in the paper, "script" as a fallback).
@@ -31,6 +33,9 @@ from ._base import GenerativeObjective, build, get, names, register
 from ._data import (MGSM_JA_TSV, SOURCES, Item, VQAItem, check_disjoint, image_key, load_split, overlap_keys,
                     question_key)
 from ._generation import CACHE_ARG, GENERATION_BACKENDS, Decoding, GenerationWork, greedy_generate, plan_batches
+from ._generator import Generator
+from ._judges import AnswerJudge, Judge, NumericJudge, VQAJudge
+from ._prepared import PreparedSplit, Prompts, prepare_split
 from . import _fast_generation  # noqa: F401  (registers the "fast_greedy" generation backend)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
@@ -52,6 +57,7 @@ from ._vqa_data import load_ja_vg_vqa, load_ja_vlm_wild
 
 __all__ = [
     "CACHE_ARG",
+    "AnswerJudge",
     "AnswerMatchObjective",
     "DETECTORS",
     "Decoding",
@@ -60,6 +66,13 @@ __all__ = [
     "GENERATION_BACKENDS",
     "GenerationWork",
     "GenerativeObjective",
+    "Generator",
+    "Judge",
+    "NumericJudge",
+    "PreparedSplit",
+    "Prompts",
+    "VQAJudge",
+    "prepare_split",
     "IMAGE_TOKEN",
     "Item",
     "JA_GATE",

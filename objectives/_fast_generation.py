@@ -3,9 +3,18 @@
     outputs = GENERATION_BACKENDS.get("fast_greedy")(model, tokenizer, batches, max_new_tokens=40,
                                                      stop_strings=["\\n"], work=work)
 
-Same signature, outputs and `GenerationWork` accounting as "hf_greedy" (_generation.py), and token
-for token the same outputs as HF `generate(do_sample=False)`: the tests hold it to that on the zoo
-models and on a Llama. What it does differently (issue 12's profile of the hf_greedy loop):
+Same signature and `GenerationWork` accounting as "hf_greedy" (_generation.py). What holds, by dtype:
+  - float32: token for token the same outputs as hf_greedy and HF `generate(do_sample=False)`
+    (the tests: zoo models, 150 prompts a batch; tiny Qwen3, Llama, Qwen2, Mistral; issue 26's
+    probe on a real 135M Llama checkpoint: 124/124 sequences);
+  - bfloat16/float16: not token for token. The cache and the last-position-only prefill round
+    differently, and where the two best next tokens are within half-precision rounding of each
+    other the argmax can flip and the rest of the sequence follows (7 of 8 tiny-Llama prompts
+    equal on this machine; 40/48 on the 135M Llama). HF `generate` itself is not batch-invariant
+    in bf16 either. The test holds fast_greedy to: where it parts from hf_greedy, the two tokens
+    are the fp32 model's top two. On CPU, bf16 gave no speed-up over HF generate (0.95x on the
+    135M Llama, against 1.2-2.1x in fp32: issue 26's measurement); on a GPU bf16 is the setting.
+What it does differently (issue 12's profile of the hf_greedy loop):
   - a KV cache preallocated per batch (rows x (prompt width + max_new_tokens)): each step writes
     one column instead of concatenating every layer's cache (27% of decode);
   - rows that ended are dropped from the batch (their cache rows compacted away) once an eighth
@@ -18,7 +27,7 @@ models and on a Llama. What it does differently (issue 12's profile of the hf_gr
 It runs the model's own modules (embeddings, norms, projections, MLPs, rotary embedding, lm_head),
 reading their parameters in place: an in-memory merge written into the model is seen at once.
 Only the attention core and the cache are its own; they do HF's sdpa ops in HF's order, which is
-what keeps the argmax equal.
+what keeps the argmax equal in float32.
 
 Fast path: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM and Qwen3ForCausalLM (by
 `config.model_type`) with sdpa attention, any dtype and device, tied or untied lm_head, any rope
@@ -26,7 +35,7 @@ parameters (the model's own rotary module computes them). Everything else runs t
 unchanged: other architectures (GPT-2, the DFS layer-path models), batches with image features,
 eager/flash attention, and a sliding window shorter than prompt + max_new_tokens.
 
-Greedy only: an objective with other `objective.decoding` (beams, a repetition penalty) refuses
+Greedy only: an objective with other `objective.options.decoding` (beams, a repetition penalty) refuses
 this backend when chosen explicitly and, when not, generates with "hf_generate" (_generation.py).
 
 torch.compile of the decode step was tried on the zoo (CPU, 1 thread) and not kept: minutes of

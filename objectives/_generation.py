@@ -22,7 +22,7 @@ per trial, so cheaper-fitness schemes are judged on work done, not on seconds). 
     other than greedy (below). Any HF model (and the DFS layer-path models, which have generate).
 `run_each_batch`, `take_token` and `output_text` are the frame every backend shares.
 
-Decoding (`objective.decoding`, `Decoding`): greedy by default; {num_beams: 5,
+Decoding (`objective.options.decoding`, `Decoding`): greedy by default; {num_beams: 5,
 repetition_penalty: 1.5} is the paper's EvoVLM-JP evaluation. The backend follows it unless
 `generation_backend` is set: fast_greedy for greedy, hf_generate for anything else; a greedy-only
 backend (hf_greedy, fast_greedy) set explicitly with other decoding is refused in one line
@@ -304,7 +304,7 @@ def _cut(text: str, stop_strings: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Decoding:
-    """How the next token is chosen (`objective.decoding`): HF generate's `num_beams` and
+    """How the next token is chosen (`objective.options.decoding`): HF generate's `num_beams` and
     `repetition_penalty`, with do_sample=False. The default (1 beam, penalty 1.0) is greedy, what
     every backend does; anything else needs a backend in `DECODING_BACKENDS`. The paper's EvoVLM-JP
     evaluation (SakanaAI/evolutionary-model-merge, configs/vlm/*.yaml) decodes with
@@ -322,13 +322,13 @@ class Decoding:
         known = list(cls.__dataclass_fields__)
         unknown = sorted(set(spec) - set(known))
         if unknown:
-            raise ValueError(f"objective.decoding has no key {', '.join(unknown)}; known: {', '.join(known)}")
+            raise ValueError(f"objective.options.decoding has no key {', '.join(unknown)}; known: {', '.join(known)}")
         decoding = cls(**spec)
         beams, penalty = decoding.num_beams, decoding.repetition_penalty
         if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
-            raise ValueError(f"objective.decoding.num_beams must be an integer >= 1 (1: greedy); got {beams!r}")
+            raise ValueError(f"objective.options.decoding.num_beams must be an integer >= 1 (1: greedy); got {beams!r}")
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty > 0:
-            raise ValueError(f"objective.decoding.repetition_penalty must be a number > 0 (1.0: none); got {penalty!r}")
+            raise ValueError(f"objective.options.decoding.repetition_penalty must be a number > 0 (1.0: none); got {penalty!r}")
         return cls(num_beams=beams, repetition_penalty=float(penalty))
 
     @property
@@ -358,7 +358,7 @@ def decoding_backend(name: str | None, decoding: Decoding) -> Callable[..., list
     if name in DECODING_BACKENDS:
         return functools.partial(backend, num_beams=decoding.num_beams, repetition_penalty=decoding.repetition_penalty)
     if not decoding.greedy:
-        raise ValueError(f"generation backend {name!r} decodes greedily only; objective.decoding "
+        raise ValueError(f"generation backend {name!r} decodes greedily only; objective.options.decoding "
                          f"{{num_beams: {decoding.num_beams}, repetition_penalty: {decoding.repetition_penalty}}} "
                          f"needs {' or '.join(sorted(DECODING_BACKENDS))} (drop objective.options.generation_backend "
                          f"to get it)")
@@ -372,7 +372,7 @@ def hf_generate_batches(model: Any, tokenizer: Any, batches: Sequence[Batch], *,
     """Each batch through the model's own HF `generate(do_sample=False, num_beams=,
     repetition_penalty=)` (the module docstring's "hf_generate")."""
     if not callable(getattr(model, "generate", None)):
-        raise ValueError(f"the hf_generate backend (objective.decoding other than greedy) needs a model with HF "
+        raise ValueError(f"the hf_generate backend (objective.options.decoding other than greedy) needs a model with HF "
                          f"generate; {type(model).__name__} has none")
     generate_batch = functools.partial(_hf_generate_batch, num_beams=num_beams, repetition_penalty=repetition_penalty)
     return run_each_batch(generate_batch, model, tokenizer, batches, max_new_tokens=max_new_tokens,

@@ -17,33 +17,22 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
-from evo_core import Metric
-
-from ._answers import extract_last_number, paper_correct, paper_extract_number, parse_number
 from ._base import GenerativeObjective, register
+from ._judges import AnswerJudge, Judge, NumericJudge
 from ._prompts import MGSM_JA_MAX_NEW_TOKENS, MGSM_JA_STOP_STRINGS
 
 
 @register("mgsm_ja")
 class NumericAnswerObjective(GenerativeObjective):
-    metrics = (*GenerativeObjective.metrics, Metric("paper_acc"), Metric("paper_acc_ja"))
-    accuracy_fields = {**GenerativeObjective.accuracy_fields, "paper_acc": "paper_correct"}
     default_prompt_template = "ja_alpaca_cot"
     default_stop_strings = MGSM_JA_STOP_STRINGS
     default_max_new_tokens = MGSM_JA_MAX_NEW_TOKENS
 
-    def parse_gold(self, answer: str) -> Decimal:
-        return parse_number(answer)
-
-    def predict(self, output: str) -> Decimal | None:
-        return extract_last_number(output)
-
-    def judge(self, output: str, gold: Decimal) -> dict[str, Any]:
-        paper = paper_extract_number(output)
-        return super().judge(output, gold) | {"paper_prediction": paper, "paper_correct": paper_correct(paper, gold)}
+    def make_judge(self, ja_probability: Callable[[str], float]) -> Judge:
+        return NumericJudge(ja_probability=ja_probability)
 
 
 ZOO_QA_ANSWER_PATTERN = r"こたえは\s*(.+?)\s*です"
@@ -51,6 +40,13 @@ ZOO_QA_ANSWER_PATTERN = r"こたえは\s*(.+?)\s*です"
 
 def _normalise(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip()
+
+
+def _gold_string(answer: str) -> str:
+    gold = _normalise(answer)
+    if not gold:
+        raise ValueError("gold answer is empty")
+    return gold
 
 
 @register("answer_match")
@@ -66,11 +62,8 @@ class AnswerMatchObjective(GenerativeObjective):
             raise ValueError(f"answer_pattern {answer_pattern!r} must have exactly one capture group")
         super().__init__(**kwargs)
 
-    def parse_gold(self, answer: str) -> str:
-        gold = _normalise(answer)
-        if not gold:
-            raise ValueError("gold answer is empty")
-        return gold
+    def make_judge(self, ja_probability: Callable[[str], float]) -> Judge:
+        return AnswerJudge(parse_gold=_gold_string, predict=self.predict, ja_probability=ja_probability)
 
     def predict(self, output: str) -> str | None:
         matches = self.answer_pattern.findall(_normalise(output))

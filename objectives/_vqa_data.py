@@ -120,7 +120,7 @@ def _files(path: str | Path | None, dataset: str | None, split: str) -> list[Pat
         local = huggingface_hub.snapshot_download(dataset, repo_type="dataset", allow_patterns=[f"data/{split}-*"])
     except Exception as err:  # offline, unknown, gated
         raise FileNotFoundError(
-            f"dataset {dataset!r} cannot be fetched ({type(err).__name__}); download it (huggingface-cli download "
+            f"dataset {dataset!r} cannot be fetched ({type(err).__name__}); download it (hf download "
             f"{dataset} --repo-type dataset --local-dir DIR) and set path=DIR/data/{split}-00000-of-00001.parquet") from None
     files = sorted(Path(local).glob(f"data/{split}-*.parquet"))
     if not files:

@@ -87,7 +87,7 @@ def new_vlm(recipe, base_dir: Path = BASE_DIR) -> LlavaForConditionalGeneration:
     tokenizer = vlm_tokenizer()
     image_id = tokenizer.convert_tokens_to_ids(vqa.IMAGE_TOKEN)
     text_config = Qwen3Config(**{k: v for k, v in base.config.to_dict().items()
-                                 if k not in ("architectures", "transformers_version", "dtype")})
+                                 if k not in ("architectures", "transformers_version", "dtype", "_name_or_path")})
     text_config.vocab_size = len(tokenizer)
     config = LlavaConfig(vision_config=SiglipVisionConfig(**recipe.vision), text_config=text_config,
                          image_token_index=image_id, projector_hidden_act="gelu",

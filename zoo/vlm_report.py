@@ -9,7 +9,7 @@ Nothing here is the report's own: it is what `python -m evo_ps +experiment=toy_j
 The pool and the objective come from that experiment's composed config (conf/pool/zoo_vlm.yaml,
 conf/objective/zoo_ja_vqa.yaml): `load_pool` puts the sources' LLMs into the live VLM, and
 `build_objective` builds the `ja_vqa` objective with the config's prompt template, generation
-settings and language detector, prompted through the VLM's processor. So rougeL and rougeL_ja
+settings and language detector (objective.options), prompted through the VLM's processor. So rougeL and rougeL_ja
 are the objective's (objectives/_rouge.py), and rougeL_ja is the study's fitness. "Japanese %" is
 the share of outputs the objective's detector calls Japanese (P(ja) >= objectives.JA_GATE).
 
@@ -78,7 +78,7 @@ class VLMReport:
         self.objective = build_objective(self.spec, tokenizer, processor=processor)
         self.en_objective = build_objective(dataclasses.replace(self.spec, test=EN_VQA_TEST), tokenizer,
                                             splits=("test",), processor=processor)
-        self.detector = objectives.language_detector(self.spec.language_detector)
+        self.detector = objectives.language_detector(self.spec.options["language_detector"])
         method = merge_method("task_arithmetic")
         self.merger = InMemoryMerger(pool=self.pool, method=method)
         self.spaces = {uniform: build_space(method=method, sources=self.pool.source_names,

@@ -208,7 +208,7 @@ def test_real_model_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_m
         "evo_breed", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
         f"pool.base={tiny_model_dirs['base']}", f"pool.sources.shisa={tiny_model_dirs['src_a']}",
         f"pool.sources.wizardmath={tiny_model_dirs['src_b']}", f"pool.sources.abel={tiny_model_dirs['src_c']}",
-        "pool.device=cpu", "torch_threads=1", "n_trials=10", "objective.max_new_tokens=6",
+        "pool.device=cpu", "torch_threads=1", "n_trials=10", "objective.options.max_new_tokens=6",
         f"objective.search={search}", "+objective.test.limit=4").stdout
     assert "archive 12 models, alpha 1, attraction (weight 0.7), tournament selection, items of acc_ja;" in out, out[-2000:]
     assert "8 starting models, 2 children" in out

@@ -23,6 +23,9 @@ from evo_ps import MERGE_METHODS, PSSearch, validate
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ZOO_SEARCH = {"source": "zoo", "task": "ja_math", "split": "search", "limit": 4}
 ZOO_TEST = {"source": "zoo", "task": "ja_math", "split": "test", "limit": 4}
+# the guide's objective on the default group: the group's options (a generative objective's
+# generation settings) are not its own, so they go, and it keeps its own default prompt
+GOLD_TOKEN_PROBABILITY = ("objective.name=gold_token_probability", "objective.fitness=p_gold", "~objective.options")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +50,7 @@ def ps_config(tmp_path, tiny_model_dirs, *overrides: str):
             f"pool.base={tiny_model_dirs['base']}", f"pool.sources.ja={tiny_model_dirs['src_a']}",
             f"pool.sources.math_wiz={tiny_model_dirs['src_b']}", f"pool.sources.math_abel={tiny_model_dirs['src_c']}",
             f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "n_trials=2",
-            "space.warm_start_trials=0", "objective.max_new_tokens=4", "objective.search.limit=4",
+            "space.warm_start_trials=0", "objective.options.max_new_tokens=4", "objective.search.limit=4",
             "+objective.test.limit=4", *overrides])
     return validate(cfg)
 
@@ -74,8 +77,7 @@ def test_new_merge_method_runs_a_study(plugins, tmp_path, tiny_model_dirs):
 
 
 def test_new_objective_runs_a_study_and_keeps_graded_item_scores(plugins, tmp_path, tiny_model_dirs):
-    cfg = ps_config(tmp_path, tiny_model_dirs, "merge=task_arithmetic", "objective.name=gold_token_probability",
-                    "objective.fitness=p_gold")
+    cfg = ps_config(tmp_path, tiny_model_dirs, "merge=task_arithmetic", *GOLD_TOKEN_PROBABILITY)
     table = run_study(cfg, PSSearch(cfg), resolved="")
     assert all(set(row) == {"p_gold"} and 0 <= row["p_gold"] <= 1 for row in table.values())
     for trial in trials(cfg):
@@ -85,8 +87,7 @@ def test_new_objective_runs_a_study_and_keeps_graded_item_scores(plugins, tmp_pa
 
 
 def test_objective_options_are_checked_by_name(plugins, tmp_path, tiny_model_dirs):
-    cfg = ps_config(tmp_path, tiny_model_dirs, "objective.name=gold_token_probability", "objective.fitness=p_gold",
-                    "+objective.options.temperature=2")
+    cfg = ps_config(tmp_path, tiny_model_dirs, *GOLD_TOKEN_PROBABILITY, "+objective.options.temperature=2")
     with pytest.raises(ValueError, match="objective 'gold_token_probability' has no option temperature; "
                                          "known: prompt_template"):
         run_study(cfg, PSSearch(cfg), resolved="")
@@ -98,8 +99,9 @@ def interpolation_config(plugins, tmp_path, tiny_model_dirs, **overrides):
         "base": str(tiny_model_dirs["base"]), "source": str(tiny_model_dirs["src_a"]), "study_name": "interp",
         "n_trials": 2, "run_dir": str(tmp_path / "run"),
         "tracking": TrackingConfig(mlruns_dir=str(tmp_path / "mlruns"), experiment="x"),
-        "objective": ObjectiveConfig(name="mgsm_ja", prompt_template="Q: {question}\nA:", search=ZOO_SEARCH,
-                                     test=ZOO_TEST, max_new_tokens=4), "imports": ["objectives", "zoo"],
+        "objective": ObjectiveConfig(name="mgsm_ja", search=ZOO_SEARCH, test=ZOO_TEST,
+                                     options={"prompt_template": "Q: {question}\nA:", "max_new_tokens": 4}),
+        "imports": ["objectives", "zoo"],
         **overrides})
 
 
@@ -147,9 +149,9 @@ def test_each_scored_trial_is_told_once_in_order_with_its_scores(plugins, tmp_pa
 
 def test_raced_trials_are_told_with_the_items_they_were_scored_on(plugins, tmp_path, tiny_model_dirs):
     cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs, n_trials=9,
-                               objective=ObjectiveConfig(name="mgsm_ja", prompt_template="Q: {question}\nA:",
-                                                         search={**ZOO_SEARCH, "limit": 12}, test=ZOO_TEST,
-                                                         max_new_tokens=4),
+                               objective=ObjectiveConfig(name="mgsm_ja", search={**ZOO_SEARCH, "limit": 12},
+                                                         test=ZOO_TEST, options={"prompt_template": "Q: {question}\nA:",
+                                                                                 "max_new_tokens": 4}),
                                sampler=SamplerConfig(kind="cmaes", sigma0=0.3, popsize=4),
                                evaluation=EvaluationConfig(kind="racing", first_block=4, block=4, tolerance=0.0))
     search = recording(plugins)(cfg)
@@ -197,9 +199,9 @@ def test_the_final_phase_prints_a_line_per_row_and_for_the_export(plugins, tmp_p
                                                                    monkeypatch):
     monkeypatch.setattr(lifecycle, "PROGRESS_SECONDS", 0.0)  # every batch's line, not one per 30 s
     cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs,
-                               objective=ObjectiveConfig(name="mgsm_ja", prompt_template="Q: {question}\nA:",
-                                                         search=ZOO_SEARCH, test=ZOO_TEST, max_new_tokens=4,
-                                                         batch_size=2))
+                               objective=ObjectiveConfig(name="mgsm_ja", search=ZOO_SEARCH, test=ZOO_TEST,
+                                                         options={"prompt_template": "Q: {question}\nA:",
+                                                                  "max_new_tokens": 4, "batch_size": 2}))
     run_study(cfg, plugins.InterpolationSearch(cfg), resolved="")
     out = capsys.readouterr().out
     final = out[out.index("table   base on test ..."):].splitlines()
@@ -245,10 +247,65 @@ def test_an_objectives_own_aggregate_reports_whole_splits(plugins, tmp_path, tin
         return {"p_gold": 2 + sum(scores) / len(scores), "n": len(scores)}
 
     monkeypatch.setattr(plugins.GoldTokenProbability, "aggregate", aggregate, raising=False)
-    cfg = ps_config(tmp_path, tiny_model_dirs, "merge=task_arithmetic", "objective.name=gold_token_probability",
-                    "objective.fitness=p_gold")
+    cfg = ps_config(tmp_path, tiny_model_dirs, "merge=task_arithmetic", *GOLD_TOKEN_PROBABILITY)
     table = run_study(cfg, PSSearch(cfg), resolved="")
     assert all(2 <= row["p_gold"] <= 3 for row in table.values())
     for trial in trials(cfg):
         scores = trial.user_attrs["item_scores"]["p_gold"]
         assert trial.values[0] == pytest.approx(2 + sum(scores) / 4)
+
+
+def test_an_objective_with_only_the_required_members_gets_the_contracts_defaults(plugins):
+    from evo_core import ObjectiveDefaults, with_defaults
+
+    class Required:  # the contract's required members only
+        metrics, default_fitness = plugins.GoldTokenProbability.metrics, "p_gold"
+
+        def split_names(self):
+            return ["search"]
+
+        def score_items(self, model, split):
+            return {"p_gold": [0.25, 0.75]}
+
+    objective = with_defaults(Required())
+    assert objective.split_names() == ["search"] and objective.metrics == Required.metrics
+    assert objective.aggregate(objective.score_items(None, "search")) == {"p_gold": 0.5, "n": 2}
+    assert objective.n_items("search") is None  # no subsets: racing is refused
+    assert dict(objective.last_work) == {} and objective.write_samples("search", "unused") == []
+
+    class Own(Required):  # what an objective defines is kept
+        last_work = {"items": 2}
+
+        def aggregate(self, item_scores):
+            return {"p_gold": 1.0, "n": 2}
+
+    own = with_defaults(Own())
+    assert own.last_work == {"items": 2} and own.aggregate({}) == {"p_gold": 1.0, "n": 2}
+    assert own.n_items("search") is None
+    generative = ObjectiveDefaults()  # a subclass is its own: nothing wrapped
+    assert with_defaults(generative) is generative
+
+
+def test_racing_is_refused_for_an_objective_without_subsets(plugins, tmp_path, tiny_model_dirs):
+    cfg = ps_config(tmp_path, tiny_model_dirs, *GOLD_TOKEN_PROBABILITY, "evaluation=racing")
+    with pytest.raises(ValueError, match="evaluation.kind=racing scores items in blocks, but objective "
+                                         "'gold_token_probability' cannot score a subset"):
+        run_study(cfg, PSSearch(cfg), resolved="")
+
+
+@pytest.mark.parametrize("key", ["max_new_tokens", "batch_size", "prompt_template", "stop_strings", "chat_template",
+                                 "language_detector", "decoding", "allow_overlap"])
+def test_an_old_generation_key_fails_naming_its_new_place(key):
+    from omegaconf import OmegaConf
+
+    from evo_core import StudyConfig, typed_config
+    from evo_core._config import check_overrides
+
+    message = (f"^objective.{key} is not a key of the objective group (name, fitness, search, test, options): an "
+               f"objective's own settings, generation included, are objective.options.{key}$")
+    for override in (f"objective.{key}=4", f"+objective.{key}=4", f"+objective.{key}.sub=4"):  # the command line
+        with pytest.raises(ValueError, match=re.escape(message[1:-1])):
+            check_overrides(["objective.search.limit=4", override])
+    with pytest.raises(ValueError, match=re.escape(message[1:-1])):  # a config file of the old shape
+        typed_config(OmegaConf.create({"study_name": "s", "run_dir": "r", "objective": {key: 4}}), StudyConfig)
+    check_overrides([f"objective.options.{key}=4", f"+objective.options.{key}=4", "objective.test.limit=4"])

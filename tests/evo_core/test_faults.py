@@ -27,7 +27,7 @@ def tiny_study(tmp_path, dirs) -> list[str]:
     """Overrides for a 2-trial PS study of the tiny models on 4 problems."""
     return [f"pool.base={dirs['base']}", f"pool.sources.ja={dirs['src_a']}", f"pool.sources.math_wiz={dirs['src_b']}",
             "~pool.sources.math_abel", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
-            "n_trials=2", "space.warm_start_trials=0", "objective.max_new_tokens=4", "objective.search.limit=4",
+            "n_trials=2", "space.warm_start_trials=0", "objective.options.max_new_tokens=4", "objective.search.limit=4",
             "+objective.test.limit=4", "merge=task_arithmetic"]
 
 

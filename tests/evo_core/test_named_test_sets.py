@@ -48,7 +48,7 @@ def ps_config(tmp_path, tiny_model_dirs):
             f"pool.base={tiny_model_dirs['base']}", f"pool.sources.ja={tiny_model_dirs['src_a']}",
             f"pool.sources.math_wiz={tiny_model_dirs['src_b']}", f"run_dir={tmp_path / 'run'}",
             f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "~pool.sources.math_abel", "n_trials=2",
-            "space.warm_start_trials=0", "objective.max_new_tokens=4", "objective.search.limit=4",
+            "space.warm_start_trials=0", "objective.options.max_new_tokens=4", "objective.search.limit=4",
             "~objective.test", f"+objective.test={{a: {hydra_value(A)}, b: {hydra_value(B)}}}"])
     return validate(cfg)
 

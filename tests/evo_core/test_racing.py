@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from evo_core import ParamSpec, StudyConfig, best_trial, make_sampler, open_study, typed_config
-from evo_core._objective import takes_subsets
+from evo_core import with_defaults
 from evo_core._optuna_compat import storage_of, trial_id
 from evo_core._racing import difference_bounds, race, race_step, race_trials
 from evo_core._study import RetryAtItsPoint
@@ -184,7 +184,7 @@ def test_a_generation_killed_mid_race_is_raced_again_at_its_points(tmp_path):
 # -- config --------------------------------------------------------------------------------------
 
 def config(**overrides):
-    base = {"study_name": "s", "run_dir": "/tmp/x", "objective": {"prompt_template": "Q: {question}"},
+    base = {"study_name": "s", "run_dir": "/tmp/x", "objective": {"options": {"prompt_template": "Q: {question}"}},
             "evaluation": {"kind": "racing"}}
     return OmegaConf.merge(OmegaConf.create(base), OmegaConf.create(overrides))
 
@@ -221,7 +221,8 @@ def test_an_objective_must_take_subsets_to_race():
         def score_items(self, model, split, items=None):
             return {}
 
-    assert not takes_subsets(Whole()) and takes_subsets(Subsets())
+    # the contract's default n_items is None (no subsets); a count promises score_items(items=)
+    assert with_defaults(Whole()).n_items("search") is None and with_defaults(Subsets()).n_items("search") == 3
 
 
 def test_race_stops_the_surely_selected_and_the_leader_runs_on_alone():

@@ -279,7 +279,7 @@ def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_
         "evo_ps", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
         f"pool.base={tiny_model_dirs['base']}", f"pool.sources.shisa={tiny_model_dirs['src_a']}",
         f"pool.sources.wizardmath={tiny_model_dirs['src_b']}", f"pool.sources.abel={tiny_model_dirs['src_c']}",
-        "pool.device=cpu", "torch_threads=1", "n_trials=3", "objective.max_new_tokens=6",
+        "pool.device=cpu", "torch_threads=1", "n_trials=3", "objective.options.max_new_tokens=6",
         f"objective.search={search}",  # a local file in place of the hub dataset
         "+objective.test.limit=5")
     out = proc.stdout

@@ -93,7 +93,7 @@ def test_paper_vlm_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_mi
     # stand-ins, local files for the hub datasets, the CPU
     run = tmp_path / "run"
     proc = run_cli("evo_ps", "+experiment=ja_vlm", f"run_dir={run}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
-                   *_stand_in_models(tiny_mistral_vlm_dirs), "n_trials=3", "objective.max_new_tokens=4",
+                   *_stand_in_models(tiny_mistral_vlm_dirs), "n_trials=3", "objective.options.max_new_tokens=4",
                    *_local_data(*_vqa_files(tmp_path)))
     out = proc.stdout
     assert "space   16 parameters" in out  # (2 layers + embed + head) x 2 sources x 2

@@ -7,7 +7,21 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from objectives import GenerativeObjective
 from zoo.tokenizer import build_tokenizer
+
+IMAGE_TEMPLATE = "<image>Q: {question}\nA:"  # the tiny VLMs' prompt: image tokens, then the question
+
+
+class EchoObjective(GenerativeObjective):
+    """Scores nothing of its own: the output is the prediction and the answer the gold (for tests
+    of prompting and generation)."""
+
+    def parse_gold(self, answer):
+        return answer
+
+    def predict(self, output):
+        return output
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""objective.decoding: beam search with a repetition penalty (the paper's VQA decoding) through the
+"""objective.options.decoding: beam search with a repetition penalty (the paper's VQA decoding) through the
 "hf_generate" backend, token for token what HF `generate()` gives with those settings, batched and
 left-padded, for text prompts and for a LLaVA's image batches; the greedy-only backends refuse it.
 """
@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 from transformers import AutoProcessor, LlamaConfig, LlamaForCausalLM
 
 import objectives
-from evo_core import build_objective, load_pool
-from evo_core import StudyConfig, typed_config
-from objectives import GENERATION_BACKENDS, Decoding, GenerationWork, GenerativeObjective, SOURCES
+from evo_core import StudyConfig, build_objective, load_pool, typed_config
+from objectives import GENERATION_BACKENDS, SOURCES, Decoding, GenerationWork
 from objectives._generation import plan_batches
 from tests.conftest import tiny_images
+from tests.objectives.conftest import IMAGE_TEMPLATE, EchoObjective
 from tests.objectives.test_generation import ForwardOnly
 
 PROMPTS = ["Q: 1+1\nA:", "こたえは", "a", "The quick brown fox jumps over", "xyz 123 456", "ねこ と いぬ"]
@@ -147,7 +147,7 @@ def tsv_objective(tok, write_tsv, **kwargs):
 
 
 def test_objective_with_decoding_equals_generate_for_its_prompts(tiny_model, tok, write_tsv):
-    """objective.decoding alone picks hf_generate; whole split and a racing subset alike."""
+    """objective.options.decoding alone picks hf_generate; whole split and a racing subset alike."""
     obj = tsv_objective(tok, write_tsv, decoding=PAPER)
     assert obj.decoding == Decoding(5, 1.5)
     expected = hf(tiny_model, tok, FILLED, max_new_tokens=12, eos_ids=[tok.eos_token_id], **PAPER)
@@ -162,7 +162,7 @@ def test_objective_with_decoding_equals_generate_for_its_prompts(tiny_model, tok
 
 @pytest.mark.parametrize("backend", ["fast_greedy", "hf_greedy"])
 def test_greedy_only_backends_refuse_other_decoding_before_reading_data(tok, backend):
-    with pytest.raises(ValueError, match=rf"^generation backend '{backend}' decodes greedily only; objective.decoding "
+    with pytest.raises(ValueError, match=rf"^generation backend '{backend}' decodes greedily only; objective.options.decoding "
                                          r"\{num_beams: 5, repetition_penalty: 1.5\} needs hf_generate"):
         objectives.build("mgsm_ja", tokenizer=tok, splits={"search": {"source": "tsv", "path": "/no/such.tsv"}},
                          generation_backend=backend, decoding=PAPER)
@@ -177,11 +177,12 @@ def test_a_model_without_hf_generate_is_refused(tiny_model, tok):
     ({"num_beams": 0}, r"num_beams must be an integer >= 1 \(1: greedy\); got 0"),
     ({"num_beams": 2.5}, "num_beams must be an integer >= 1"),
     ({"repetition_penalty": 0}, r"repetition_penalty must be a number > 0 \(1.0: none\); got 0"),
-    ({"num_beam": 5}, "objective.decoding has no key num_beam; known: num_beams, repetition_penalty"),
+    ({"num_beam": 5}, "objective.options.decoding has no key num_beam; known: num_beams, repetition_penalty"),
 ])
 def test_bad_decoding_in_the_config_fails_in_one_line(tok, decoding, message):
     cfg = typed_config(OmegaConf.create({"study_name": "s", "run_dir": "r", "objective": {
-        "prompt_template": "plain", "search": {"source": "tsv", "path": "/no/such.tsv"}, "decoding": decoding}}),
+        "search": {"source": "tsv", "path": "/no/such.tsv"}, "options": {"prompt_template": "plain",
+                                                                          "decoding": decoding}}}),
         StudyConfig)
     with pytest.raises(ValueError, match=message) as err:
         build_objective(cfg.objective, tok, splits=("search",))
@@ -191,22 +192,13 @@ def test_bad_decoding_in_the_config_fails_in_one_line(tok, decoding, message):
 def test_default_decoding_is_greedy_and_keeps_the_fast_backend(tok, write_tsv):
     from objectives._fast_generation import fast_run_batches
 
-    assert StudyConfig().objective.decoding == {}
-    assert tsv_objective(tok, write_tsv)._generate is fast_run_batches
-    assert tsv_objective(tok, write_tsv, decoding={"num_beams": 1})._generate is fast_run_batches
+    assert StudyConfig().objective.options == {}  # the objective's default: greedy
+    assert tsv_objective(tok, write_tsv).generator.backend is fast_run_batches
+    assert tsv_objective(tok, write_tsv, decoding={"num_beams": 1}).generator.backend is fast_run_batches
 
 
 # -- visual QA: a tiny LLaVA, image features in place of the image tokens ------------------------
 
-TEMPLATE = "<image>Q: {question}\nA:"
-
-
-class _Echo(GenerativeObjective):
-    def parse_gold(self, answer):
-        return answer
-
-    def predict(self, output):
-        return output
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +213,7 @@ def vqa():
 def hf_vlm(model, processor, items, **decoding):
     """HF generate with pixel values on `items` in one left-padded batch."""
     enc = processor(images=[item["image"] for item in items], return_tensors="pt", padding=True,
-                    text=[TEMPLATE.replace("{question}", item["question"]) for item in items])
+                    text=[IMAGE_TEMPLATE.replace("{question}", item["question"]) for item in items])
     enc["pixel_values"] = enc["pixel_values"].to(model.dtype)
     with torch.inference_mode():
         ids = model.generate(**enc, max_new_tokens=8, do_sample=False, **decoding)
@@ -255,7 +247,7 @@ def test_vlm_beams_equal_hf_generate_with_pixels(vqa, vlm_pool, dtype):
     assert model.dtype == getattr(torch, dtype)
 
     def objective(batch_size, **decoding):
-        return _Echo(tokenizer=processor.tokenizer, processor=processor, prompt_template=TEMPLATE, max_new_tokens=8,
+        return EchoObjective(tokenizer=processor.tokenizer, processor=processor, prompt_template=IMAGE_TEMPLATE, max_new_tokens=8,
                      splits={"search": {"source": "tiny_beam_vqa", "split": "search"}}, batch_size=batch_size,
                      language_detector="script", **decoding)
 
@@ -285,11 +277,11 @@ def test_multi_task_passes_decoding_to_every_task(tok, write_tsv):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["+objective.decoding.num_beams=0"], "error: objective.decoding.num_beams must be an integer >= 1"),
-    (["+objective.decoding={num_beams: 5, length_penalty: 2}"],
-     "error: objective.decoding has no key length_penalty; known: num_beams, repetition_penalty"),
-    (["+objective.decoding.num_beams=5", "+objective.options.generation_backend=fast_greedy"],
-     "error: generation backend 'fast_greedy' decodes greedily only; objective.decoding {num_beams: 5, "
+    (["+objective.options.decoding.num_beams=0"], "error: objective.options.decoding.num_beams must be an integer >= 1"),
+    (["+objective.options.decoding={num_beams: 5, length_penalty: 2}"],
+     "error: objective.options.decoding has no key length_penalty; known: num_beams, repetition_penalty"),
+    (["+objective.options.decoding.num_beams=5", "+objective.options.generation_backend=fast_greedy"],
+     "error: generation backend 'fast_greedy' decodes greedily only; objective.options.decoding {num_beams: 5, "
      "repetition_penalty: 1.0} needs hf_generate"),
 ])
 def test_the_command_refuses_bad_decoding_in_one_line(cli_error, overrides, message):

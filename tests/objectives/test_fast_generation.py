@@ -164,8 +164,7 @@ def test_zoo_search_split_equals_hf_greedy(name, tok, no_hf_loop):
 
     cfg = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf" / "objective" / "zoo_ja_math.yaml"))
     obj = objectives.build(cfg["name"], tokenizer=tok, splits={"search": cfg["search"]},
-                           prompt_template=cfg["prompt_template"], max_new_tokens=cfg["max_new_tokens"],
-                           stop_strings=cfg["stop_strings"], batch_size=cfg["batch_size"], language_detector="script")
+                           **cfg["options"] | {"language_detector": "script"})  # the YAML's generation settings
     batches = obj._split("search").batches
     assert len(batches) == 1 and len(batches[0].indices) == 150
     model = AutoModelForCausalLM.from_pretrained(REPO_ROOT / "zoo" / "models" / name).eval()

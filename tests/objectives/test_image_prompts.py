@@ -7,18 +7,10 @@ import torch
 from transformers import AutoProcessor
 
 from evo_core import load_pool
-from objectives import SOURCES, GenerativeObjective
+from objectives import SOURCES
 from tests.conftest import tiny_images
+from tests.objectives.conftest import IMAGE_TEMPLATE, EchoObjective
 
-TEMPLATE = "<image>Q: {question}\nA:"
-
-
-class _Echo(GenerativeObjective):
-    def parse_gold(self, answer):
-        return answer
-
-    def predict(self, output):
-        return output
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +21,7 @@ def vqa_setup(tiny_vlm_dirs):
         SOURCES.register("tiny_vqa", lambda *, split: items[:5] if split == "search" else items[5:])
     pool = load_pool(base=tiny_vlm_dirs["base"], sources={"vlm": tiny_vlm_dirs["vlm"], "ja": tiny_vlm_dirs["ja"]})
     processor = AutoProcessor.from_pretrained(tiny_vlm_dirs["vlm"])
-    objective = _Echo(tokenizer=processor.tokenizer, processor=processor, prompt_template=TEMPLATE,
+    objective = EchoObjective(tokenizer=processor.tokenizer, processor=processor, prompt_template=IMAGE_TEMPLATE,
                       splits={s: {"source": "tiny_vqa", "split": s} for s in ("search", "test")},
                       max_new_tokens=6, batch_size=2, language_detector="script")
     return items, pool, processor, objective
@@ -40,7 +32,7 @@ def test_outputs_equal_hf_generate_with_pixels(vqa_setup):
     pool.use(pool.sources["vlm"])
     outputs = objective.generate(pool.model, "search")
     for item, output in zip(items[:5], outputs):
-        enc = processor(images=[item["image"]], text=[TEMPLATE.replace("{question}", item["question"])],
+        enc = processor(images=[item["image"]], text=[IMAGE_TEMPLATE.replace("{question}", item["question"])],
                         return_tensors="pt")
         with torch.no_grad():
             ids = pool.model.generate(**enc, max_new_tokens=6, do_sample=False)
@@ -68,7 +60,7 @@ def test_image_items_need_a_processor_and_a_placeholder(vqa_setup, tiny_vlm_dirs
     _, _, processor, _ = vqa_setup
     splits = {s: {"source": "tiny_vqa", "split": s} for s in ("search", "test")}
     with pytest.raises(ValueError, match="has images but the prompting model has no image processor"):
-        _Echo(tokenizer=processor.tokenizer, splits=splits, prompt_template=TEMPLATE, language_detector="script")
+        EchoObjective(tokenizer=processor.tokenizer, splits=splits, prompt_template=IMAGE_TEMPLATE, language_detector="script")
     with pytest.raises(ValueError, match="has no '<image>'"):
-        _Echo(tokenizer=processor.tokenizer, processor=processor, splits=splits, prompt_template="Q: {question}\nA:",
+        EchoObjective(tokenizer=processor.tokenizer, processor=processor, splits=splits, prompt_template="Q: {question}\nA:",
               language_detector="script")

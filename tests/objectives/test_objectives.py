@@ -147,7 +147,7 @@ def zoo_study_config(tmp_path, dirs, *overrides):
             f"pool.base={dirs['base']}", f"pool.sources.ja={dirs['src_a']}", f"pool.sources.math_wiz={dirs['src_b']}",
             f"pool.sources.math_abel={dirs['src_c']}", f"run_dir={tmp_path / 'run'}",
             f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "n_trials=2", "space.warm_start_trials=0",
-            "objective.max_new_tokens=4", "objective.search.limit=4", "+objective.test.limit=4", *overrides]))
+            "objective.options.max_new_tokens=4", "objective.search.limit=4", "+objective.test.limit=4", *overrides]))
 
 
 def test_fitness_paper_acc_ja_is_a_config_key(tmp_path, tiny_model_dirs):
@@ -353,7 +353,7 @@ def test_scoring_a_subset_equals_the_whole_split_restricted_to_it(tok):
     assert subset == {metric: [scores[i] for i in items] for metric, scores in whole.items()}
     assert 0 < obj.last_work["generated_tokens"] < 40 * 40 and counting.encodes == encodes
     obj.score_items(model, "search", items=items)
-    assert len(obj._subset_batches) == 1  # planned once, reused by every later trial
+    assert len(obj._split("search").subsets) == 1  # planned once, reused by every later trial
     for bad in ([40], [1, 1], []):
         with pytest.raises(ValueError, match="must be distinct indices in 0..39"):
             obj.score_items(model, "search", items=bad)

@@ -353,7 +353,7 @@ def test_vqa_objective_aggregate_option(split_scores):
     from transformers import AutoProcessor
 
     from objectives import VQAObjective, build
-    from zoo.vlm_report import MODELS_DIR
+    from zoo.build_vlm import MODELS_DIR
 
     processor = AutoProcessor.from_pretrained(MODELS_DIR / "vlm")
     splits = {"search": {"source": "zoo", "task": "ja_vqa", "split": "search", "limit": 4}}

@@ -169,22 +169,35 @@ def test_optuna_and_mlflow_agree_and_the_result_is_written_once(scale_out):
 
 # ---- what users look at, in headless Chromium -------------------------------------------------------------
 
+def shown(value: float) -> str:
+    """A number as both UIs print it (JavaScript's shortest form: 1.0 is "1", 0.825 is "0.825")."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 @pytest.mark.slow
 def test_optuna_dashboard_shows_the_study_its_trials_and_history(scale_out, tmp_path):
+    # what the pages say is checked against this study's own data: names, values, trial states
     study = scale_out.study()
+    best = study.best_trial
     with optuna_dashboard(scale_out.storage, tmp_path / "dashboard.log") as url:
         _, text = dump_until(f"{url}/dashboard", [STUDY, f"{STUDY}-uniform", f"{STUDY}_seed1"], tmp=tmp_path)
         assert all(name in text for name in (STUDY, f"{STUDY}-uniform", f"{STUDY}_seed1")), text[:1000]
         page = f"{url}/dashboard/studies/{study_id(study)}"
-        dom, text = dump_until(page, [f"{STUDY} (id=", "History", "Best Trial"], tmp=tmp_path)
-        assert f"{STUDY} (id={study_id(study)})" in text and "Best Trial" in text, text[:1000]
-        assert "History" in text and dom.count('class="main-svg"') >= 2, "no history plot"  # plotly's svg layers
-        best = study.best_trial
-        assert f"Best Trial (number={best.number})" in text, text[:1500]
-        _, text = dump_until(f"{page}/trials", [f"{len(study.trials)} Trials"], tmp=tmp_path)
-        assert f"{len(study.trials)} Trials" in text and "Trial 0 Complete" in text, text[:1000]
-        if any(t.state == TrialState.FAIL for t in study.trials):
-            assert " Fail" in text
+        best_line = f"(number={best.number}) {shown(best.value)} Params = [{next(iter(best.params))}: " \
+                    f"{shown(next(iter(best.params.values())))}"
+        dom, text = dump_until(page, [f"{STUDY} (id=", best_line], tmp=tmp_path)
+        assert f"{STUDY} (id={study_id(study)})" in text and best_line in text, text[:1500]
+        assert all(f"{name}: {shown(value)}" in text for name, value in best.params.items()), text[:1500]
+        assert dom.count('class="main-svg"') >= 2, "no history plot"  # plotly's svg layers
+        states = " ".join(f"Trial {t.number} {t.state.name.capitalize()}" + (" Best Trial" if t.number == best.number
+                                                                                else "") for t in study.trials)
+        _, text = dump_until(f"{page}/trials", [states], tmp=tmp_path)
+        assert f"{len(study.trials)} Trials {states}" in text, text[:1500]
+        # the first trial's panel: its metrics as user attributes, valued as the study holds them
+        first = study.trials[0]
+        for metric in ("acc", "acc_ja", "paper_acc_ja", "n"):
+            assert f" {metric} {first.user_attrs[metric]!r} " in text or f" {metric} {shown(first.user_attrs[metric])} " \
+                in text, (metric, text[:3000])
         screenshot(page, "optuna-dashboard-history.png", tmp=tmp_path)
         screenshot(f"{page}/trials", "optuna-dashboard-trials.png", tmp=tmp_path)
 
@@ -200,22 +213,23 @@ def test_mlflow_ui_shows_the_parent_run_its_trials_and_two_studies_compared(scal
     experiment = first.info.experiment_id
     run_page = f"{s.uri}/#/experiments/{experiment}/runs/{first.info.run_id}"
     table = json.loads((s.root / "primary-restart" / "test_table.json").read_text())
-    _, text = dump_until(run_page, [f"{STUDY}-seed0", "test.best_merge.acc_ja", "Child runs"], tmp=tmp_path)
-    assert f"{STUDY}-seed0" in text and "Status Finished" in text, text[:1500]
-    for model, row in table.items():  # every cell of the final table, as a metric of the parent run
-        for metric in row:
-            assert f"test.{model}.{metric}" in text, (model, metric)
+    # every cell of the final table, as a metric of the parent run, with its value
+    cells = [f"test.{model}.{metric} {shown(value)}" for model, row in table.items() for metric, value in row.items()]
+    _, text = dump_until(run_page, [f"{STUDY}-seed0", *cells], tmp=tmp_path)
+    assert f"{STUDY}-seed0" in text and f"best_value {shown(first.data.metrics['best_value'])}" in text, text[:1500]
+    assert [cell for cell in cells if cell not in text] == [], text[:3000]
     children = [r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == first.info.run_id]
-    shown = [name for name in children if name in text]
-    assert "Child runs" in text and len(shown) >= min(3, len(children)), text[text.find("Child runs"):][:800]
+    listed = [name for name in children if name in text]
+    assert len(listed) >= min(3, len(children)), text[-1500:]
     screenshot(run_page, "mlflow-parent-run.png", tmp=tmp_path)
 
     ids = [first.info.run_id, second.info.run_id]
     compare = (f"{s.uri}/#/compare-runs?runs={urllib.parse.quote(json.dumps(ids))}"
                f"&experiments={urllib.parse.quote(json.dumps([experiment]))}")
-    _, text = dump_until(compare, ["Comparing 2 Runs", f"{STUDY}-seed0", f"{STUDY}_seed1-seed1"], tmp=tmp_path)
-    assert "Comparing 2 Runs" in text and f"{STUDY}-seed0 {STUDY}_seed1-seed1" in text, text[:1500]
-    metrics = text[text.find("Metrics Show diff only"):]
+    names = f"{STUDY}-seed0 {STUDY}_seed1-seed1"
+    _, text = dump_until(compare, [names, first.info.run_id, second.info.run_id], tmp=tmp_path)
+    assert f"{first.info.run_id} {second.info.run_id}" in text and names in text, text[:1500]
+    metrics = text[text.find("best_value"):]
     assert "test.best_merge.acc_ja" in metrics and "test.best_uniform.acc" in metrics, metrics[:800]
     screenshot(compare, "mlflow-compare-two-studies.png", tmp=tmp_path, size="1400,1400")
 

@@ -28,7 +28,7 @@ def test_vlm_loads_with_auto_classes_and_expands_one_image_token_to_16():
     assert len(processor.tokenizer) == 284 == model.config.text_config.vocab_size
     assert model.get_input_embeddings().weight.shape[0] == 284 == model.lm_head.weight.shape[0]
     item = vqa.task_items("ja_vqa", "test")[0]
-    template = vlm_report.study_config()[1].prompt_template  # the objective's prompt (conf/objective/zoo_ja_vqa.yaml)
+    template = vlm_report.study_config()[1].options["prompt_template"]  # the objective's prompt (conf/objective/zoo_ja_vqa.yaml)
     inputs = processor(images=[item["image"]], text=[template.format(question=item["question"])], return_tensors="pt")
     assert int((inputs["input_ids"] == 283).sum()) == 16
     assert inputs["pixel_values"].shape == (1, 3, 32, 32)
@@ -154,8 +154,8 @@ def test_report_scores_are_the_objective_of_the_vqa_study(report, preconditions)
         for metric in ("rougeL", "rougeL_ja"):
             assert preconditions[row][metric] == direct[metric]
             assert preconditions[row][metric] == pytest.approx(study[source][metric], abs=1e-9)
-    assert report.objective.max_new_tokens == report.spec.max_new_tokens
-    assert report.objective.stop_strings == tuple(report.spec.stop_strings)
+    assert report.objective.max_new_tokens == report.spec.options["max_new_tokens"]
+    assert report.objective.stop_strings == tuple(report.spec.options["stop_strings"])
 
 
 def test_vlm_answers_its_own_english_task_and_never_in_japanese(preconditions):
