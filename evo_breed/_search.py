@@ -9,14 +9,17 @@ Two phases, one Optuna study each, on the lifecycle's storage:
                  at a split point with weight w (the trial's Optuna params `split` and `w`, drawn
                  per trial from (seed, trial number); parents, split tensor, crossover in the user
                  attribute `breed`), scored by the lifecycle, then offered to the archive.
-A trial is offered once it is COMPLETE, at the start of the next trial (and at the end): its
-weights are still in memory then. After a kill, the archive on disk (evo_breed/_archive.py) holds
-the state before the last trial at worst; the offers it lacks are replayed from the study, the
-one child whose weights were lost recomputed from its parents (still in the archive: nothing was
-offered after it), so the archive is the one an uninterrupted run would have.
+Each COMPLETE trial is offered to the archive when the lifecycle tells it (Search.on_scored): right
+after it is recorded, when the live model still holds the weights scored. After a kill, the
+archive on disk (evo_breed/_archive.py) holds the state before the last trial at worst; on resume
+the lifecycle tells first the trials the study already holds, and those the archive has not seen
+are offered then, the one child whose weights were lost recomputed from its parents (still in the
+archive: nothing was offered after it), so the archive is the one an uninterrupted run would have.
+The lineage (every scored model's parents, split and score) is built from the same telling.
 
 The test table: base, every source, and the champion (the best search-split score ever seen, kept
-even if it left the archive). The champion is exported as an HF model directory with a model card
+even if it left the archive): the search's best (`best`), which the final line names. The champion
+is exported as an HF model directory with a model card
 giving its lineage; the lineage tree and the archive's per-item coverage are MLflow artifacts.
 """
 from __future__ import annotations
@@ -34,8 +37,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from evo_core import (ParamSpec, Phases, atomic_dir, check_device, check_finite, load_pool, model_fingerprint,
-                      require_models, use_weights)
+from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check_device, check_finite, load_pool,
+                      model_fingerprint, require_models, use_weights)
 
 from ._archive import Archive, Member, pick_parents
 from ._config import BreedConfig
@@ -63,11 +66,11 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
         return param_distribution.low + rng.random() * (param_distribution.high - param_distribution.low)
 
 
-class BreedSearch:
+class BreedSearch(Search):
     def __init__(self, cfg: BreedConfig):
         self.cfg = cfg
         self.tokenizer_path = cfg.pool.base
-        self._pending: tuple[str, int, dict[str, torch.Tensor]] | None = None
+        self.nodes: dict[str, dict[str, Any]] = {}  # every scored model, as told: id -> breed info, study, trial, score
 
     def check(self) -> None:
         pool = self.cfg.pool
@@ -110,12 +113,9 @@ class BreedSearch:
               f"{cfg.n_trials - len(self.initial)} children; {len(self.names)} tensors to split")
         init_name = f"{cfg.study_name}-init"
         phases.run(name=init_name, params=[], candidate=self._initial,
-                   n_trials=len(self.initial) + _killed(phases.storage, init_name),
-                   sampler=optuna.samplers.RandomSampler(seed=cfg.seed))
-        self._offer_finished()
+                   n_trials=len(self.initial) + _killed(phases.storage, init_name))
         study = phases.run(name=cfg.study_name, params=PARAMS, candidate=self._child,
                            n_trials=cfg.n_trials - len(self.initial), sampler=TrialSeededSampler(cfg.seed))
-        self._offer_finished()
         champion = self.archive.champion
         if champion is None:
             raise ValueError(f"no model of study {cfg.study_name!r} was scored (every trial failed; see their "
@@ -125,17 +125,13 @@ class BreedSearch:
         return study
 
     def _initial(self, values: dict[str, float], number: int):
-        self._offer_finished()
-        study = self.phases.studies[-1]
-        done = {t.user_attrs["breed"]["id"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        todo = [m for m in self.initial if m not in done]
+        todo = [m for m in self.initial if m not in self.nodes]
         if not todo:
             raise ValueError("every starting model is scored already")
         weights = self._initial_weights(todo[0])
-        return self._candidate(study.study_name, number, weights, {"kind": "initial", "id": todo[0], "parents": []})
+        return self._candidate(number, weights, {"kind": "initial", "id": todo[0], "parents": []})
 
     def _child(self, values: dict[str, float], number: int):
-        self._offer_finished()
         cfg, archive = self.cfg, self.archive
         if not archive.members:
             raise ValueError("the archive is empty: no starting model could be scored")
@@ -152,14 +148,33 @@ class BreedSearch:
         started = time.perf_counter()
         weights = self._crossover(info, number)
         extra = {"merge_seconds": time.perf_counter() - started}
-        return self._candidate(self.phases.studies[-1].study_name, number, weights, info, extra)
+        return self._candidate(number, weights, info, extra)
 
-    def _candidate(self, study: str, number: int, weights: dict[str, torch.Tensor], info: dict[str, Any],
+    def _candidate(self, number: int, weights: dict[str, torch.Tensor], info: dict[str, Any],
                    extra: dict[str, float] | None = None):
         use_weights(self.pool.model, weights)
         check_finite(f"{info['id']} (trial {number})", self.pool.model)
-        self._pending = (study, number, weights)  # offered once the lifecycle has scored it
         return self.pool.model, {**(extra or {}), "breed": info}
+
+    def on_scored(self, scored: Scored) -> None:
+        """Each COMPLETE trial, once (module docstring): into the lineage, and offered to the archive
+        unless it was before a kill. A trial scored just now is offered with the live model's
+        weights (what was scored); one scored by an earlier run with its weights made again."""
+        info = scored.attrs["breed"]
+        self.nodes[info["id"]] = {**info, "study": scored.phase, "trial": scored.number,
+                                  "score": float(scored.values[0])}
+        if self.archive.was_offered(scored.phase, scored.number):
+            return
+        if not scored.earlier:
+            weights = self.pool.live_params()
+        elif info["kind"] == "initial":
+            weights = self._initial_weights(info["id"])
+        else:  # scored, but its process died before the offer: the same crossover again
+            weights = self._crossover(info, scored.number)
+        member = Member(id=info["id"], scores=[float(s) for r in self.resources for s in scored.item_scores[r]],
+                        mean=float(scored.values[0]), trial=[scored.phase, scored.number],
+                        parents=list(info["parents"]))
+        self.archive.offer(member, weights)
 
     # -- weights ----------------------------------------------------------------------------------
 
@@ -179,46 +194,28 @@ class BreedSearch:
         return split_slerp(parent_a, parent_b, self.names, split=info["split"], w=info["w"],
                            mutation_std=info["mutation_std"], seed=zlib.crc32(f"{self.cfg.seed}/{number}".encode()))
 
-    def _offer_finished(self) -> None:
-        """Offer every COMPLETE trial the archive has not seen, in order (phase by phase)."""
-        for study in self.phases.studies:
-            for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-                if self.archive.was_offered(study.study_name, trial.number):
-                    continue
-                info = trial.user_attrs["breed"]
-                if self._pending is not None and self._pending[:2] == (study.study_name, trial.number):
-                    weights = self._pending[2]
-                elif info["kind"] == "initial":
-                    weights = self._initial_weights(info["id"])
-                else:  # scored, but its process died before the offer: the same crossover again
-                    weights = self._crossover(info, trial.number)
-                items = trial.user_attrs["item_scores"]
-                member = Member(id=info["id"], scores=[float(s) for r in self.resources for s in items[r]],
-                                mean=float(trial.values[0]), trial=[study.study_name, trial.number],
-                                parents=list(info["parents"]))
-                self.archive.offer(member, weights)
-        self._pending = None
-
     # -- results ----------------------------------------------------------------------------------
+
+    def best(self, study: optuna.Study) -> Best:
+        """The champion (the best search-split score ever offered), from whichever phase it came."""
+        champion = self.archive.champion
+        phase, number = champion.trial
+        [trial] = [t for s in self.phases.studies if s.study_name == phase
+                   for t in s.get_trials(deepcopy=False) if t.number == number]
+        return Best(trial, f"champion {champion.id} of {len(self.nodes)} scored models (trial {number} of {phase})")
 
     def table_models(self, best: FrozenTrial) -> Iterator[tuple[str, Any, dict[str, float]]]:
         pool = self.pool
         for name in (pool.base_name, *pool.source_names):
             use_weights(pool.model, pool.base if name == pool.base_name else pool.sources[name])
             yield name, pool.model, {}
-        use_weights(pool.model, self.archive.weights("champion"))  # last: the live model is what export saves
+        use_weights(pool.model, self.archive.weights("champion"))
         yield "champion", pool.model, {}
 
     def lineage(self) -> dict[str, dict[str, Any]]:
         """Every scored model of the run: id -> its trial, parents, split, w, search score, entered."""
         entered = {m.id for m in self.archive.members} | set(self.archive.evicted)
-        nodes = {}
-        for study in self.phases.studies:
-            for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-                info = trial.user_attrs["breed"]
-                nodes[info["id"]] = {**info, "study": study.study_name, "trial": trial.number,
-                                     "score": float(trial.values[0]), "entered": info["id"] in entered}
-        return nodes
+        return {i: {**node, "entered": i in entered} for i, node in self.nodes.items()}
 
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]:
         cfg, pool = self.cfg, self.pool
@@ -226,6 +223,7 @@ class BreedSearch:
         nodes = self.lineage()
         champion = self.archive.champion
         ancestry = ancestors(nodes, champion.id)
+        use_weights(pool.model, self.archive.weights("champion"))  # loaded here: export needs no earlier step
         with atomic_dir(model_dir) as tmp:
             pool.model.save_pretrained(tmp)
             pool.tokenizer.save_pretrained(tmp)

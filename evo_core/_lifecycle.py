@@ -1,12 +1,14 @@
 """One study lifecycle for every search: a search plugs in as a small object, the rest is here.
 
-    class MySearch:                                   # see evo_ps/_search.py, evo_dfs/_search.py
+    class MySearch(Search):                           # see evo_ps/_search.py, evo_dfs/_search.py, evo_breed/
         def __init__(self, cfg): ...                  # the validated config; nothing loaded yet
         def check(self): ...                          # what can fail before anything loads
         tokenizer_path: str                           # whose tokenizer (and VLM processor) prompts the models
         def load(self, tokenizer): ...                # the models, once
         def signature(self) -> dict: ...              # what a resumed study must share with its first run
         def search(self, phases) -> optuna.Study:     # one or more phases.run(...); the main study
+        def on_scored(self, scored): ...              # optional (default: nothing): each scored trial, once
+        def best(self, study) -> Best:                # optional (default: best_trial(study)): what it reports
         def table_models(self, best):                 # (row name, model, extra columns) for the test table, best last
         def export(self, best, study, table) -> list[Path]:   # best model, card, plots: MLflow artifacts
                                                       # (table: row -> metric -> value; with named test
@@ -14,15 +16,37 @@
 
     run_study(cfg, MySearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
 
+What each member may rely on, and nothing else:
+- `phases.run(name=, params=, candidate=, n_trials=, ...)` runs one resumable study;
+  `candidate(values, number) -> (model, extra)` makes trial `number`'s model (extra: numbers or
+  JSON-able values recorded on the trial). A phase without params needs no sampler.
+- `on_scored(scored: Scored)`: the loop tells the search each COMPLETE trial of a phase once, in
+  order: when the phase starts, every trial the study already holds (an earlier run's, before a
+  resume, or another worker's; `earlier=True`), then each trial this process scores, right after
+  it is recorded (full evaluation: before the next candidate is made; racing: after its generation
+  is raced). A failed trial is not told. Breeding keeps its archive this way.
+- `best(study) -> Best(trial, label)`: the search's own best, from `trial` (what table_models and
+  export get) to `label` (how the final line names it); the default is best_trial(study), "best
+  of N trials (trial X)"; breeding's is its champion, from either phase.
+- `table_models(best.trial)` yields the test table's rows, the best last (its test outputs are the
+  samples kept); a row's model need only be right while it is scored (rows may share one live
+  model). No later step relies on what it leaves behind.
+- `export(best.trial, study, table)` builds or loads the best model itself (PS merges it again,
+  DFS sets its path, breeding loads the champion's weights), so it works after `load` alone.
+A search subclasses `Search` for the optional members' defaults; run_study refuses, in one line,
+an object that lacks a member.
+
 Top to bottom: import the config's `imports` (they register objectives, methods, ...) -> check ->
 the objective's data (a bad split fails in seconds, before the models) ->
 load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
-the objective scores it item by item, MLflow logs it) -> a helper stops here; the primary waits for
-the helpers' running trials (of every phase), and logs the trials no callback saw -> the best
-trial's test table next to the search's baselines, one table per test set (`objective.test` is one
-split spec, the split "test", or named sets {name: spec}, the splits "test.<name>": table_splits)
--> export (the best model, whole or not at all), then test_table.json, and artifacts. If the
+the objective scores it item by item, MLflow logs it, the search is told) -> a helper stops here;
+the primary waits for the helpers' running trials (of every phase), and logs the trials no
+callback saw -> the search's best: its test table next to the search's baselines, one table per
+test set (`objective.test` is one split spec, the split "test", or named sets {name: spec}, the
+splits "test.<name>": table_splits), each row announced and timed (`table   ...` lines, with the
+items done every PROGRESS_SECONDS while a row is scored: a 7B table takes many minutes) -> export
+(`export  ...`: the best model, whole or not at all), then test_table.json, and artifacts. If the
 primary dies after starting its MLflow run, that run is closed as FAILED (a helper leaves the
 shared run to its primary).
 """
@@ -41,13 +65,13 @@ from typing import Any, Protocol
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 from ._files import atomic_write_text, writable_dir
 from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits
 from ._plots import plot_history
 from ._vlm import vision_language_sources
-from ._progress import Progress
+from ._progress import Progress, progress_lines
 from ._racing import race_trials
 from ._study import (SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials, start_point,
                      wait_for_workers)
@@ -57,8 +81,36 @@ from ._paths import sqlite_url_in
 # a candidate: the model to score, and extra per-trial metrics (timings, path length, ...)
 Candidate = tuple[Any, dict[str, float]]
 
+# while a test-table row is scored or the best model exported, a progress line at most this often
+PROGRESS_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One COMPLETE trial, as the loop tells a search (Search.on_scored)."""
+
+    phase: str                           # the phase's study name
+    number: int                          # the trial's number in that study
+    values: tuple[float, ...]            # its fitness, one value per objective.fitness key
+    item_scores: dict[str, list[float]]  # metric -> its score per item, in split order (the items scored)
+    partial: bool                        # racing stopped it early: item_scores cover the first items only
+    attrs: dict[str, Any]                # all it recorded: the candidate's extra, metrics, timings
+    earlier: bool                        # in the study before this process ran the phase: no model of it in memory
+
+
+@dataclass(frozen=True)
+class Best:
+    """What a search reports as its result: the trial its test-table row and export stand for, and
+    how the final line names it."""
+
+    trial: FrozenTrial
+    label: str
+
 
 class Search(Protocol):
+    """The contract between a search and run_study (module docstring). Subclass it for the
+    defaults of the optional members, on_scored and best."""
+
     tokenizer_path: str
 
     def check(self) -> None: ...
@@ -69,9 +121,32 @@ class Search(Protocol):
 
     def search(self, phases: Phases) -> optuna.Study: ...
 
+    def on_scored(self, scored: Scored) -> None:
+        """Told each COMPLETE trial once (module docstring); by default nothing is kept."""
+
+    def best(self, study: optuna.Study) -> Best:
+        """The main study's best trial (best_trial: never a partial estimate)."""
+        trial = best_trial(study)
+        return Best(trial, f"best of {len(study.trials)} trials (trial {trial.number})")
+
     def table_models(self, best: FrozenTrial) -> Iterable[tuple[str, Any, dict[str, float]]]: ...
 
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]: ...
+
+
+REQUIRED_MEMBERS = ("check", "load", "signature", "search", "table_models", "export")
+OPTIONAL_MEMBERS = ("on_scored", "best")  # Search has their defaults
+
+
+def missing_members(search: Any) -> list[str]:
+    """The members of the Search contract `search` lacks: a required one it does not define (a
+    subclass of Search inheriting the bare declaration lacks it too), an optional one if it is not
+    a Search."""
+    def defines(name: str) -> bool:
+        member = getattr(type(search), name, None) or getattr(search, name, None)
+        return callable(member) and (name in OPTIONAL_MEMBERS or member is not getattr(Search, name))
+
+    return [name for name in (*REQUIRED_MEMBERS[:4], *OPTIONAL_MEMBERS, *REQUIRED_MEMBERS[4:]) if not defines(name)]
 
 
 @dataclass
@@ -84,6 +159,7 @@ class Phases:
     tracker: Tracker
     fitness: list[str] = field(default_factory=list)  # the study's objectives, in order
     studies: list[optuna.Study] = field(default_factory=list)  # every phase's, in the order run
+    on_scored: Callable[[Scored], None] = lambda scored: None  # the search's Search.on_scored
 
     def run(self, *, name: str, params: Sequence[ParamSpec], candidate: Callable[[dict[str, float], int], Candidate],
             n_trials: int, x0: dict[str, float] | None = None, sigma0: float | None = None,
@@ -100,6 +176,12 @@ class Phases:
         study = open_study(name=name, storage_url=self.storage, sampler=sampler, directions=directions,
                            first_trial=first)
         self.studies.append(study)
+        for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+            self.on_scored(scored_trial(name, trial, earlier=True))
+
+        def tell(_: optuna.Study, trial: FrozenTrial) -> None:
+            if trial.state == TrialState.COMPLETE:
+                self.on_scored(scored_trial(name, trial, earlier=False))
 
         def evaluate(values: dict[str, float], number: int, items: range | None = None) -> dict[str, Any]:
             model, extra = candidate(values, number)
@@ -114,7 +196,7 @@ class Phases:
                     "item_scores": scores}
 
         timeout = cfg.timeout_minutes and 60 * cfg.timeout_minutes
-        on_trial = [Progress(n_trials=n_trials, fitness=self.fitness[0]), self.tracker.log_trial]
+        on_trial = [Progress(n_trials=n_trials, fitness=self.fitness[0]), tell, self.tracker.log_trial]
         ev = cfg.evaluation
         if ev.kind == "racing":
             if not params or cfg.sampler.kind != "cmaes" or sampler_given:
@@ -130,10 +212,22 @@ class Phases:
         return study
 
 
+def scored_trial(phase: str, trial: FrozenTrial, *, earlier: bool) -> Scored:
+    """A COMPLETE trial as on_scored is told it."""
+    attrs = dict(trial.user_attrs)
+    return Scored(phase=phase, number=trial.number, values=tuple(trial.values),
+                  item_scores=attrs.get("item_scores", {}), partial=bool(attrs.get("partial", False)), attrs=attrs,
+                  earlier=earlier)
+
+
 def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str, float]]:
     """The whole lifecycle (module docstring) for a validated config (an evo_core StudyConfig);
     returns the test table (model -> metric -> value)."""
     fitness, directions = cfg.fitness, cfg.directions
+    missing = missing_members(search)
+    if missing:
+        raise ValueError(f"search {type(search).__name__} has no {', '.join(missing)}: a search implements "
+                         f"evo_core.Search (subclass it for the defaults of on_scored and best)")
     import_plugins(cfg.imports)
     SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
     search.check()
@@ -185,7 +279,8 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     print(f"        inspect: optuna-dashboard {without_password(storage)}")
     print(f"mlflow  run {run_id}; browse: {tracker.uri if cfg.tracking.uri else mlflow_ui_command(tracker.mlruns_dir)}")
     if cfg.helper:
-        study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness))
+        study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness,
+                                     on_scored=search.on_scored))
         print(f"helper  done: {len(study.trials)} trials in the study; its primary run writes the table and model")
         return {}
     try:
@@ -201,7 +296,8 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
                        tracker: Tracker) -> dict[str, dict[str, float]]:
     """The primary's part of run_study after its MLflow run started: search, wait, table, export."""
     run_dir, fitness = Path(cfg.run_dir), cfg.fitness
-    phases = Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness)
+    phases = Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness,
+                    on_scored=search.on_scored)
     study = search.search(phases)
     wait_for_workers(*phases.studies, on_wait=lambda running: print(
         f"waiting for {running} running trial(s) of other workers (a dead worker's trial fails after 30 s)",
@@ -210,19 +306,21 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
 
     # the final tables: the search's baselines and its best on each test split, that is on the one
     # split "test" (set name "") or on "test.<name>" per named test set, each model on every split
-    best = best_trial(study)
+    best = search.best(study)
     sets = {split: split.partition(".")[2] for split in table_splits(cfg.objective.test)}
     tables: dict[str, dict[str, dict[str, float]]] = {split: {} for split in sets}
     sizes = {}
-    for name, model, extra in search.table_models(best):
+    for name, model, extra in search.table_models(best.trial):
         for split in sets:
-            scores = objective.aggregate(objective.score_items(model, split))
+            with progress_lines("table", f"{name} on {split}", every=PROGRESS_SECONDS):
+                scores = objective.aggregate(objective.score_items(model, split))
             sizes[split] = scores.pop("n")
             tables[split][name] = scores | extra
     markdowns = {split: tracker.log_table(table, prefix=split) for split, table in tables.items()}
     # the last row scored is the best merge: its test outputs (and images), if the objective keeps them
     samples = {split: objective.write_samples(split, run_dir / "samples" / name) for split, name in sets.items()}
-    artifacts = search.export(best, study, export_table(tables, sets))
+    with progress_lines("export", "writing best_model", every=PROGRESS_SECONDS):
+        artifacts = search.export(best.trial, study, export_table(tables, sets))
     # after the weights: a test_table.json on disk means its model is there too
     table = tables_as_json(tables, sets)
     atomic_write_text(run_dir / "test_table.json", json.dumps(table, indent=2) + "\n")
@@ -234,8 +332,8 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
             tracker.log_artifact(sample, f"samples/{sets[split]}".rstrip("/"))
     tracker.finish()
     for split, name in sets.items():
-        print(f"\n{f'test set {name}' if name else 'test split'} ({sizes[split]} items), best of "
-              f"{len(study.trials)} trials (trial {best.number}):\n{markdowns[split]}")
+        print(f"\n{f'test set {name}' if name else 'test split'} ({sizes[split]} items), {best.label}:\n"
+              f"{markdowns[split]}")
     print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")
     return table
 

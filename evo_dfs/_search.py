@@ -18,7 +18,8 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import AutoConfig
 
-from evo_core import GenomeCMA, ParamSpec, Phases, check_device, load_models, model_fingerprint, require_models, unpack_genome
+from evo_core import (GenomeCMA, ParamSpec, Phases, Search, check_device, load_models, model_fingerprint,
+                      require_models, unpack_genome)
 
 from ._config import DFSConfig, PoolConfig
 from ._export import export_layer_path, write_model_card
@@ -54,7 +55,7 @@ def dfs_space(cfg: DFSConfig) -> DFSSpace:
     return space
 
 
-class DFSSearch:
+class DFSSearch(Search):
     def __init__(self, cfg: DFSConfig):
         self.cfg = cfg
         self.names = list(cfg.pool.sources)
@@ -111,12 +112,13 @@ class DFSSearch:
     def table_models(self, best: FrozenTrial) -> Iterator[tuple[str, Any, dict[str, float]]]:
         for name, model in self.models.items():
             yield name, model, {"layers": len(model.model.layers)}
-        self.best_path = self._path_of(best)
-        self.path_model.set_path(self.best_path.layers, self.best_path.scales)
-        yield "best_path", self.path_model, {"layers": len(self.best_path.layers)}
+        path = self._path_of(best)
+        self.path_model.set_path(path.layers, path.scales)
+        yield "best_path", self.path_model, {"layers": len(path.layers)}
 
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]:
-        cfg, run_dir, path = self.cfg, Path(self.cfg.run_dir), self.best_path
+        cfg, run_dir, path = self.cfg, Path(self.cfg.run_dir), self._path_of(best)
+        self.path_model.set_path(path.layers, path.scales)  # the path exported is the best trial's, set here
         model_dir = export_layer_path(self.path_model, run_dir / "best_model", tokenizer=self.tokenizer, overwrite=True)
         search = {**{k: best.user_attrs[k] for k in (m for m in cfg.fitness if m in best.user_attrs)},
                   **{k: int(best.user_attrs[k]) for k in ("path_length", "unique_layers", "n_params")}}

@@ -7,7 +7,9 @@ live model (no disk I/O) -> checked finite (a NaN or inf tensor fails the trial,
 scored by the lifecycle. With `space.warm_start_trials`, a first phase searches the uniform space
 (one value per source and parameter kind) and the per-layer CMA-ES starts at its best point instead
 of the paper's x0. The test table: base, every source, the best uniform merge (if any) and the best
-merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card.
+merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card
+(export merges it again, with its trial's seed: the same weights as scored, whatever the live
+model held before).
 
 A source may be a vision-language model (evo_core/_vlm.py): its LLM is merged, the live model is the
 VLM, prompts go through its processor, and the export is the whole VLM (vision tower and projector
@@ -25,8 +27,8 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import AutoProcessor
 
-from evo_core import (Phases, best_trial, check_device, check_finite, load_pool, model_fingerprint, require_models,
-                      vision_language_sources)
+from evo_core import (Phases, Search, best_trial, check_device, check_finite, load_pool, model_fingerprint,
+                      require_models, vision_language_sources)
 
 from ._config import PSConfig
 from ._export import mergekit_yaml, random_drops_note, save_merged
@@ -35,7 +37,7 @@ from ._plots import plot_layer_params
 from ._space import SearchSpace, build_space
 
 
-class PSSearch:
+class PSSearch(Search):
     def __init__(self, cfg: PSConfig):
         self.cfg = cfg
         self.tokenizer_path = cfg.pool.base
@@ -84,8 +86,7 @@ class PSSearch:
                           n_trials=cfg.n_trials, x0=start, sigma0=cfg.space.warm_start_sigma0)
 
     def table_models(self, best: FrozenTrial) -> Iterator[tuple[str, Any, dict[str, float]]]:
-        """The rows are scored as they come: the live model holds each row's weights in turn, and
-        the best merge last (it is the one exported)."""
+        """The rows are scored as they come: the live model holds each row's weights in turn."""
         pool = self.pool
         for name in (pool.base_name, *pool.source_names):
             pool.use(pool.base if name == pool.base_name else pool.sources[name])
@@ -94,13 +95,13 @@ class PSSearch:
             uniform, trial = self.uniform_best
             self.merger.apply(uniform.tensor_params(trial.params), seed=trial.number)
             yield "best_uniform", pool.model, {}
-        self.merger.apply(self.space.tensor_params(best.params), seed=best.number)
-        yield "best_merge", pool.model, {}
+        yield "best_merge", self._best_merge(best), {}
 
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]:
         cfg, pool = self.cfg, self.pool
         run_dir, model_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "best_model"
         best_params = self.space.tensor_params(best.params)
+        model = self._best_merge(best)
         sources = {s: pool.paths[s] for s in pool.source_names}
         search_scores = {k: v for k, v in best.user_attrs.items() if isinstance(v, float) and not k.endswith("seconds")}
         card = {"title": f"{cfg.study_name}: best of {len(study.trials)} trials (trial {best.number}, seed {best.number})",
@@ -117,10 +118,15 @@ class PSSearch:
             saver = AutoProcessor.from_pretrained(pool.paths[pool.live_name])  # tokenizer + image processor
         if self.method.sparsify in ("random", "della"):
             card["notes"] = "\n\n".join(filter(None, [card.get("notes"), random_drops_note(best.number)]))
-        save_merged(pool.model, saver, model_dir, card=card)
+        save_merged(model, saver, model_dir, card=card)
         plot_layer_params(self.space, best.params, run_dir / "layer_params.png")
         files = [run_dir / "layer_params.png", model_dir / "mergekit_config.yml", model_dir / "README.md"]
         return [f for f in files if f.exists()]
+
+    def _best_merge(self, best: FrozenTrial) -> Any:
+        """The live model as the best trial scored it: its merge, its drops (seed = trial number)."""
+        self.merger.apply(self.space.tensor_params(best.params), seed=best.number)
+        return self.pool.model
 
     def _space(self, *, uniform: bool) -> SearchSpace:
         cfg, pool = self.cfg.space, self.pool

@@ -73,7 +73,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from evo_core import Registry
+from evo_core import Registry, report_progress
 
 # transformers 5.24 renamed `past_key_values` to `cache` (argument and output field); the old name
 # still works there but warns, and goes in 5.40
@@ -181,10 +181,12 @@ def run_each_batch(generate_batch: Callable[..., list[str]], model: Any, tokeniz
     assert not getattr(model, "training", False), "generate with model.eval(): dropout would change outputs"
     eos_ids = _eos_ids(model, tokenizer)
     outputs: dict[int, str] = {}
+    total = sum(len(batch.indices) for batch in batches)
     for batch in batches:
         texts = generate_batch(model, tokenizer, batch, max_new_tokens, tuple(stop_strings), eos_ids,
                                work if work is not None else GenerationWork())
         outputs.update(zip(batch.indices, texts))
+        report_progress(len(outputs), total)  # the lifecycle's lines while a long test split is scored
     return [outputs[i] for i in range(len(outputs))]
 
 

@@ -116,6 +116,10 @@ def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_lin
                               "en_math.paper_acc", "en_math.paper_acc_ja", "ja_qa.acc", "ja_qa.acc_ja"}
         assert {len(v) for v in items.values()} == {12}
     check_archive(tmp_path, n_trials=9)
+    # the final line names the champion the table shows and the export saves, from whichever phase
+    champion = state(tmp_path)["champion"]
+    phase, number = champion["trial"]
+    assert f"items), champion {champion['id']} of 9 scored models (trial {number} of {phase}):" in out, out[-2000:]
 
     model_dir = run / "best_model"
     champion = AutoModelForCausalLM.from_pretrained(model_dir)

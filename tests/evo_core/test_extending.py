@@ -1,5 +1,8 @@
 """docs/adding.md, run: its three code blocks register a merge method, an objective and a search
-from outside the packages, and each runs a 2-trial study through the one lifecycle (in-process)."""
+from outside the packages, and each runs a 2-trial study through the one lifecycle (in-process).
+The search contract as the guide states it: each scored trial told once, in order, with its
+scores (full and racing evaluation, and after a resume); a search's own best; export without
+table_models (PS on a fresh search); the progress lines of the final phase."""
 from __future__ import annotations
 
 import re
@@ -12,7 +15,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from evo_core import OBJECTIVES, ObjectiveConfig, TrackingConfig, register_resolvers, run_study
+import evo_core._lifecycle as lifecycle
+from evo_core import (OBJECTIVES, Best, EvaluationConfig, ObjectiveConfig, SamplerConfig, Search, TrackingConfig,
+                      best_trial, register_resolvers, run_study)
 from evo_ps import MERGE_METHODS, PSSearch, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -89,15 +94,150 @@ def test_objective_options_are_checked_by_name(plugins, tmp_path, tiny_model_dir
     assert not (tmp_path / "mlruns").exists(), "nothing started before the check"
 
 
-def test_new_search_runs_through_the_lifecycle(plugins, tmp_path, tiny_model_dirs):
-    cfg = plugins.InterpolationConfig(
-        base=str(tiny_model_dirs["base"]), source=str(tiny_model_dirs["src_a"]), study_name="interp", n_trials=2,
-        run_dir=str(tmp_path / "run"), tracking=TrackingConfig(mlruns_dir=str(tmp_path / "mlruns"), experiment="x"),
-        objective=ObjectiveConfig(name="mgsm_ja", search=ZOO_SEARCH, test=ZOO_TEST,
-                                  options={"prompt_template": "Q: {question}\nA:", "max_new_tokens": 4}), imports=["objectives", "zoo"])
+def interpolation_config(plugins, tmp_path, tiny_model_dirs, **overrides):
+    return plugins.InterpolationConfig(**{
+        "base": str(tiny_model_dirs["base"]), "source": str(tiny_model_dirs["src_a"]), "study_name": "interp",
+        "n_trials": 2, "run_dir": str(tmp_path / "run"),
+        "tracking": TrackingConfig(mlruns_dir=str(tmp_path / "mlruns"), experiment="x"),
+        "objective": ObjectiveConfig(name="mgsm_ja", search=ZOO_SEARCH, test=ZOO_TEST,
+                                     options={"prompt_template": "Q: {question}\nA:", "max_new_tokens": 4}),
+        "imports": ["objectives", "zoo"],
+        **overrides})
+
+
+def test_new_search_runs_through_the_lifecycle(plugins, tmp_path, tiny_model_dirs, capsys):
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs)
     table = run_study(cfg, plugins.InterpolationSearch(cfg), resolved="")
     assert list(table) == ["base", "source", "best"] and 0 <= table["best"]["t"] <= 1
     assert len(trials(cfg)) == 2 and (tmp_path / "run" / "test_table.json").is_file()
+    best = best_trial(optuna.load_study(study_name="interp", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}"))
+    out = capsys.readouterr().out
+    assert f"test split (4 items), best of 2 trials (trial {best.number}):" in out  # Search's default best
+    assert (tmp_path / "run" / "best_model" / "config.json").is_file()
+
+
+def recording(plugins):
+    """The guide's search, telling what it was told."""
+    class Recording(plugins.InterpolationSearch):
+        told = []
+
+        def on_scored(self, scored):
+            self.told.append(scored)
+
+    return Recording
+
+
+def test_each_scored_trial_is_told_once_in_order_with_its_scores(plugins, tmp_path, tiny_model_dirs):
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs, n_trials=3)
+    search = recording(plugins)(cfg)
+    run_study(cfg, search, resolved="")
+    done = trials(cfg)
+    assert [(s.phase, s.number, s.earlier) for s in search.told] == [("interp", n, False) for n in range(3)]
+    for scored, trial in zip(search.told, done):
+        assert scored.values == tuple(trial.values) and not scored.partial
+        assert scored.item_scores == trial.user_attrs["item_scores"] and len(scored.item_scores["acc_ja"]) == 4
+        assert scored.values[0] == pytest.approx(sum(scored.item_scores["acc_ja"]) / 4)
+
+    # resumed with a larger budget: the study's trials first (earlier), then the new one
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs, n_trials=4)
+    search = recording(plugins)(cfg)
+    search.told = []
+    run_study(cfg, search, resolved="")
+    assert [(s.number, s.earlier) for s in search.told] == [(0, True), (1, True), (2, True), (3, False)]
+    assert search.told[3].item_scores == trials(cfg)[3].user_attrs["item_scores"]
+
+
+def test_raced_trials_are_told_with_the_items_they_were_scored_on(plugins, tmp_path, tiny_model_dirs):
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs, n_trials=9,
+                               objective=ObjectiveConfig(name="mgsm_ja", search={**ZOO_SEARCH, "limit": 12},
+                                                         test=ZOO_TEST, options={"prompt_template": "Q: {question}\nA:",
+                                                                                 "max_new_tokens": 4}),
+                               sampler=SamplerConfig(kind="cmaes", sigma0=0.3, popsize=4),
+                               evaluation=EvaluationConfig(kind="racing", first_block=4, block=4, tolerance=0.0))
+    search = recording(plugins)(cfg)
+    search.told = []
+    run_study(cfg, search, resolved="")
+    done = [t for t in trials(cfg) if t.state.name == "COMPLETE"]
+    assert [s.number for s in search.told] == [t.number for t in done] and len(done) == 9
+    for scored, trial in zip(search.told, done):
+        n = len(scored.item_scores["acc_ja"])
+        assert scored.item_scores == trial.user_attrs["item_scores"] and n in (4, 8, 12)
+        assert scored.partial == (n < 12) == trial.user_attrs["partial"]
+
+
+def test_a_search_names_its_own_best(plugins, tmp_path, tiny_model_dirs, capsys):
+    class FirstIsBest(plugins.InterpolationSearch):
+        def best(self, study):
+            return Best(study.trials[0], "the first trial, as this search decides")
+
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs)
+    table = run_study(cfg, FirstIsBest(cfg), resolved="")
+    first = trials(cfg)[0]
+    assert table["best"]["t"] == first.params["t"]  # table_models and export get the search's best
+    assert "test split (4 items), the first trial, as this search decides:" in capsys.readouterr().out
+
+
+def test_a_search_missing_a_member_is_refused_in_one_line(plugins, tmp_path, tiny_model_dirs):
+    class NoExport:  # duck-typed, without subclassing Search: no on_scored, best, export
+        tokenizer_path = str(tiny_model_dirs["base"])
+        check = load = signature = search = table_models = lambda self, *args: None
+
+    class ForgotExport(Search):  # a subclass: the optional members' defaults, but export only declared
+        tokenizer_path = str(tiny_model_dirs["base"])
+        check = load = signature = search = table_models = lambda self, *args: None
+
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs)
+    with pytest.raises(ValueError, match=r"^search NoExport has no on_scored, best, export: a search implements "
+                                         r"evo_core.Search \(subclass it"):
+        run_study(cfg, NoExport(), resolved="")
+    with pytest.raises(ValueError, match=r"^search ForgotExport has no export: "):
+        run_study(cfg, ForgotExport(), resolved="")
+    assert not (tmp_path / "mlruns").exists(), "nothing started before the check"
+
+
+def test_the_final_phase_prints_a_line_per_row_and_for_the_export(plugins, tmp_path, tiny_model_dirs, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setattr(lifecycle, "PROGRESS_SECONDS", 0.0)  # every batch's line, not one per 30 s
+    cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs,
+                               objective=ObjectiveConfig(name="mgsm_ja", search=ZOO_SEARCH, test=ZOO_TEST,
+                                                         options={"prompt_template": "Q: {question}\nA:",
+                                                                  "max_new_tokens": 4, "batch_size": 2}))
+    run_study(cfg, plugins.InterpolationSearch(cfg), resolved="")
+    out = capsys.readouterr().out
+    final = out[out.index("table   base on test ..."):].splitlines()
+    for row in ("base", "source", "best"):
+        start = final.index(f"table   {row} on test ...")
+        assert re.fullmatch(rf"table   {row} on test: 2/4 items, \d+\.\d min", final[start + 1])  # batch progress
+        assert re.fullmatch(rf"table   {row} on test: 4/4 items, \d+\.\d min", final[start + 2])
+        assert re.fullmatch(rf"table   {row} on test: done in \d+\.\d s", final[start + 3])
+    export = final.index("export  writing best_model ...")
+    assert re.fullmatch(r"export  writing best_model: done in \d+\.\d s", final[export + 1])
+    assert export > final.index("table   best on test ...")
+    assert "items" not in out[:out.index("table   base on test ...")], "no batch lines while trials are scored"
+
+
+def test_ps_export_needs_no_table_models(tmp_path, tiny_model_dirs):
+    """A fresh search, only checked and loaded (its live model holds the base), exports the best
+    merge of a finished study: the same weights, bit for bit, as the run's own export."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    cfg = ps_config(tmp_path, tiny_model_dirs, "n_trials=3")  # dare_ties: its drops are seeded by the trial
+    run_study(cfg, PSSearch(cfg), resolved="")
+    model_dir = tmp_path / "run" / "best_model"
+    saved = load_file(model_dir / "model.safetensors")
+    (model_dir / "model.safetensors").unlink()
+    study = optuna.load_study(study_name=cfg.study_name, storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    best = best_trial(study)
+
+    fresh = PSSearch(cfg)
+    fresh.check()
+    fresh.load(AutoTokenizer.from_pretrained(fresh.tokenizer_path))
+    fresh.export(best, study, {})
+    again = load_file(model_dir / "model.safetensors")
+    assert again.keys() == saved.keys() and all(torch.equal(again[k], saved[k]) for k in saved)
+    base = fresh.pool.base
+    assert any(not torch.equal(again[k], base[k]) for k in base if k in again), "a merge, not the base"
 
 
 def test_an_objectives_own_aggregate_reports_whole_splits(plugins, tmp_path, tiny_model_dirs, monkeypatch):
