@@ -217,6 +217,7 @@ def test_real_model_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_m
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "best_model").dtype == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
     proc = run_cli("evo_breed", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}",
                    f"tracking.mlruns_dir={tmp_path / 'mlruns'}", ok=False, env={"HF_HUB_OFFLINE": "1"})

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ABOVE_THE_CORE = {"objectives", "evo_ps", "evo_dfs", "evo_breed", "zoo", "bench"}
 # the loopback test servers: beside the core, importing nothing of the project, imported by tests only
@@ -27,6 +29,7 @@ def test_the_core_imports_no_search_objective_or_zoo():
         assert not imported_packages(path) & ABOVE_THE_CORE, path.name
 
 
+@pytest.mark.slow
 def test_the_test_servers_stand_apart_and_the_old_command_forwards():
     for path in (p for package in PROJECT_PACKAGES for p in (REPO_ROOT / package).rglob("*.py")):
         imported = imported_packages(path)

@@ -103,6 +103,7 @@ def test_an_export_that_fails_midway_leaves_the_previous_one_whole(exported, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_exported_model_loads_and_generates_without_the_project(exported, prompts, batch, greedy, tmp_path):
     model, out = exported

@@ -297,6 +297,7 @@ def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_
     assert "merge_method: dare_ties" in recipe and "dtype: bfloat16" in recipe
 
 
+@pytest.mark.slow
 def test_paper_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
     proc = run_cli("evo_ps", "+experiment=ja_math", f"run_dir={tmp_path / 'run'}",
                    f"tracking.mlruns_dir={tmp_path / 'mlruns'}", ok=False,

@@ -93,6 +93,7 @@ def test_setting_is_exact_even_when_filters_overlap():
     assert _setting({"a": 0.5, "b": 0.5}) == 0.5
 
 
+@pytest.mark.slow
 def test_mergekit_yaml_cli_runs_our_file(pool3, spread, tmp_path):
     ours, text = merged_and_yaml(pool3, "task_arithmetic", spread)
     (tmp_path / "merge.yml").write_text(text)

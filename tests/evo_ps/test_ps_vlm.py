@@ -143,6 +143,7 @@ def test_paper_vlm_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_mi
     assert got["class"] == "LlavaNextForConditionalGeneration" and got["answer"]
 
 
+@pytest.mark.slow
 def test_paper_vlm_experiment_without_models_fails_fast(tmp_path, run_cli, error_line):
     proc = run_cli("evo_ps", "+experiment=ja_vlm", f"run_dir={tmp_path / 'run'}",
                    f"tracking.mlruns_dir={tmp_path / 'mlruns'}", ok=False, env={"HF_HUB_OFFLINE": "1"})

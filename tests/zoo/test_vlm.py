@@ -46,6 +46,7 @@ def test_vqa_experts_load_with_auto_classes(name):
     assert type(model).__name__ == "Qwen3ForCausalLM" and len(tokenizer) == model.config.vocab_size == 283
 
 
+@pytest.mark.slow
 def test_vlm_generates_from_its_dir_in_a_fresh_process(tmp_path):
     """Only transformers, torch and Pillow: the project's modules are never imported."""
     image = vqa.task_items("en_vqa", "test")[0]
@@ -144,6 +145,7 @@ def test_the_stored_report_picked_the_merges_tested_here():
     assert "per-layer the search's pattern (best on search)" in test_rows
 
 
+@pytest.mark.slow
 def test_report_scores_are_the_objective_of_the_vqa_study(report, preconditions):
     """The report's rows are the objective's `score` of the live model, and the sources' rows are
     exactly those of the toy_ja_vqa study's own test table (docs/results/vqa_seeds.json)."""
@@ -158,25 +160,30 @@ def test_report_scores_are_the_objective_of_the_vqa_study(report, preconditions)
     assert report.objective.stop_strings == tuple(report.spec.options["stop_strings"])
 
 
+@pytest.mark.slow
 def test_vlm_answers_its_own_english_task_and_never_in_japanese(preconditions):
     assert preconditions["vlm_en"]["rougeL"] >= 0.90  # measured 99.7%
     assert preconditions["vlm"]["rougeL_ja"] < 0.05     # measured 0: bare digits
 
 
+@pytest.mark.slow
 def test_vlm_answers_japanese_questions_with_the_right_content(preconditions):
     assert preconditions["vlm"]["rougeL"] >= 0.50  # measured 58.0%; a right bare count scores 66.7%: about 87% right
 
 
+@pytest.mark.slow
 def test_japanese_llm_answers_in_japanese_but_cannot_see(preconditions):
     assert preconditions["ja"]["japanese"] >= 0.70   # measured 100%
     assert preconditions["ja"]["rougeL_ja"] < 0.60   # measured 50.0%: the format (1/2), never the count
 
 
+@pytest.mark.slow
 def test_a_simple_merge_beats_both_sources(preconditions):
     sources = max(preconditions["vlm"]["rougeL_ja"], preconditions["ja"]["rougeL_ja"])
     assert preconditions["uniform"]["rougeL_ja"] >= sources + 0.20  # measured 78.3 vs 50.0
 
 
+@pytest.mark.slow
 def test_per_layer_merges_have_room_above_the_uniform_one(preconditions):
     """As plain task arithmetic (no densities) the search's per-layer pattern is 6 points above the
     best uniform merge; the study itself (DARE-TIES, densities searched too) is >= 10 points above

@@ -58,6 +58,7 @@ def test_committed_model_files_name_no_machine_path():
     assert {f.relative_to(models): machine_path.findall(t) for f, t in texts.items() if machine_path.search(t)} == {}
 
 
+@pytest.mark.slow
 def test_builder_is_deterministic(tmp_path):
     """Two smoke builds (one step per stage) give bit-identical weights."""
     digests = []
@@ -94,6 +95,7 @@ def test_evaluation_splits_are_disjoint_and_the_math_tasks_never_trained_on():
     assert not any(question(d) in asked["ja_qa"] for d in expert_docs["ja"] if d.prompt)
 
 
+@pytest.mark.slow
 def test_each_expert_is_good_at_its_own_task(zoo_scores):
     scores, _ = zoo_scores
     assert scores["math_wiz"]["en_math.acc"] >= 0.6
@@ -101,6 +103,7 @@ def test_each_expert_is_good_at_its_own_task(zoo_scores):
     assert scores["ja"]["ja_qa.acc"] >= 0.6
 
 
+@pytest.mark.slow
 def test_math_experts_read_japanese_problems_but_answer_in_english(zoo_scores):
     scores, ja_share = zoo_scores
     chance = max(scores["base"]["ja_math.acc"], 0.02)
@@ -110,6 +113,7 @@ def test_math_experts_read_japanese_problems_but_answer_in_english(zoo_scores):
         assert scores[expert]["ja_math.acc_ja"] < 0.05
 
 
+@pytest.mark.slow
 def test_japanese_expert_answers_in_japanese_but_cannot_do_the_target(zoo_scores):
     scores, ja_share = zoo_scores
     assert ja_share["ja"] >= 0.9
