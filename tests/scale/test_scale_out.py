@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from evo_core._optuna_compat import study_id
 from scale_support import REPO_ROOT, count_trials, dump_until, optuna_dashboard, screenshot
 
-N_TRIALS, HELPERS, KILLS = 14, 3, 2
+N_TRIALS, HELPERS, KILLS = 18, 3, 2  # room for the primary's next trial after a helper's kill
 STUDY = "toy_ja_math"
 PHASES = (f"{STUDY}-uniform", STUDY)  # the warm start (space.warm_start_trials=2), then per layer
 EXPERIMENT = "scale_out"
@@ -64,9 +64,12 @@ def start(scale: ScaleOut, name: str, *extra: str) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
 
 
-def wait_for(procs: dict, condition) -> None:
+def wait_for(procs: dict, victim: str, condition) -> None:
+    """Poll until `condition()`; the victim must still be running, and no worker may have failed
+    (another may have ended cleanly: helpers stop once the study has its trials)."""
     while not condition():
-        assert all(p.poll() is None for p in procs.values()), {n: p.poll() for n, p in procs.items()}
+        assert procs[victim].poll() is None and all(p.poll() in (None, 0) for p in procs.values()), \
+            {n: p.poll() for n, p in procs.items()}
         time.sleep(0.5)
 
 
@@ -86,7 +89,7 @@ def scale_out(servers, tmp_path_factory) -> ScaleOut:
     # run's owner) during or right after its next trial; both by SIGKILL, at a random instant within the next 1.5 s
     for victim in (rng.choice([n for n in procs if n != "primary"]), "primary"):
         target = trials_run(victim) + (rng.randint(1, 2) if victim != "primary" else 1)
-        wait_for(procs, lambda: trials_run(victim) >= target)
+        wait_for(procs, victim, lambda: trials_run(victim) >= target)
         time.sleep(rng.uniform(0, 1.5))
         assert procs[victim].poll() is None, f"{victim} ended before its kill"
         procs[victim].send_signal(signal.SIGKILL)
