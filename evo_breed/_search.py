@@ -74,13 +74,14 @@ class BreedSearch(Search):
 
     def check(self) -> None:
         pool = self.cfg.pool
-        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}})
+        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}},
+                       allow_pickle_weights=pool.allow_pickle_weights)
         check_device(pool.device, key="pool.device")
 
     def load(self, tokenizer: Any) -> None:
         pool = self.cfg.pool
         self.pool = load_pool(base=pool.base, sources=pool.sources, dtype=pool.dtype, device=pool.device,
-                              tokenizer=tokenizer)
+                              tokenizer=tokenizer, allow_pickle_weights=pool.allow_pickle_weights)
         self.names = list(self.pool.param_names)
         self.model_hashes = {name: model_fingerprint(path) for name, path in self.pool.paths.items()}
         self.initial = [self.pool.base_name, *self.pool.source_names,

@@ -1,11 +1,13 @@
 """`model_fingerprint(path)`: a cheap content hash of a model's weights (seconds for a 7B model)
-that a resumed study compares: a model replaced under the same path is a different search."""
+that a resumed study compares: a model replaced under the same path is a different search. Pickled
+weights (a pool that allows them) are hashed the same way, as files (name, size, samples)."""
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._model_checks import pickled_weight_files
 from ._safetensors import safetensors_files, safetensors_header
 
 FINGERPRINT_SAMPLES = 3  # 1 MiB samples per safetensors file: its start, middle and end
@@ -24,8 +26,10 @@ def model_fingerprint(path: str) -> str:
         if local is None:
             return f"hub:{path}"
     digest = hashlib.sha256((local / "config.json").read_bytes())
-    for file in safetensors_files(str(local)):
-        raw, _ = safetensors_header(file)
+    # pickled weights (pool.allow_pickle_weights) only where there are no safetensors: unread, as files
+    files = safetensors_files(str(local)) or pickled_weight_files(local)
+    for file in files:
+        raw = safetensors_header(file)[0] if file.suffix == ".safetensors" else b""
         size = file.stat().st_size
         digest.update(f"{file.name}:{size}:".encode() + raw)
         with open(file, "rb") as handle:

@@ -1,7 +1,11 @@
 """Checks that fail in one line before any weight is loaded (and two that run once it is).
 
 Before: the device exists (`check_device`, from a search's check()); a model path is an existing
-local directory with config.json or has the shape of a hub id (`check_model_path`); every model a
+local directory with config.json or has the shape of a hub id (`check_model_path`); a local model's
+weights are safetensors (`check_weights_format`: pickled weights, `pytorch_model.bin` and the like,
+are refused with the command that converts them, unless the pool's `allow_pickle_weights` opts in;
+they are then read by torch.load(weights_only=True) only, and a pickle holding more than tensors is
+refused in one line: `load_weights_error`); every model a
 config names can be had, locally, from the HF cache or the hub (`require_models`); every model has
 the first one's architecture (`check_same_architecture`; a VLM counts as its language model) and
 its tokenizer vocabulary (`check_same_tokenizer`: same tokens, same ids, or weights of different
@@ -12,6 +16,7 @@ is finite (`check_finite`: a NaN in a source would poison every merge).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -52,8 +57,58 @@ def _hub_reachable(repo_id: str) -> bool:
         return False
 
 
-def require_models(refs: Mapping[str, str | Path]) -> None:
-    """Fail in one line, before anything loads, naming every model that cannot be had.
+# the config key that lets a pool load pickled weights (each search's `pool` group has it)
+PICKLE_OPT_IN = "pool.allow_pickle_weights"
+# what torch.save writes: pickles, whose loading may run code (transformers' pytorch_model*.bin among them)
+PICKLE_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def pickled_weight_files(path: str | Path) -> list[Path]:
+    """The pickled weight files of a local model directory (none for a hub id)."""
+    local = Path(path).expanduser()
+    return sorted(f for pattern in PICKLE_PATTERNS for f in local.glob(pattern)) if local.is_dir() else []
+
+
+def convert_command(path: str | Path) -> str:
+    """A shell command that writes safetensors weights beside a local model's pickled ones (loaded
+    by transformers with torch.load(weights_only=True); transformers >= 4.35 saves safetensors)."""
+    local = Path(path).expanduser()
+    config = local / "config.json"
+    vision = config.is_file() and {"vision_config", "text_config"} <= json.loads(config.read_text()).keys()
+    auto = "AutoModelForImageTextToText" if vision else "AutoModelForCausalLM"
+    return (f"python -c \"from transformers import {auto} as M; "
+            f"M.from_pretrained('{local}', use_safetensors=False).save_pretrained('{local}')\"")
+
+
+def check_weights_format(name: str, path: str | Path, *, allow_pickle: bool) -> None:
+    """A local model directory holds safetensors weights, or (with `allow_pickle`) pickled ones;
+    a hub id is left to the loader (loaded with use_safetensors unless `allow_pickle`). Reads no
+    weight: only the file names."""
+    local = Path(path).expanduser()
+    if not local.is_dir() or any(local.glob("*.safetensors")):
+        return
+    pickled = pickled_weight_files(local)
+    if not pickled:
+        raise FileNotFoundError(f"model {name!r}: {local} has no weights (no *.safetensors file); download or "
+                                f"save the model again")
+    if not allow_pickle:
+        raise ValueError(f"model {name!r}: {local} has pickled weights only ({pickled[0].name}), which can run code "
+                         f"when loaded; convert them to safetensors once: {convert_command(local)} "
+                         f"(or set {PICKLE_OPT_IN}=true to load them with torch.load(weights_only=True))")
+
+
+def load_weights_error(name: str, path: str, err: Exception) -> ValueError:
+    """The one line for pickled weights torch.load(weights_only=True) refused: what it found (e.g.
+    `unsupported GLOBAL posix.system`), without torch's advice to retry with weights_only=False."""
+    found = [line.strip().rstrip(".") for line in str(err).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+    reason = f" ({found[0][:200]})" if found else ""
+    return ValueError(f"model {name!r}: the pickled weights in {path} hold more than tensors{reason}; refused "
+                      f"(unpickling them could run code): get safetensors weights from a source you trust")
+
+
+def require_models(refs: Mapping[str, str | Path], *, allow_pickle_weights: bool = False) -> None:
+    """Fail in one line, before anything loads, naming every model that cannot be had, and a local
+    model without safetensors weights (check_weights_format).
 
     `refs` maps the config key a user would override (e.g. "pool.sources.shisa") to a local
     directory or a hub id."""
@@ -61,6 +116,7 @@ def require_models(refs: Mapping[str, str | Path]) -> None:
     for key, ref in refs.items():
         local = Path(ref).expanduser()
         if local.is_dir() and (local / "config.json").is_file():
+            check_weights_format(key.rpartition(".")[2], local, allow_pickle=allow_pickle_weights)
             continue
         if not local.exists() and looks_like_hub_id(ref) and _hub_reachable(str(ref)):
             continue

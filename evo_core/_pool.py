@@ -30,6 +30,7 @@ resumed study compares is in _fingerprint.py.
 """
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,8 +39,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
 
-from ._model_checks import (check_finite, check_model_path, check_same_architecture, check_same_shapes,
-                            check_same_tokenizer, load_config)
+from ._model_checks import (PICKLE_OPT_IN, check_finite, check_model_path, check_same_architecture, check_same_shapes,
+                            check_same_tokenizer, check_weights_format, load_config, load_weights_error)
 from ._safetensors import header_shapes
 from ._vlm import (is_vision_language, language_model_params, language_model_shapes, leading_rows, text_config,
                    vision_language_sources)
@@ -60,12 +61,14 @@ def _param_shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", device: str = "cpu",
-                same_shapes: bool = True) -> dict[str, PreTrainedModel]:
-    """Load each named causal LM (eval mode, no grad) after checking paths, architectures and
-    tokenizers, and tensor shapes where local safetensors headers tell them; shapes are checked
-    again once loaded, and every weight must be finite.
+                same_shapes: bool = True, allow_pickle_weights: bool = False) -> dict[str, PreTrainedModel]:
+    """Load each named causal LM (eval mode, no grad) after checking paths, weight formats,
+    architectures and tokenizers, and tensor shapes where local safetensors headers tell them;
+    shapes are checked again once loaded, and every weight must be finite.
 
     same_shapes=False skips the shape checks (e.g. data-flow models of different depths).
+    allow_pickle_weights=False: safetensors weights only (a hub id is loaded with use_safetensors);
+    True: pickled weights too, read by torch.load(weights_only=True) and never otherwise.
     """
     torch_dtype = resolve_dtype(dtype)
     if not paths:
@@ -74,6 +77,8 @@ def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", devi
         if not _NAME.fullmatch(name):
             raise ValueError(f"model name {name!r} must use only letters, digits, '_' and '-'")
     resolved = {name: check_model_path(name, path) for name, path in paths.items()}
+    for name, path in resolved.items():
+        check_weights_format(name, path, allow_pickle=allow_pickle_weights)
     configs = {name: load_config(name, path) for name, path in resolved.items()}
     check_same_architecture(configs)
     vlms = [name for name, cfg in configs.items() if is_vision_language(cfg)]
@@ -88,7 +93,18 @@ def load_models(paths: Mapping[str, str | Path], *, dtype: str = "float32", devi
     models = {}
     for name, path in resolved.items():
         auto = AutoModelForImageTextToText if name in vlms else AutoModelForCausalLM
-        model = auto.from_pretrained(path, dtype=torch_dtype)
+        try:
+            # weights_only=True is transformers' default; said here, as it is all the opt-in allows
+            model = auto.from_pretrained(path, dtype=torch_dtype, weights_only=True,
+                                         use_safetensors=None if allow_pickle_weights else True)
+        except pickle.UnpicklingError as err:
+            raise load_weights_error(name, path, err) from None
+        except OSError as err:  # a hub id: transformers' own message names the file it lacks
+            if "safetensors" not in str(err) or allow_pickle_weights:
+                raise
+            raise ValueError(f"model {name!r}: {path} has no safetensors weights ({str(err).splitlines()[0]}); "
+                             f"download it, convert it to safetensors and point model {name!r} at the local copy "
+                             f"(or set {PICKLE_OPT_IN}=true)") from None
         check_finite(name, model)
         models[name] = model.to(device).eval().requires_grad_(False)
     if same_shapes:
@@ -150,9 +166,11 @@ class ModelPool:
 
 
 def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str = "float32",
-              device: str = "cpu", base_name: str = "base", tokenizer: object | None = None) -> ModelPool:
+              device: str = "cpu", base_name: str = "base", tokenizer: object | None = None,
+              allow_pickle_weights: bool = False) -> ModelPool:
     """Load base + at least two sources for parameter-space merging; the live model on `device`.
-    `tokenizer`: the base's, if the caller has already loaded it (else it is loaded here)."""
+    `tokenizer`: the base's, if the caller has already loaded it (else it is loaded here);
+    allow_pickle_weights: as load_models."""
     if len(sources) < 2:
         raise ValueError(
             f"parameter-space merging needs at least 2 source models; "
@@ -168,7 +186,7 @@ def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str
         raise ValueError(f"sources {', '.join(vlms)} are all vision-language models; a pool keeps one vision "
                          f"tower, so at most one source may be a VLM")
     # load on CPU: the host copies stay there; only the live model moves to `device`
-    models = load_models(paths, dtype=dtype, device="cpu")
+    models = load_models(paths, dtype=dtype, device="cpu", allow_pickle_weights=allow_pickle_weights)
     live_name = vlms[0] if vlms else base_name
     base_params = language_model_params(models[base_name])
     host = {}

@@ -26,6 +26,7 @@ class PoolConfig:
     made_by: dict[str, str] = field(default_factory=dict)  # source -> command that writes it
     dtype: str = "float32"
     device: str = "cpu"
+    allow_pickle_weights: bool = False  # true: sources without safetensors load by torch.load(weights_only=True)
 
 
 @dataclass

@@ -39,7 +39,8 @@ def check_sources(pool: PoolConfig) -> None:
         if not Path(pool.sources[name]).exists():
             raise FileNotFoundError(f"model {name!r}: {pool.sources[name]} does not exist; it is written by "
                                     f"`{command}`: run that first")
-    require_models({f"pool.sources.{name}": path for name, path in pool.sources.items()})
+    require_models({f"pool.sources.{name}": path for name, path in pool.sources.items()},
+                   allow_pickle_weights=pool.allow_pickle_weights)
 
 
 def dfs_space(cfg: DFSConfig) -> DFSSpace:
@@ -69,7 +70,8 @@ class DFSSearch(Search):
     def load(self, tokenizer: Any) -> None:
         cfg, layout = self.cfg, self.space.layout
         # no same-shape check: only decoder layers are shared between the sources, and from_sources checks those
-        self.models = load_models(cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device, same_shapes=False)
+        self.models = load_models(cfg.pool.sources, dtype=cfg.pool.dtype, device=cfg.pool.device, same_shapes=False,
+                                  allow_pickle_weights=cfg.pool.allow_pickle_weights)
         self.model_hashes = {name: model_fingerprint(path) for name, path in cfg.pool.sources.items()}
         assert SlotLayout.of(list(self.models.values()), repeats=layout.repeats) == layout
         start = self.space.path(self.space.x0_vector())

@@ -19,6 +19,7 @@ class PoolConfig:
     sources: dict[str, str] = field(default_factory=dict)
     dtype: str = "float32"
     device: str = "cpu"
+    allow_pickle_weights: bool = False  # true: sources without safetensors load by torch.load(weights_only=True)
 
 
 @dataclass

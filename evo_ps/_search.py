@@ -46,7 +46,8 @@ class PSSearch(Search):
     def check(self) -> None:
         pool = self.cfg.pool
         self.method = merge_method(self.cfg.merge.method, self.cfg.merge.options)  # unknown names/options fail here
-        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}})
+        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}},
+                       allow_pickle_weights=pool.allow_pickle_weights)
         check_device(pool.device, key="pool.device")
         # a VLM source's tokenizer (with its image token) and processor prompt the models
         vlms = vision_language_sources(pool.sources)
@@ -55,7 +56,7 @@ class PSSearch(Search):
     def load(self, tokenizer: Any) -> None:
         pool = self.cfg.pool
         self.pool = load_pool(base=pool.base, sources=pool.sources, dtype=pool.dtype, device=pool.device,
-                              tokenizer=tokenizer)
+                              tokenizer=tokenizer, allow_pickle_weights=pool.allow_pickle_weights)
         self.space = self._space(uniform=self.cfg.space.uniform)
         self.merger = InMemoryMerger(pool=self.pool, method=self.method)
         self.model_hashes = {name: model_fingerprint(path) for name, path in self.pool.paths.items()}
