@@ -72,6 +72,16 @@ class BreedSearch(Search):
         self.tokenizer_path = cfg.pool.base
         self.nodes: dict[str, dict[str, Any]] = {}  # every scored model, as told: id -> breed info, study, trial, score
 
+    def check_objective(self, objective: Any) -> None:
+        """archive.resources names metrics of the objective: checked before the study exists."""
+        cfg = self.cfg
+        names = [m.name for m in objective.metrics]
+        self.resources = list(cfg.archive.resources) or [cfg.objective.fitness]
+        unknown = [r for r in self.resources if r not in names]
+        if unknown:
+            raise ValueError(f"archive.resources: {', '.join(unknown)} not a metric of objective "
+                             f"{cfg.objective.name!r}; known: {', '.join(names)}")
+
     def check(self) -> None:
         pool = self.cfg.pool
         require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}},
@@ -99,12 +109,6 @@ class BreedSearch(Search):
     def search(self, phases: Phases) -> optuna.Study:
         cfg = self.cfg
         self.phases = phases
-        names = [m.name for m in phases.objective.metrics]
-        self.resources = list(cfg.archive.resources) or [cfg.objective.fitness]
-        unknown = [r for r in self.resources if r not in names]
-        if unknown:
-            raise ValueError(f"archive.resources: {', '.join(unknown)} not a metric of objective "
-                             f"{cfg.objective.name!r}; known: {', '.join(names)}")
         self.archive = Archive(Path(cfg.run_dir) / "archive", capacity=cfg.archive.pop_size, alpha=cfg.archive.alpha)
         a = cfg.archive
         pull = "no attraction" if not a.attraction else (

@@ -3,6 +3,7 @@
     class MySearch(Search):                           # see evo_ps/_search.py, evo_dfs/_search.py, evo_breed/
         def __init__(self, cfg): ...                  # the validated config; nothing loaded yet
         def check(self): ...                          # what can fail before anything loads
+        def check_objective(self, objective): ...     # optional: what needs the objective's metrics too
         tokenizer_path: str                           # whose tokenizer (and VLM processor) prompts the models
         def load(self, tokenizer): ...                # the models, once
         def signature(self) -> dict: ...              # what a resumed study must share with its first run
@@ -17,6 +18,9 @@
     run_study(cfg, MySearch(cfg), resolved=yaml)      # what `python -m evo_ps` does
 
 What each member may rely on, and nothing else:
+- `check_objective(objective)`: called once the objective is built (its `metrics` declared, its
+  data read), before any model loads and before the study or MLflow run exist: a setting naming
+  the objective's metrics (breeding's `archive.resources`) is checked here, in one line.
 - `phases.run(name=, params=, candidate=, n_trials=, ...)` runs one resumable study;
   `candidate(values, number) -> (model, extra)` makes trial `number`'s model (extra: numbers or
   JSON-able values recorded on the trial). A phase without params needs no sampler.
@@ -109,11 +113,14 @@ class Best:
 
 class Search(Protocol):
     """The contract between a search and run_study (module docstring). Subclass it for the
-    defaults of the optional members, on_scored and best."""
+    defaults of the optional members, check_objective, on_scored and best."""
 
     tokenizer_path: str
 
     def check(self) -> None: ...
+
+    def check_objective(self, objective: Objective) -> None:
+        """Check what needs the built objective (its declared metrics); by default nothing."""
 
     def load(self, tokenizer: Any) -> None: ...
 
@@ -135,7 +142,7 @@ class Search(Protocol):
 
 
 REQUIRED_MEMBERS = ("check", "load", "signature", "search", "table_models", "export")
-OPTIONAL_MEMBERS = ("on_scored", "best")  # Search has their defaults
+OPTIONAL_MEMBERS = ("check_objective", "on_scored", "best")  # Search has their defaults
 
 
 def missing_members(search: Any) -> list[str]:
@@ -227,7 +234,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     missing = missing_members(search)
     if missing:
         raise ValueError(f"search {type(search).__name__} has no {', '.join(missing)}: a search implements "
-                         f"evo_core.Search (subclass it for the defaults of on_scored and best)")
+                         f"evo_core.Search (subclass it for the defaults of {', '.join(OPTIONAL_MEMBERS)})")
     import_plugins(cfg.imports)
     SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
     search.check()
@@ -251,6 +258,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     if cfg.objective.fitness not in names:
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
                          f"{cfg.objective.name!r}; known: {', '.join(names)}")
+    search.check_objective(objective)
     search.load(tokenizer)
 
     storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")

@@ -244,6 +244,8 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
 def test_bad_settings_are_one_line(tmp_path, cli_error, override, message):
     line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
     assert message in line, line
+    # refused before the study and the MLflow run exist (archive.resources: once the objective is built)
+    assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
 
 
 @pytest.mark.slow
