@@ -38,7 +38,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check_device, check_finite, load_pool,
-                      model_fingerprint, require_models, use_weights)
+                      model_fingerprint, name_models_in_configs, published_name, require_models, use_weights)
 
 from ._archive import Archive, Member, pick_parents
 from ._config import BreedConfig
@@ -232,6 +232,7 @@ class BreedSearch(Search):
         with atomic_dir(model_dir) as tmp:
             pool.model.save_pretrained(tmp)
             pool.tokenizer.save_pretrained(tmp)
+            name_models_in_configs(tmp)  # a source config's own path is not published
             (tmp / "lineage.json").write_text(json.dumps({i: nodes[i] for i in ancestry}, indent=2) + "\n")
             (tmp / "README.md").write_text(model_card(cfg, champion, ancestry, nodes, table, dict(pool.paths)),
                                            encoding="utf-8")
@@ -264,8 +265,10 @@ def ancestors(nodes: dict[str, dict[str, Any]], start: str) -> list[str]:
 
 def model_card(cfg: BreedConfig, champion: Member, ancestry: list[str], nodes: dict[str, dict[str, Any]],
                table: dict[str, dict[str, float]], paths: dict[str, str]) -> str:
+    """The champion's README.md; the starting models named by hub id or folder name (published_name)."""
     import yaml
 
+    paths = {name: published_name(path) for name, path in paths.items()}
     front = yaml.safe_dump({"library_name": "transformers", "tags": ["merge", "evolutionary-model-merge", "m2n2"],
                             "base_model": list(paths.values())}, sort_keys=False)
     a = cfg.archive

@@ -19,6 +19,7 @@ from ._paths import PROJECT_ROOT, project_path, register_resolvers, sqlite_url_i
 from ._plots import plot_history
 from ._pool import ModelPool, load_models, load_pool, use_weights
 from ._progress import Progress, report_progress
+from ._publish import name_models_in_configs, published_name
 from ._racing import race
 from ._registry import Registry
 from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
@@ -30,9 +31,9 @@ __all__ = [
     "atomic_dir", "atomic_write_text", "Best", "best_trial", "build_objective", "check_device", "check_finite",
     "check_model_path", "check_signature", "cli_main", "EvaluationConfig", "finished_trials", "GenomeCMA",
     "GenomeSpace", "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler",
-    "make_objective", "markdown_table", "mean_scores", "Metric", "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveDefaults",
+    "make_objective", "markdown_table", "mean_scores", "Metric", "name_models_in_configs", "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveDefaults",
     "objective_options", "ObjectiveConfig", "OBJECTIVES", "open_study", "pack_genome", "paper_popsize", "ParamSpec",
-    "Phases", "plot_history", "Progress", "project_path", "PROJECT_ROOT", "race", "read_test_tables", "register_resolvers", "Registry",
+    "Phases", "plot_history", "Progress", "project_path", "PROJECT_ROOT", "published_name", "race", "read_test_tables", "register_resolvers", "Registry",
     "report_progress", "require_models", "run_cli", "run_study", "run_trials", "SamplerConfig", "SAMPLERS", "Scored", "Search", "sqlite_url_in",
     "start_point", "StudyConfig", "table_splits", "Tracker", "TrackingConfig", "typed_config", "unpack_genome", "use_weights",
     "vision_language_sources", "wait_for_workers", "with_defaults",

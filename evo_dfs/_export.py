@@ -8,6 +8,7 @@ Writes: config.json (model A's config + path_layers/path_scales per hop + auto_m
 visited layer ONCE plus model A's embeddings / final norm / lm_head, generation_config.json, the
 tokenizer, and modeling_layer_path.py -- a verbatim copy of the very module the search runs. The
 directory is written next to `out_dir` and renamed into place once complete: never half-written.
+Models are named by hub id or folder name, never by a local path (evo_core/_publish.py).
 `write_model_card(out_dir, ...)` adds a README.md (sources, the path hop by hop, scores).
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from evo_core import atomic_dir, atomic_write_text
+from evo_core import atomic_dir, atomic_write_text, name_models_in_configs, published_name
 from evo_dfs import modeling_layer_path
 from evo_dfs._path import LayerPath
 from evo_dfs.modeling_layer_path import LayerPathForCausalLM
@@ -41,17 +42,20 @@ def export_layer_path(model: LayerPathForCausalLM, out_dir, *, tokenizer=None, o
         shutil.copyfile(modeling_layer_path.__file__, tmp / f"{_MODULE}.py")
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        name_models_in_configs(tmp)  # a source config's own path (e.g. a VLM's text_config) is not published
     return out
 
 
 def write_model_card(out_dir, *, title: str, sources: Mapping[str, str], origins: Sequence[str], path: LayerPath,
                      scores: Mapping[str, Mapping[str, float]]) -> Path:
-    """README.md for an exported path: sources (model A first), the path hop by hop, scores.
+    """README.md for an exported path: sources (model A first, named by hub id or folder name:
+    published_name), the path hop by hop, scores.
 
     origins: provenance of each global layer index ("ja.layers.3"), as `config.stored_layer_origins`
     of the search-time model; scores: {row: {metric: value}}, e.g. {"test: best_path": {"acc_ja": 0.4}}.
     """
     out = Path(out_dir)
+    sources = {name: published_name(ref) for name, ref in sources.items()}
     front = yaml.safe_dump({"library_name": "transformers", "tags": ["merge", "evolutionary-model-merge",
                                                                     "layer-path"],
                             "base_model": list(sources.values())}, sort_keys=False)

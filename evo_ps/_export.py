@@ -14,6 +14,11 @@ filter = substring of the tensor name), compressed along the dotted name: a whol
 by every tensor is written as a plain number. Random methods (dare_*, della*) draw their masks
 from mergekit's own generator, so the YAML reproduces their distribution, not the same masks: the
 model card says so, and how the scored model itself is rebuilt (random_drops_note).
+
+What save_merged publishes names models, never this machine's paths (evo_core/_publish.py): the
+card names the base and sources by hub id or folder name, the saved configs too, and the YAML
+beside the model names them so, under a first line saying to point them at local copies
+(`published_yaml`); the runnable YAML with the local paths is for the caller to keep elsewhere.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from evo_core import atomic_dir
+from evo_core import atomic_dir, name_models_in_configs, published_name
 
 from ._methods import MergeMethod
 
@@ -51,6 +56,20 @@ def mergekit_yaml(*, method: MergeMethod, tensor_params: Mapping[str, Mapping[st
         config["parameters"] = parameters
     config["dtype"] = dtype
     return yaml.safe_dump(config, sort_keys=False)
+
+
+PUBLISHED_YAML_NOTE = ("# models named by hub id, or by folder name for a local copy: point each at a hub id or a "
+                       "local path before running mergekit-yaml\n")
+
+
+def published_yaml(text: str) -> str:
+    """A mergekit YAML as published: every model (base_model, models[].model) by its published_name."""
+    config = yaml.safe_load(text)
+    if config.get("base_model"):
+        config["base_model"] = published_name(config["base_model"])
+    for entry in config.get("models") or []:
+        entry["model"] = published_name(entry["model"])
+    return PUBLISHED_YAML_NOTE + yaml.safe_dump(config, sort_keys=False)
 
 
 def random_drops_note(seed: int) -> str:
@@ -110,7 +129,9 @@ def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any
 
     card keys: method and sources (name -> path or hub id) required; title, base, parameters
     ({name: value}), scores ({split: {metric: value}} or {metric: value}), mergekit_yaml (also
-    written to mergekit_config.yml) and notes optional.
+    written to mergekit_config.yml) and notes optional. What is written names models, not local
+    paths: the card's base and sources and the YAML's models by published_name (published_yaml),
+    and the saved configs likewise (name_models_in_configs).
     """
     unknown = set(card) - set(CARD_KEYS)
     if unknown:
@@ -119,9 +140,12 @@ def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any
         if key not in card:
             raise ValueError(f"model card needs {key!r}")
     out = Path(out_dir)
+    if card.get("mergekit_yaml"):
+        card = {**card, "mergekit_yaml": published_yaml(card["mergekit_yaml"])}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        name_models_in_configs(tmp)
         if card.get("mergekit_yaml"):
             (tmp / "mergekit_config.yml").write_text(card["mergekit_yaml"], encoding="utf-8")
         (tmp / "README.md").write_text(model_card(card, name=out.name), encoding="utf-8")
@@ -129,16 +153,17 @@ def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any
 
 
 def model_card(card: Mapping[str, Any], *, name: str) -> str:
-    sources = dict(card["sources"])
-    models = ([card["base"]] if card.get("base") else []) + list(sources.values())
+    sources = {source: published_name(ref) for source, ref in card["sources"].items()}
+    base = card.get("base") and published_name(card["base"])
+    models = ([base] if base else []) + list(sources.values())
     front = yaml.safe_dump({"library_name": "transformers", "tags": ["merge", "evolutionary-model-merge"],
                             "base_model": models}, sort_keys=False)
     lines = [f"---\n{front}---", f"# {card.get('title') or name}", "",
              f"A merge of the models below by **{card['method']}**, with its per-layer merge parameters "
              f"found by evolutionary search (CMA-ES), after Akiba et al., *Evolutionary Optimization of "
              f"Model Merging Recipes* (2025).", "", "## Models", "", "| role | name | model |", "|---|---|---|"]
-    if card.get("base"):
-        lines.append(f"| base | | `{card['base']}` |")
+    if base:
+        lines.append(f"| base | | `{base}` |")
     lines += [f"| source | {source} | `{path}` |" for source, path in sources.items()]
     if card.get("scores"):
         lines += ["", "## Scores", "", "| split | metric | value |", "|---|---|---|"]
@@ -150,7 +175,8 @@ def model_card(card: Mapping[str, Any], *, name: str) -> str:
         lines += ["", "## Merge parameters", "", "| parameter | value |", "|---|---|"]
         lines += [f"| `{key}` | {_fmt(value)} |" for key, value in card["parameters"].items()]
     if card.get("mergekit_yaml"):
-        lines += ["", "## Reproduce with mergekit", "", "`mergekit-yaml mergekit_config.yml OUT_DIR`", "",
+        lines += ["", "## Reproduce with mergekit", "", "`mergekit-yaml mergekit_config.yml OUT_DIR`, once each model "
+                  "in it names a hub id or a local copy (local models are named by their folder).", "",
                   "```yaml", card["mergekit_yaml"].rstrip(), "```"]
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]

@@ -9,7 +9,8 @@ scored by the lifecycle. With `space.warm_start_trials`, a first phase searches 
 of the paper's x0. The test table: base, every source, the best uniform merge (if any) and the best
 merge; the best merge is saved as an HF model directory with a mergekit YAML and a model card
 (export merges it again, with its trial's seed: the same weights as scored, whatever the live
-model held before).
+model held before). What is saved names models by hub id or folder name; the same YAML with this
+machine's paths, runnable here, is run_dir/mergekit_config.local.yml.
 
 A source may be a vision-language model (evo_core/_vlm.py): its LLM is merged, the live model is the
 VLM, prompts go through its processor, and the export is the whole VLM (vision tower and projector
@@ -27,14 +28,17 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import AutoProcessor
 
-from evo_core import (Phases, Search, best_trial, check_device, check_finite, load_pool, model_fingerprint,
-                      require_models, vision_language_sources)
+from evo_core import (Phases, Search, atomic_write_text, best_trial, check_device, check_finite, load_pool,
+                      model_fingerprint, published_name, require_models, vision_language_sources)
 
 from ._config import PSConfig
 from ._export import mergekit_yaml, random_drops_note, save_merged
 from ._merge import InMemoryMerger, merge_method
 from ._plots import plot_layer_params
 from ._space import SearchSpace, build_space
+
+# the mergekit YAML with the local paths, in run_dir (best_model/ has the one with published names)
+LOCAL_YAML = "mergekit_config.local.yml"
 
 
 class PSSearch(Search):
@@ -111,9 +115,11 @@ class PSSearch(Search):
         if pool.live_name == pool.base_name:
             card["mergekit_yaml"] = mergekit_yaml(method=self.method, tensor_params=best_params,
                                                   base=pool.paths[pool.base_name], sources=sources, dtype=cfg.pool.dtype)
+            # with this machine's paths, runnable here: kept out of best_model/, which names models only
+            atomic_write_text(run_dir / LOCAL_YAML, card["mergekit_yaml"])
             saver = pool.tokenizer
         else:
-            card["notes"] = (f"The language model of `{pool.paths[pool.live_name]}` was merged with the text models "
+            card["notes"] = (f"The language model of `{published_name(pool.paths[pool.live_name])}` was merged with the text models "
                              f"above; its vision tower and projector are unchanged. mergekit 0.1.5 has no LLaVA "
                              f"architecture, so no mergekit YAML is given.")
             saver = AutoProcessor.from_pretrained(pool.paths[pool.live_name])  # tokenizer + image processor

@@ -7,9 +7,10 @@ The trained zoo itself (for effects) is in `zoo/models/`, see `zoo_dirs`.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,33 @@ def cli_error():
 def error_line():
     """error_line(proc) -> the single 'error: ...' line a failed CLI printed."""
     return _error_line
+
+
+# an absolute path in text (/a/b..., ~/a): not a URL's path (https://host/a/b), not a relative path's tail
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~@+-])(?:~|/[\w.@+-]+)(?:/[\w.@+-]+)+")
+
+
+def _machine_paths(root: Path, *, also: Iterable[str | Path] = ()) -> dict[str, list[str]]:
+    """Every absolute path (or ~/...) in the text files under `root` (binary files, such as weights
+    and pictures, skipped), and every occurrence of the strings in `also` (this run's tmp dir, the
+    repo root, the home dir): {file relative to root: hits}; {} when what is there names no path."""
+    literals = [str(a) for a in also] + [str(REPO_ROOT), str(Path.home())]
+    hits = {}
+    for file in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        found = _ABSOLUTE_PATH.findall(text) + [literal for literal in literals if literal in text]
+        if found:
+            hits[str(file.relative_to(root))] = found
+    return hits
+
+
+@pytest.fixture(scope="session")
+def machine_paths():
+    """machine_paths(dir, also=(tmp_path,)) -> {file: absolute paths in it}; {} for a publishable dir."""
+    return _machine_paths
 
 
 def _tiny_llava(language_model_dir: Path, out: Path, *, seed: int, next_version: bool = False) -> Path:

@@ -195,7 +195,7 @@ def test_kill_9_mid_run_keeps_the_archive(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_model_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_dirs, mgsm_ja_tsv):
+def test_real_model_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_dirs, mgsm_ja_tsv, machine_paths):
     # `+experiment=ja_math` (three fine-tunes of one base, bf16, the paper's fitness, gen781's
     # tournament and attraction weight) with tiny models for the 7B ones, a local file for the hub
     # dataset and the CPU for CUDA
@@ -215,6 +215,9 @@ def test_real_model_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_m
     for row in ("| base |", "| shisa |", "| wizardmath |", "| abel |", "| champion |"):
         assert row in out, out[-2000:]
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "best_model").dtype == torch.bfloat16
+    # the card, lineage and configs name the starting models, not this machine's paths
+    assert machine_paths(tmp_path / "run" / "best_model", also=[tmp_path, tiny_model_dirs["base"].parent]) == {}
+    assert "| shisa | `src_a` |" in (tmp_path / "run" / "best_model" / "README.md").read_text()
 
 
 @pytest.mark.slow

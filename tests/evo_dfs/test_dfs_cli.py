@@ -149,7 +149,7 @@ def test_cli_fails_fast_with_one_line_and_no_study(tmp_path, cli_error, monkeypa
 # ---- searches on the zoo ----------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_search_logs_exports_and_resumes(tmp_path, run_cli):
+def test_search_logs_exports_and_resumes(tmp_path, run_cli, machine_paths):
     from mlflow.tracking import MlflowClient
 
     first = dfs(run_cli, tmp_path, *TINY, "n_trials=5")
@@ -199,6 +199,9 @@ def test_search_logs_exports_and_resumes(tmp_path, run_cli):
     assert table_json["best_path"]["acc_ja"] == result["acc_ja"] and list(table_json) == ["ja", "math_wiz", "best_path"]
     assert isinstance(result["output"], str)
     assert "# dfs_toy_ja_math" in (tmp_path / "run" / "best_model" / "README.md").read_text()
+    # the card and configs name the zoo's models by folder, not by this checkout's path
+    assert machine_paths(tmp_path / "run" / "best_model", also=[tmp_path]) == {}
+    assert "| A | ja | `ja` |" in (tmp_path / "run" / "best_model" / "README.md").read_text()
 
     again = dfs(run_cli, tmp_path, *TINY, "n_trials=5")  # the same command: nothing left to run
     assert trial_numbers(again.stdout) == [] and f"mlflow  run {run_id};" in again.stdout

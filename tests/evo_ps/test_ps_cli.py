@@ -263,7 +263,7 @@ def test_two_workers_share_one_study(tmp_path):
 
 
 @pytest.mark.slow
-def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_dirs, mgsm_ja_tsv):
+def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_dirs, mgsm_ja_tsv, machine_paths):
     # `+experiment=ja_math` as the paper has it (bf16, DARE-TIES per layer, CMA-ES from x0 = 0.5,
     # the Japanese CoT prompt and stop strings, search set read by the `hf` source, test = MGSM-JA)
     # with only what can't exist here replaced: tiny models for the 7B ones, a local JSON file in
@@ -295,6 +295,13 @@ def test_paper_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_model_
     assert model.dtype == torch.bfloat16
     recipe = (tmp_path / "run" / "best_model" / "mergekit_config.yml").read_text()
     assert "merge_method: dare_ties" in recipe and "dtype: bfloat16" in recipe
+    # what is published names the models, not this machine's paths (the MLflow copies of the card
+    # and YAML too); the runnable YAML with the paths stays beside best_model/
+    assert machine_paths(tmp_path / "run" / "best_model", also=[tmp_path, tiny_model_dirs["base"].parent]) == {}
+    assert machine_paths(tmp_path / "mlruns", also=[tmp_path, tiny_model_dirs["base"].parent]) == {}
+    assert "base_model: base\n" in recipe and "- model: src_a\n" in recipe
+    local = (tmp_path / "run" / "mergekit_config.local.yml").read_text()
+    assert f"base_model: {tiny_model_dirs['base']}\n" in local and f"- model: {tiny_model_dirs['src_a']}\n" in local
 
 
 @pytest.mark.slow

@@ -103,7 +103,7 @@ def test_mergekit_yaml_cli_runs_our_file(pool3, spread, tmp_path):
     assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) <= ATOL
 
 
-def test_save_merged_writes_hf_dir_and_card(pool3, spread, tmp_path):
+def test_save_merged_writes_hf_dir_and_card(pool3, spread, tmp_path, tiny_model_dirs, machine_paths):
     _, text = merged_and_yaml(pool3, "dare_ties", spread)
     card = {"method": "dare_ties", "base": str(pool3.paths["base"]),
             "sources": {s: str(pool3.paths[s]) for s in pool3.source_names},
@@ -117,10 +117,34 @@ def test_save_merged_writes_hf_dir_and_card(pool3, spread, tmp_path):
         assert torch.equal(reloaded.get_parameter(k), p.detach()), k
     readme = (out / "README.md").read_text()
     assert readme.startswith("---\nlibrary_name: transformers\n")
+    # given this machine's paths, what is written names the models by folder name only
+    assert machine_paths(out, also=[tmp_path, tiny_model_dirs["base"].parent]) == {}
+    assert "base_model:\n- base\n- src_a\n- src_b\n- src_c\n" in readme and "| base | | `base` |" in readme
+    recipe = yaml.safe_load((out / "mergekit_config.yml").read_text())
+    assert recipe["base_model"] == "base" and [m["model"] for m in recipe["models"]] == ["src_a", "src_b", "src_c"]
+    assert (out / "mergekit_config.yml").read_text().startswith("# models named by hub id, or by folder name")
     for needle in ("**dare_ties**", "| source | src_b |", "| test | acc_ja | 0.3750 |", "|  | seconds | 12 |",
-                   "| `L00.src_a.weight` | 0.2500 |", "```yaml\nmerge_method: dare_ties"):
+                   "| `L00.src_a.weight` | 0.2500 |", "```yaml\n# models named by hub id", "\nmerge_method: dare_ties\n"):
         assert needle in readme, needle
     with pytest.raises(ValueError, match="unknown model card keys \\['score'\\]"):
         save_merged(pool3.model, pool3.tokenizer, tmp_path / "x", card={**card, "score": 1})
     with pytest.raises(ValueError, match="model card needs 'sources'"):
         save_merged(pool3.model, pool3.tokenizer, tmp_path / "x", card={"method": "ties"})
+
+
+def test_a_vlm_merge_publishes_no_path_its_source_config_carried(tiny_vlm_dirs, tmp_path, machine_paths):
+    # the tiny VLM's config holds its builder's path (text_config._name_or_path), as a user's own may
+    import json
+
+    from transformers import AutoProcessor
+
+    from evo_core import load_pool
+
+    carried = json.loads((tiny_vlm_dirs["vlm"] / "config.json").read_text())["text_config"]["_name_or_path"]
+    assert carried.startswith("/")
+    pool = load_pool(base=tiny_vlm_dirs["base"], sources={"vlm": tiny_vlm_dirs["vlm"], "ja": tiny_vlm_dirs["ja"]})
+    out = save_merged(pool.model, AutoProcessor.from_pretrained(tiny_vlm_dirs["vlm"]), tmp_path / "best",
+                      card={"method": "linear", "base": str(pool.paths["base"]),
+                            "sources": {s: str(pool.paths[s]) for s in pool.source_names}})
+    assert machine_paths(out, also=[tmp_path, tiny_vlm_dirs["vlm"].parent, tiny_vlm_dirs["base"].parent]) == {}
+    assert json.loads((out / "config.json").read_text())["text_config"]["_name_or_path"] == "src_a"

@@ -86,7 +86,7 @@ def _stand_in_models(dirs) -> list[str]:
 
 
 @pytest.mark.slow
-def test_paper_vlm_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_mistral_vlm_dirs):
+def test_paper_vlm_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_mistral_vlm_dirs, machine_paths):
     # `+experiment=ja_vlm` as the paper has it (DARE-TIES per layer from x0 = 0.5, the evovlm_ja
     # prompt, ROUGE-L fitness, search on a Visual Genome set disjoint from both test sets, one
     # table per test set) with what can't exist here replaced: tiny Mistral / LLaVA-1.6
@@ -132,6 +132,8 @@ def test_paper_vlm_experiment_runs_on_local_stand_ins(tmp_path, run_cli, tiny_mi
     model_dir = run / "best_model"
     assert (model_dir / "processor_config.json").is_file() and not (model_dir / "mergekit_config.yml").exists()
     assert "vision tower and projector are unchanged" in (model_dir / "README.md").read_text()
+    # no path of this machine, though the stand-in LLaVA's config carries its builder's (text_config)
+    assert machine_paths(model_dir, also=[tmp_path, tiny_mistral_vlm_dirs["base"].parent]) == {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     prompt = "[INST] <image>\nなにいろ ですか? [/INST]"
