@@ -5,8 +5,8 @@ local directory with config.json or has the shape of a hub id (`check_model_path
 weights are safetensors (`check_weights_format`: pickled weights, `pytorch_model.bin` and the like,
 are refused with the command that converts them, unless the pool's `allow_pickle_weights` opts in;
 they are then read by torch.load(weights_only=True) only, and a pickle holding more than tensors is
-refused in one line: `load_weights_error`); every model a
-config names can be had, locally, from the HF cache or the hub (`require_models`); every model has
+refused in one line: `load_weights_error`); every model a config names can be had, locally, from
+the HF cache or the hub (`require_models`); every model has
 the first one's architecture (`check_same_architecture`; a VLM counts as its language model) and
 its tokenizer vocabulary (`check_same_tokenizer`: same tokens, same ids, or weights of different
 vocabularies would mix token rows); tensor names and shapes agree (`check_same_shapes`, from local

@@ -24,7 +24,9 @@ Data-flow search (several models side by side, nothing merged):
     models = load_models({"ja": ".../ja", "math": ".../math"}, dtype="float32", device="cpu")
 
 Paths are local model directories; anything that is not an existing directory but looks like a
-Hugging Face hub id (`owner/name`) is loaded from the hub (a GPU user's setup). The checks, each
+Hugging Face hub id (`owner/name`) is loaded from the hub (a GPU user's setup). Weights are read
+from safetensors only, unless `allow_pickle_weights=True` (then pickled ones too, through
+torch.load(weights_only=True) and never otherwise). The checks, each
 failing in one line before any weight is loaded, are in _model_checks.py; the content hash a
 resumed study compares is in _fingerprint.py.
 """
