@@ -64,7 +64,7 @@ def mask_secrets(text: str) -> str:
 
 def _mask_url(match: re.Match) -> str:
     scheme, rest = match.group("scheme"), match.group("rest")
-    cut = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    cut = _authority_end(rest)
     at = rest.rfind("@", 0, cut)  # the userinfo ends at the authority's last @
     if ":" in rest[:max(at, 0) or cut] and "@" in rest[cut:]:
         # a password with an unencoded / ? # and an @ after it (user:p@ss/word@host): hidden up to
@@ -81,6 +81,11 @@ def _mask_url(match: re.Match) -> str:
     return scheme + rest
 
 
+def _authority_end(rest: str) -> int:
+    """Where a URL's authority ([userinfo@]host[:port]) ends in what follows its `scheme://`."""
+    return min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+
+
 def storage_url_with_env_password(url: str) -> str:
     """A storage URL that names a user and no password gets $EVO_STORAGE_PASSWORD as its password
     (percent-encoded); a password in the URL wins over it, and it wins over the driver's own
@@ -89,8 +94,7 @@ def storage_url_with_env_password(url: str) -> str:
     if not password or "://" not in url:
         return url
     scheme, _, rest = url.partition("://")
-    cut = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
-    at = rest.rfind("@", 0, cut)
+    at = rest.rfind("@", 0, _authority_end(rest))
     if at <= 0 or ":" in rest[:at]:  # no user, or a password already there
         return url
     return f"{scheme}://{rest[:at]}:{quote(password, safe='')}{rest[at:]}"
@@ -134,6 +138,10 @@ class _MaskedStream:
     def write(self, text: str) -> int:
         self._stream.write(mask_secrets(text))
         return len(text)  # what the caller wrote, as a stream reports it
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
