@@ -155,3 +155,23 @@ def test_mask_files_rewrites_only_what_holds_a_credential(tmp_path):
 def test_an_error_line_quoting_a_url_is_masked():
     message = "API request to http://u:s3cret@h:5000/api/2.0 failed\nwith postgresql://evo:s3cret2@db/x"
     assert error_line(message) == "error: API request to http://u:***@h:5000/api/2.0 failed with postgresql://evo:***@db/x"
+
+
+def test_a_command_failing_on_its_servers_writes_no_password(tmp_path, run_cli):
+    """`python -m evo_ps` whose servers refuse it (nothing listens): the driver's error ends the
+    run, and neither password is in its output, Hydra's saved configs or its job log."""
+    from evo_servers import free_port
+
+    run_dir = tmp_path / "run"
+    proc = run_cli("evo_ps", f"run_dir={run_dir}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
+                   f"tracking.storage=postgresql+psycopg://evo:Storage%40S3cret@127.0.0.1:{free_port()}/optuna",
+                   f"tracking.uri=http://evo:Tracking%40S3cret@127.0.0.1:{free_port()}", "objective.search.limit=4",
+                   "n_trials=1", ok=False)
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    written = {"stdout": proc.stdout, "stderr": proc.stderr,
+               **{str(path): path.read_text() for path in run_dir.rglob("*") if path.is_file()}}
+    assert any(name.endswith("overrides.yaml") for name in written) and any(name.endswith(".log") for name in written)
+    assert [name for name, text in written.items() if "S3cret" in text] == []
+    overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert any(o.startswith("tracking.storage=postgresql+psycopg://evo:***@127.0.0.1:") for o in overrides)
+    assert any(o.startswith("tracking.uri=http://evo:***@127.0.0.1:") for o in overrides)
