@@ -33,7 +33,7 @@ CASES = [
     # no password: nothing to hide (a database user name is no secret), nothing changed
     ("postgresql+psycopg://postgres@127.0.0.1:5432/optuna", "postgresql+psycopg://postgres@127.0.0.1:5432/optuna"),
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-    ("sqlite:////tmp/run@2/study.db", "sqlite:////tmp/run@2/study.db"),
+    ("sqlite:////srv/runs/run@2/study.db", "sqlite:////srv/runs/run@2/study.db"),
     ("file:///srv/mlartifacts/a@b", "file:///srv/mlartifacts/a@b"),
     ("https://registry.npmjs.org/@scope/pkg", "https://registry.npmjs.org/@scope/pkg"),
     # a bare token as an http(s) URL's user part
