@@ -10,6 +10,9 @@ The error boundary: an expected failure (ValueError, FileNotFoundError, KeyError
 data, missing models) is that one line; any other OSError (an unwritable or read-only path) is one
 line naming the path; anything else is a bug or an environment fault: its last few frames, then the
 same kind of line, so a log still ends in one greppable `error:`.
+
+Credentials (a password in tracking.storage or tracking.uri) are masked in all a command writes:
+its output and Hydra's job log, while it runs, and the configs Hydra saved before it (_secrets.py).
 """
 from __future__ import annotations
 
@@ -23,12 +26,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from ._config import check_overrides
 from ._paths import register_resolvers
+from ._secrets import HYDRA_FILES, mask_files, mask_secrets, masked_output
 
 TRACEBACK_FRAMES = 4  # the innermost frames of an unexpected error's traceback
 
 
 def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
     """`run_study(validate(cfg), search(typed))`; bad input exits non-zero with one `error: ...` line."""
+    with masked_output():
+        _mask_hydra_files()
+        _run_guarded(cfg, validate=validate, search=search)
+
+
+def _run_guarded(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
+    """The error boundary (module docstring)."""
     from ._lifecycle import run_study
 
     try:
@@ -48,7 +59,18 @@ def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: C
 def error_line(message: str) -> str:
     """`error: message` on one line (a library's multi-line message joined), so a log ends in one
     greppable line."""
-    return "error: " + " ".join(line.strip() for line in message.splitlines() if line.strip())
+    # masked here too: sys.exit prints it after masked_output has ended
+    return "error: " + mask_secrets(" ".join(line.strip() for line in message.splitlines() if line.strip()))
+
+
+def _mask_hydra_files() -> None:
+    """Hydra saved the composed config and the overrides (run_dir/.hydra/) before calling us:
+    rewritten with their credentials masked (no-op outside a Hydra run, or with output_subdir null)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and (subdir := HydraConfig.get().output_subdir) is not None:
+        saved = Path(HydraConfig.get().runtime.output_dir) / subdir
+        mask_files(saved / name for name in HYDRA_FILES)
 
 
 def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:

@@ -77,6 +77,7 @@ from ._plots import plot_history
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
 from ._racing import race_trials
+from ._secrets import mask_secrets, storage_url_with_env_password
 from ._study import (SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials, start_point,
                      wait_for_workers)
 from ._tracking import Tracker, mlflow_ui_command
@@ -261,17 +262,19 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     search.check_objective(objective)
     search.load(tokenizer)
 
-    storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
+    # a user without a password in the URL gets $EVO_STORAGE_PASSWORD (docs/scale-out.md)
+    storage = (storage_url_with_env_password(cfg.tracking.storage) if cfg.tracking.storage
+               else sqlite_url_in(run_dir / "study.db"))
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
     # how trials were scored is part of what their values mean: a racing study resumes as one
     evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind == "racing" else {"kind": "full"}
     signature = search.signature() | {"evaluation": evaluation}
-    check_signature(main, signature, without_password(storage))
+    check_signature(main, signature, mask_secrets(storage))
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri)
     if cfg.helper:
-        print(f"helper  joining study {cfg.study_name!r} in {without_password(storage)} (waiting for its primary run if needed)")
-        run_id, run_key = primary_run_id(main, without_password(storage), cfg.helper_wait_minutes), None
+        print(f"helper  joining study {cfg.study_name!r} in {mask_secrets(storage)} (waiting for its primary run if needed)")
+        run_id, run_key = primary_run_id(main, mask_secrets(storage), cfg.helper_wait_minutes), None
     else:
         if "mlflow_run_key" not in main.user_attrs:
             # the parent run is tagged with this key before its id can be stored on the study: a
@@ -280,11 +283,11 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
         run_id, run_key = main.user_attrs.get("mlflow_run_id"), main.user_attrs["mlflow_run_key"]
     run_id = tracker.start(run_id=run_id, key=run_key,
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
-                           params={"config": resolved, "seed": cfg.seed, "storage": without_password(storage), **signature})
+                           params={"config": resolved, "seed": cfg.seed, "storage": mask_secrets(storage), **signature})
     if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's
         main.set_user_attr("mlflow_run_id", run_id)
-    print(f"study   {cfg.study_name!r}, storage {without_password(storage)}")
-    print(f"        inspect: optuna-dashboard {without_password(storage)}")
+    print(f"study   {cfg.study_name!r}, storage {mask_secrets(storage)}")
+    print(f"        inspect: optuna-dashboard {mask_secrets(storage)}")
     print(f"mlflow  run {run_id}; browse: {tracker.uri if cfg.tracking.uri else mlflow_ui_command(tracker.mlruns_dir)}")
     if cfg.helper:
         study = search.search(Phases(cfg=cfg, objective=objective, storage=storage, tracker=tracker, fitness=fitness,
@@ -365,19 +368,6 @@ def read_test_tables(path: str | Path) -> dict[str, dict[str, dict[str, float]]]
     data = json.loads(Path(path).read_text())
     one_table = all(isinstance(value, (int, float)) for row in data.values() for value in row.values())
     return {TEST_SPLIT: data} if one_table else data
-
-
-def without_password(url: str) -> str:
-    """A database URL as printed and logged: a password in it (postgresql://user:secret@host/db)
-    shown as ***, so that it lands in no log or MLflow param."""
-    if "://" not in url or "@" not in url:
-        return url
-    import sqlalchemy
-
-    try:
-        return sqlalchemy.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  (not a URL SQLAlchemy parses: shown as it is)
-        return url
 
 
 def import_plugins(modules: Sequence[str]) -> None:

@@ -32,6 +32,7 @@ from ._files import open_store
 from ._optuna_compat import (add_finished_trial_user_attrs, enqueued_params, heartbeat_interval, record_heartbeat,
                              trial_id)
 from ._registry import Registry
+from ._secrets import mask_secrets
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 
@@ -156,6 +157,12 @@ class RetryAtItsPoint:
         study.enqueue_trial({**trial.user_attrs.get("point", {}), **trial.params}, user_attrs={"retry_of": trial.number})
 
 
+def fail_reason(err: Exception) -> str:
+    """A failed trial's `fail_reason`: the error's type and message, credentials masked (a driver's
+    error may quote a URL, and the attribute lands in the study's tables and the MLflow run)."""
+    return mask_secrets(f"{type(err).__name__}: {err}")
+
+
 def record_fail_reason(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     """User attrs `fail_reason` and `heartbeat_failed` on a trial the heartbeat just failed. Optuna
     refuses attributes on a finished trial, so they go straight into its RDB tables (one insert;
@@ -183,7 +190,7 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
         try:
             return scored(trial, params)
         except Exception as err:  # Optuna records the FAIL; the trial itself must say why
-            trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
+            trial.set_user_attr("fail_reason", fail_reason(err))
             raise
 
     def scored(trial: optuna.Trial, params: dict[str, float]):

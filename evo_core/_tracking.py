@@ -14,7 +14,9 @@ of a killed worker) their nested run afterwards. Browse it with:
 mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db
 
 With `uri` (tracking.uri: an `mlflow server`, docs/scale-out.md) every worker logs over HTTP
-instead, and the server keeps the runs and the artifacts; `mlruns_dir` is then unused.
+instead, and the server keeps the runs and the artifacts; `mlruns_dir` is then unused. Credentials
+in it (`http://user:pw@host:5000`) go to MLflow as MLFLOW_TRACKING_USERNAME/PASSWORD, never in the
+URI it keeps; every param and tag is logged with its credentials masked (_secrets.py).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from ._files import open_store, writable_dir
+from ._secrets import mask_secrets, tracking_uri_without_credentials
 from ._study import best_trial, finished_trials
 
 _TRIAL_RUN_NAME = re.compile(r"/trial-(\d+)$")
@@ -64,7 +67,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         if uri:  # a tracking server: it owns the store and the artifact root
-            self.mlruns_dir, self.uri = None, uri.rstrip("/")
+            self.mlruns_dir, self.uri = None, tracking_uri_without_credentials(uri).rstrip("/")
         else:
             self.mlruns_dir = writable_dir(mlruns_dir, key="tracking.mlruns_dir")
             self.uri = f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
@@ -107,8 +110,8 @@ class Tracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name,
                                      tags=tags | ({"evo_run_key": key} if key else {}) or None)
         self.run_id = run.info.run_id
-        for name, value in params.items():
-            self.client.log_param(self.run_id, name, str(value)[:6000])
+        for name, value in params.items():  # the resolved config among them: its URLs masked
+            self.client.log_param(self.run_id, name, mask_secrets(str(value))[:6000])
         return self.run_id
 
     def log_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
@@ -118,7 +121,7 @@ class Tracker:
 
         tags = {"mlflow.parentRunId": self.run_id, "state": trial.state.name, "study": study.study_name}
         if "fail_reason" in trial.user_attrs:  # why a FAIL failed, next to its state (MLflow caps tags at 8,000)
-            tags["fail_reason"] = trial.user_attrs["fail_reason"][:5000]
+            tags["fail_reason"] = mask_secrets(trial.user_attrs["fail_reason"])[:5000]
         elif trial.state.name == "FAIL":  # only the heartbeat fails a trial without a reason of its own
             tags["fail_reason"] = f"worker {trial.user_attrs.get('worker', '?')} stopped: no heartbeat for 30 s"
         nested = self.client.create_run(

@@ -92,13 +92,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
-    uri = args.uri or f"sqlite:///{Path(args.mlruns_dir).resolve() / 'mlflow.db'}"
+    from ._secrets import mask_secrets, tracking_uri_without_credentials
+
+    # a server's credentials reach MLflow as its environment variables, never through its URI
+    local = f"sqlite:///{Path(args.mlruns_dir).resolve() / 'mlflow.db'}"
+    uri = tracking_uri_without_credentials(args.uri) if args.uri else local
     if not args.uri and not (Path(args.mlruns_dir) / "mlflow.db").is_file():
         parser.error(f"no MLflow store at {Path(args.mlruns_dir) / 'mlflow.db'}; pass --mlruns-dir or --uri")
     try:
         tables = run_tables(MlflowClient(uri), args.run_ids, prefix=f"test.{args.test_set}" if args.test_set else "test")
     except Exception as err:  # noqa: BLE001  (an unknown run id, a run without a table: one line)
-        raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
+        raise SystemExit(f"error: {mask_secrets(str(err).splitlines()[0])}") from None
     out = plot_tables(tables, args.out, args.metric)
     print(f"{out}: {len(tables)} runs, {len({m for t in tables.values() for m in t})} models")
     return out

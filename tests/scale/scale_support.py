@@ -123,3 +123,110 @@ def optuna_dashboard(storage: str, log: Path):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
         proc.wait(timeout=60)
+
+
+# ---- credentials: a PostgreSQL role that must log in with its password, an MLflow server behind basic auth ----
+
+def password_role(pg, name: str, password: str) -> str:
+    """A login role `name` with `password`, owning a new database `name`, which must give its
+    password (scram-sha-256) although the cluster trusts every other role; that database's URL,
+    without the password."""
+    import psycopg
+    from psycopg import sql
+
+    admin = f"host=127.0.0.1 port={pg.port} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(sql.SQL("create role {} login password {}").format(sql.Identifier(name), sql.Literal(password)))
+        con.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(name)))
+    hba = pg.data / "db" / "pg_hba.conf"
+    owner = hba.stat()
+    hba.write_text(f"host all {name} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())  # the first match wins
+    os.chown(hba, owner.st_uid, owner.st_gid)
+    pg.run("pg_ctl", "-D", str(pg.data / "db"), "reload")
+    deadline = time.monotonic() + 30
+    while True:  # the server rereads pg_hba.conf on its own time
+        try:
+            psycopg.connect(f"host=127.0.0.1 port={pg.port} user={name} dbname={name}", connect_timeout=5).close()
+        except psycopg.OperationalError as err:
+            assert "password" in str(err), err
+            return f"postgresql+psycopg://{name}@127.0.0.1:{pg.port}/{name}"
+        assert time.monotonic() < deadline, "pg_hba.conf was not reloaded within 30 s"
+        time.sleep(0.2)
+
+
+@dataclass
+class AuthProxy:
+    uri: str
+    authorized: int = 0  # requests that carried the expected credentials
+    refused: int = 0     # requests without them (answered 401)
+
+
+@contextlib.contextmanager
+def basic_auth_proxy(upstream: str, user: str, password: str):
+    """An HTTP proxy on 127.0.0.1 in front of `upstream` (an MLflow server, which has no auth of its
+    own) that answers 401 to any request without HTTP basic auth `user`:`password` and forwards the
+    rest: the server as a user behind a login sees it, and proof that the credentials reached it."""
+    import base64
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    target = urlsplit(upstream)
+    hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "authorization"}
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def forward(self) -> None:
+            body = self.body()
+            if self.headers.get("Authorization") != expected:
+                proxy.refused += 1
+                self.reply(401, [("WWW-Authenticate", 'Basic realm="mlflow"')], b"")
+                return
+            proxy.authorized += 1
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
+            try:
+                conn.request(self.command, self.path, body=body,
+                             headers={k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop})
+                response = conn.getresponse()
+                data = response.read()
+                self.reply(response.status, [(k, v) for k, v in response.getheaders() if k.lower() not in hop_by_hop],
+                           data)
+            finally:
+                conn.close()
+
+        def body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()
+                return b"".join(chunks)
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = forward
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    server.daemon_threads = True
+    proxy = AuthProxy(uri=f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()

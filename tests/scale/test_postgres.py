@@ -100,12 +100,3 @@ def test_the_documented_command_starts_both_servers_and_stops_them(tmp_path):
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=300) == 0 and "stopped" in proc.stdout.read()
     assert not data.exists()  # the throwaway cluster is gone
-
-
-def test_a_password_in_the_storage_url_is_never_printed_or_logged():
-    from evo_core._lifecycle import without_password
-
-    assert without_password("postgresql+psycopg://evo:s3cret@db-host:5432/optuna") == \
-        "postgresql+psycopg://evo:***@db-host:5432/optuna"
-    for url in ("postgresql+psycopg://postgres@127.0.0.1:5432/optuna", "sqlite:////tmp/run/study.db"):
-        assert without_password(url) == url
