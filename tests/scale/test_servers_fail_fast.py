@@ -3,7 +3,9 @@ or tracking server that is down, refuses the password, lacks the database, canno
 not MLflow stops `python -m evo_ps` in seconds with one `error:` line, before the tokenizer or any
 model loads; an MLflow server killed mid-study (kill -9) stops the worker after
 tracking.server_wait_seconds with one line and nothing lost, and the same command run again once
-the server is back on the same stores completes the study and back-fills MLflow."""
+the server is back on the same stores completes the study and back-fills MLflow; PostgreSQL
+stopped mid-study (as if its machine died) stops the worker in one line too, and the same command
+resumes the study once it is back."""
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +27,7 @@ from optuna.trial import TrialState
 
 import evo_ps  # noqa: F401  (imported at collection: the timings below are the run's, not the imports')
 from evo_core._probes import PROBE_SECONDS
-from evo_servers import free_port, mlflow_server
+from evo_servers import free_port, mlflow_server, postgres
 from scale_support import REPO_ROOT, count_trials
 
 SMALL = ["objective.search.limit=20", "+objective.test.limit=40", "merge=task_arithmetic", "space.warm_start_trials=2",
@@ -159,35 +161,52 @@ def start_worker(root: Path, log: Path, *overrides: str) -> subprocess.Popen:
                                 env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
 
 
+def stop_after_trials(worker: subprocess.Popen, log: Path, storage: str, n: int, stop) -> float:
+    """Once the study holds `n` COMPLETE trials, `stop()` a server; the seconds the worker takes to
+    end after that."""
+    while count_trials(storage, PHASES, ("COMPLETE",)) < n:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.2)
+    stop()
+    stopped = time.monotonic()
+    worker.wait(timeout=WAIT + 120)
+    return time.monotonic() - stopped
+
+
+def one_error_line(log: Path) -> str:
+    """The one `error:` line a worker ended with: no traceback, nothing "unexpected", and it is the
+    output's last line."""
+    out = log.read_text()
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and out.rstrip().endswith(errors[0]), out[-3000:]
+    assert "Traceback" not in out and "unexpected" not in out, out[-3000:]
+    return errors[0]
+
+
+def completed_trials(storage: str) -> dict[tuple[str, int], dict]:
+    return {(name, t.number): t.params for name in PHASES
+            for t in optuna.load_study(study_name=name, storage=storage).trials if t.state == TrialState.COMPLETE}
+
+
 @pytest.mark.slow
 def test_an_mlflow_server_killed_mid_study_stops_the_worker_in_one_line_and_a_rerun_backfills(servers, tmp_path):
     storage = servers.database("mlflow_killed")
     port, backend, artifacts = free_port(), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts"
     command = [f"tracking.storage={storage}", f"tracking.uri=http://127.0.0.1:{port}", "tracking.experiment=killed",
                f"tracking.server_wait_seconds={WAIT}", "n_trials=8"]
-    complete = lambda: count_trials(storage, PHASES, ("COMPLETE",))  # noqa: E731
 
     with mlflow_server(backend, artifacts, port=port, log=tmp_path / "mlflow.log"):
         first = start_worker(tmp_path, tmp_path / "first.log", *command)
-        while complete() < 3:
-            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            time.sleep(0.2)
-        kill_server_on(port)
-        killed = time.monotonic()
-        first.wait(timeout=WAIT + 120)
-        ended = time.monotonic() - killed
-    out = (tmp_path / "first.log").read_text()
-    assert first.returncode != 0, out[-3000:]
-    errors = [line for line in out.splitlines() if line.startswith("error:")]
-    assert errors == [errors[-1]] and out.rstrip().endswith(errors[-1]), out[-3000:]
-    assert errors[0].startswith(f"error: MLflow server http://127.0.0.1:{port} unreachable for {WAIT} s "
-                                f"(tracking.server_wait_seconds): "), errors[0]
-    assert "Traceback" not in out and "unexpected" not in out, out[-3000:]
+        ended = stop_after_trials(first, tmp_path / "first.log", storage, 3, lambda: kill_server_on(port))
+    assert first.returncode != 0
+    line = one_error_line(tmp_path / "first.log")
+    assert line.startswith(f"error: MLflow server http://127.0.0.1:{port} unreachable for {WAIT} s "
+                           f"(tracking.server_wait_seconds): "), line
     # the wait (WAIT), the trial running at the kill, and the process's exit on a busy machine
     assert ended < WAIT + 60, ended
+    print(f"\nMLflow server killed: the worker ended {ended:.1f} s later (server_wait_seconds={WAIT})")
     # nothing lost: every trial the worker finished is in the storage, none left running
-    kept = {(name, t.number): t.params for name in PHASES
-            for t in optuna.load_study(study_name=name, storage=storage).trials if t.state == TrialState.COMPLETE}
+    kept = completed_trials(storage)
     assert len(kept) >= 3
     assert count_trials(storage, PHASES, ("RUNNING",)) == 0
 
@@ -200,8 +219,7 @@ def test_an_mlflow_server_killed_mid_study_stops_the_worker_in_one_line_and_a_re
         client = MlflowClient(uri)
         runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id], max_results=5000)
     studies = {name: optuna.load_study(study_name=name, storage=storage) for name in PHASES}
-    assert {(name, t.number): t.params for name, s in studies.items() for t in s.trials
-            if (name, t.number) in kept} == kept
+    assert {key: params for key, params in completed_trials(storage).items() if key in kept} == kept
     [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FINISHED" and "test.best_merge.acc_ja" in parent.data.metrics
     nested = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags)
@@ -210,3 +228,27 @@ def test_an_mlflow_server_killed_mid_study_stops_the_worker_in_one_line_and_a_re
     assert nested == finished, (nested, finished)  # one nested run per finished trial, none twice
     assert all(r.info.status != "RUNNING" for r in runs)
     assert len([t for t in studies[STUDY].trials if t.state.is_finished()]) >= 8
+
+
+@pytest.mark.slow
+def test_postgresql_stopped_mid_study_stops_the_worker_in_one_line_and_the_study_resumes(tmp_path):
+    command = [f"tracking.mlruns_dir={tmp_path / 'mlruns'}", "n_trials=6"]
+    with postgres() as pg:  # a cluster of its own: it is stopped and started again
+        storage = pg.create_database("stopped")
+        first = start_worker(tmp_path, tmp_path / "first.log", f"tracking.storage={storage}", *command)
+        ended = stop_after_trials(first, tmp_path / "first.log", storage, 3, lambda: pg.stop("immediate"))
+        assert first.returncode != 0
+        line = one_error_line(tmp_path / "first.log")
+        assert line.startswith(f"error: PostgreSQL {storage} (tracking.storage): connection "), line
+        assert ended < 60, ended
+        print(f"\nPostgreSQL stopped: the worker ended {ended:.1f} s later: {line}")
+
+        pg.start()
+        kept = completed_trials(storage)
+        assert len(kept) >= 3
+        again = start_worker(tmp_path, tmp_path / "again.log", f"tracking.storage={storage}", *command)
+        assert again.wait(timeout=900) == 0, (tmp_path / "again.log").read_text()[-3000:]
+        assert {key: params for key, params in completed_trials(storage).items() if key in kept} == kept
+        main = optuna.load_study(study_name=STUDY, storage=storage)
+        assert len([t for t in main.trials if t.state.is_finished()]) >= 6
+        assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
