@@ -267,7 +267,8 @@ class BoundedClient:
                 cause = mlflow_unreachable_cause(err)
                 if cause is None:
                     raise
-                if time.monotonic() + RETRY_SECONDS > deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     self._down = (f"MLflow server {_masked(self._uri)} unreachable for {self._wait:g} s "
                                   f"(tracking.server_wait_seconds): {cause}; the study's finished trials are kept "
                                   f"in its storage: run the same command again once the server is back (the "
@@ -277,7 +278,7 @@ class BoundedClient:
                     self._say(f"mlflow  server {_masked(self._uri)} unreachable ({cause}); trying again for up "
                               f"to {self._wait:g} s (tracking.server_wait_seconds)")
                     told = True
-                time.sleep(RETRY_SECONDS)
+                time.sleep(min(RETRY_SECONDS, remaining))
 
 
 def _chain(err: BaseException | None) -> Iterator[BaseException]:

@@ -252,3 +252,30 @@ def test_postgresql_stopped_mid_study_stops_the_worker_in_one_line_and_the_study
         main = optuna.load_study(study_name=STUDY, storage=storage)
         assert len([t for t in main.trials if t.state.is_finished()]) >= 6
         assert (tmp_path / "run" / "best_model" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_an_mlflow_server_back_within_the_wait_costs_nothing(tmp_path, capsys):
+    from evo_core import Tracker
+
+    port, backend, artifacts = free_port(), f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts"
+    with mlflow_server(backend, artifacts, port=port, log=tmp_path / "mlflow.log") as uri:
+        tracker = Tracker(mlruns_dir=tmp_path / "unused", experiment="back", uri=uri, server_wait_seconds=300)
+        run_id = tracker.start(run_id=None, run_name="s", params={"seed": 0})
+        kill_server_on(port)
+    logged = []  # the table, logged while the server is down: the call waits for it
+    call = threading.Thread(target=lambda: logged.append(tracker.log_table({"best": {"acc": 0.5}}, prefix="test")))
+    started = time.monotonic()
+    call.start()
+    time.sleep(3)
+    with mlflow_server(backend, artifacts, port=port, log=tmp_path / "mlflow.log"):
+        call.join(timeout=300)
+        seconds = time.monotonic() - started
+        assert logged, "the call did not return once the server was back"
+        tracker.finish()
+        run = tracker.client.get_run(run_id)
+    assert run.data.metrics == {"test.best.acc": 0.5} and run.info.status == "FINISHED"
+    out = capsys.readouterr().out
+    assert f"mlflow  server {uri} unreachable (connection refused); trying again for up to 300 s" in out, out
+    assert f"mlflow  server {uri} is back" in out, out
+    print(f"\nMLflow server down and restarted: the call waited {seconds:.1f} s, then went on")
