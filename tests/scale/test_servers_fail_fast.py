@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -117,6 +118,7 @@ def startup_cases(servers, stack: contextlib.ExitStack) -> dict[str, tuple[list[
     }
 
 
+@pytest.mark.slow  # 8 commands, two of them waiting out the 5 s connect timeout
 def test_a_server_that_is_down_or_refuses_stops_the_command_in_seconds(servers, password_role, tmp_path, run_cli,
                                                                        error_line, monkeypatch):
     def no_loading(*args, **kwargs):
@@ -124,6 +126,7 @@ def test_a_server_that_is_down_or_refuses_stops_the_command_in_seconds(servers, 
 
     # the first thing run_study loads, before the data and the models: it must not be reached
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_loading)
+    timings = {}
     with contextlib.ExitStack() as stack:
         cases = startup_cases(servers, stack)
         for case, (overrides, expected) in cases.items():
@@ -137,9 +140,12 @@ def test_a_server_that_is_down_or_refuses_stops_the_command_in_seconds(servers, 
             assert "unexpected" not in line and "Traceback" not in proc.stderr, (case, proc.stderr[-2000:])
             assert PASSWORD not in proc.stdout + proc.stderr, case
             assert seconds < PROBE_SECONDS + 10, (case, seconds)
+            timings[case] = seconds
             # nothing of the study: no study.db, no MLflow store, no study in the PostgreSQL cluster
             assert not (run_dir / "study.db").exists() and not mlruns.exists(), case
     assert count_trials(servers.pg.url("postgres"), PHASES) == 0
+    print("\nstart-up probes, seconds from the command to its error line: "
+          + ", ".join(f"{case} {seconds:.1f}" for case, seconds in timings.items()))
 
 
 # ---- an MLflow server killed mid-study ------------------------------------------------------------
@@ -276,6 +282,8 @@ def test_an_mlflow_server_back_within_the_wait_costs_nothing(tmp_path, capsys):
         run = tracker.client.get_run(run_id)
     assert run.data.metrics == {"test.best.acc": 0.5} and run.info.status == "FINISHED"
     out = capsys.readouterr().out
-    assert f"mlflow  server {uri} unreachable (connection refused); trying again for up to 300 s" in out, out
+    # (the first call after the kill may find its kept-alive connection reset: "connection lost")
+    assert re.search(rf"mlflow  server {uri} unreachable \(connection (refused|lost)\); trying again for up to 300 s",
+                     out), out
     assert f"mlflow  server {uri} is back" in out, out
     print(f"\nMLflow server down and restarted: the call waited {seconds:.1f} s, then went on")
