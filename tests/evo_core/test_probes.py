@@ -58,3 +58,9 @@ def test_only_a_lost_storage_server_is_one_line():
     assert server_gone(ValueError("connection refused"), postgres) is None
     sqlite = SimpleNamespace(storage=None, uri=None)
     assert server_gone(operational("disk I/O error"), sqlite) is None
+
+
+@pytest.mark.parametrize("command", ["evo_ps", "evo_dfs", "evo_breed"])
+def test_the_wait_is_a_key_of_every_search_and_must_be_positive(cli_error, tmp_path, command):
+    line = cli_error(command, f"run_dir={tmp_path / 'run'}", "tracking.server_wait_seconds=0")
+    assert line == "error: tracking.server_wait_seconds must be > 0; got 0.0", line
