@@ -7,9 +7,10 @@ Process-wide settings (Optuna's verbosity, the `${project:...}` config resolver,
 are made here, when a command starts, not on import. Bad input exits non-zero with one `error:` line.
 
 The error boundary: an expected failure (ValueError, FileNotFoundError, KeyError: bad config or
-data, missing models) is that one line; any other OSError (an unwritable or read-only path) is one
-line naming the path; anything else is a bug or an environment fault: its last few frames, then the
-same kind of line, so a log still ends in one greppable `error:`.
+data, missing models, a server down at start) is that one line; any other OSError (an unwritable
+or read-only path) is one line naming the path; the storage server gone mid-run is one line naming
+it (evo_core/_probes.py server_gone); anything else is a bug or an environment fault: its last few
+frames, then the same kind of line, so a log still ends in one greppable `error:`.
 
 Credentials (a password in tracking.storage or tracking.uri) are masked in all a command writes:
 its output and Hydra's job log, while it runs, and the configs Hydra saved before it (_secrets.py).
@@ -41,7 +42,9 @@ def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: C
 def _run_guarded(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: Callable[[Any], Any]) -> None:
     """The error boundary (module docstring)."""
     from ._lifecycle import run_study
+    from ._probes import server_gone
 
+    typed = None
     try:
         typed = validate(cfg)
         run_study(typed, search(typed), resolved=OmegaConf.to_yaml(cfg))
@@ -51,6 +54,9 @@ def _run_guarded(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], sear
     except OSError as err:
         sys.exit(error_line(f"{err.filename}: {err.strerror}" if err.filename else str(err)))
     except Exception as err:
+        # the storage server gone mid-run (PostgreSQL down): one line naming it, as at start
+        if typed is not None and (gone := server_gone(err, typed.tracking)):
+            sys.exit(error_line(gone))
         # unexpected: where it happened matters, but not forty frames of torch and MLflow
         traceback.print_exception(err, limit=-TRACEBACK_FRAMES, file=sys.stderr)
         sys.exit(error_line(f"unexpected {type(err).__name__}: {err}"))

@@ -63,6 +63,9 @@ class TrackingConfig:
     mlruns_dir: str = "mlruns"
     uri: Optional[str] = None  # an MLflow tracking server (http://host:port); null: the local store in mlruns_dir
     experiment: str = "evo_ps"
+    # how long a worker tries again a tracking server (uri) that went away mid-run, then stops in
+    # one line, nothing lost (evo_core/_probes.py, docs/scale-out.md)
+    server_wait_seconds: float = 60.0
 
 
 @dataclass
@@ -121,6 +124,8 @@ class StudyConfig:
             (self.torch_threads is None or self.torch_threads >= 1,
              f"torch_threads must be >= 1 or null; got {self.torch_threads}"),
             (self.helper_wait_minutes > 0, f"helper_wait_minutes must be > 0; got {self.helper_wait_minutes}"),
+            (self.tracking.server_wait_seconds > 0,
+             f"tracking.server_wait_seconds must be > 0; got {self.tracking.server_wait_seconds}"),
             (self.sampler.sigma0 is None or self.sampler.sigma0 > 0,
              f"sampler.sigma0 must be > 0; got {self.sampler.sigma0}"),
             (self.sampler.popsize is None or self.sampler.popsize >= 2,

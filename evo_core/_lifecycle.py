@@ -41,6 +41,7 @@ A search subclasses `Search` for the optional members' defaults; run_study refus
 an object that lacks a member.
 
 Top to bottom: import the config's `imports` (they register objectives, methods, ...) -> check ->
+the servers of `tracking` probed (evo_core/_probes.py: down, wrong password, no such database) ->
 the objective's data (a bad split fails in seconds, before the models) ->
 load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
@@ -74,6 +75,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ._files import atomic_write_text, writable_dir
 from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits
 from ._plots import plot_history
+from ._probes import probe_servers
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
 from ._racing import race_trials
@@ -239,6 +241,7 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     import_plugins(cfg.imports)
     SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
     search.check()
+    probe_servers(cfg.tracking)  # a server that is down, or a wrong password, in seconds: before any model loads
     run_dir = writable_dir(cfg.run_dir, key="run_dir")
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -271,7 +274,8 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind == "racing" else {"kind": "full"}
     signature = search.signature() | {"evaluation": evaluation}
     check_signature(main, signature, mask_secrets(storage))
-    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri)
+    tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri,
+                      server_wait_seconds=cfg.tracking.server_wait_seconds)
     if cfg.helper:
         print(f"helper  joining study {cfg.study_name!r} in {mask_secrets(storage)} (waiting for its primary run if needed)")
         run_id, run_key = primary_run_id(main, mask_secrets(storage), cfg.helper_wait_minutes), None

@@ -17,6 +17,8 @@ With `uri` (tracking.uri: an `mlflow server`, docs/scale-out.md) every worker lo
 instead, and the server keeps the runs and the artifacts; `mlruns_dir` is then unused. Credentials
 in it (`http://user:pw@host:5000`) go to MLflow as MLFLOW_TRACKING_USERNAME/PASSWORD, never in the
 URI it keeps; every param and tag is logged with its credentials masked (_secrets.py).
+A server that goes away is tried again for `server_wait_seconds`, then the worker stops in one line
+(evo_core/_probes.py BoundedClient); a rerun logs what it missed (log_missing_trials).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from optuna.trial import FrozenTrial
 
 from ._files import open_store, writable_dir
 from ._secrets import mask_secrets, tracking_uri_without_credentials
+from ._probes import BoundedClient, is_http_url
 from ._study import best_trial, finished_trials
 
 _TRIAL_RUN_NAME = re.compile(r"/trial-(\d+)$")
@@ -58,7 +61,8 @@ def mlflow_ui_command(mlruns_dir: Path) -> str:
 class Tracker:
     """Logs a study to MLflow through explicit run ids (no global active-run state)."""
 
-    def __init__(self, *, mlruns_dir: str | Path, experiment: str, uri: str | None = None):
+    def __init__(self, *, mlruns_dir: str | Path, experiment: str, uri: str | None = None,
+                 server_wait_seconds: float = 60.0):
         # MLflow is imported here: it is slow to import and only the CLI paths need it
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server's "View run" line per run
@@ -74,6 +78,8 @@ class Tracker:
 
         def open_experiment() -> tuple[MlflowClient, str]:  # a new client creates the store's tables
             client = MlflowClient(tracking_uri=self.uri)
+            if is_http_url(self.uri):  # a server that goes away mid-run: a bounded wait, then one line
+                client = BoundedClient(client, uri=self.uri, wait_seconds=server_wait_seconds)
             found = client.get_experiment_by_name(experiment)
             if found:
                 return client, found.experiment_id
@@ -141,24 +147,34 @@ class Tracker:
 
     def log_missing_trials(self, studies: Iterable[optuna.Study], *, settle_seconds: float = 30.0) -> None:
         """Log the finished trials of `studies` that have no nested run yet (a trial failed by the
-        heartbeat of a killed worker never reaches a callback): one nested run per trial. A trial
-        another worker finished less than `settle_seconds` ago may still be in that worker's own
-        callback (a helper's last trial, as the primary gets here): it is left to that worker until
-        then, and logged here only if no run of it has appeared by that time (the worker died right
-        after finishing it); a trial failed by the heartbeat is logged at once (no worker is left)."""
+        heartbeat of a killed worker never reaches a callback; a worker that stopped because its
+        MLflow server went away logged none of the trials after it): one nested run per trial. A
+        trial another worker finished less than `settle_seconds` ago may still be in that worker's
+        own callback (a helper's last trial, as the primary gets here): it is left to that worker
+        until then, and logged here only if no run of it has appeared by that time (the worker died
+        right after finishing it); a trial failed by the heartbeat is logged at once (no worker is
+        left). A run left half-logged (RUNNING: its server went away between two calls) is deleted
+        and the trial logged again; a second run of one trial is deleted (one run per trial)."""
         studies = list(studies)
         while True:
             waiting = False
             for study in studies:
-                logged = {int(match.group(1)) for run in self._nested_runs(study.study_name)
-                          if (match := _TRIAL_RUN_NAME.search(run.info.run_name or ""))}
+                runs: dict[int, list] = {}
+                for run in self._nested_runs(study.study_name):
+                    if match := _TRIAL_RUN_NAME.search(run.info.run_name or ""):
+                        runs.setdefault(int(match.group(1)), []).append(run)
                 for trial in finished_trials(study):
-                    if trial.number in logged:
+                    done = [run for run in runs.get(trial.number, []) if run.info.status != "RUNNING"]
+                    if done:
+                        for extra in done[1:]:
+                            self.client.delete_run(extra.info.run_id)
                         continue
                     orphan = trial.state.name == "FAIL" and ("heartbeat_failed" in trial.user_attrs
                                                              or "fail_reason" not in trial.user_attrs)
                     age = (datetime.now() - (trial.datetime_complete or datetime.now())).total_seconds()
                     if orphan or age >= settle_seconds:
+                        for partial in runs.get(trial.number, []):
+                            self.client.delete_run(partial.info.run_id)
                         self.log_trial(study, trial)
                     else:
                         waiting = True

@@ -74,6 +74,18 @@ class Postgres:
             con.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def start(self) -> None:
+        """Start the server on its port (again, after stop), once it accepts connections."""
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.data} "
+                   "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        self.run("pg_ctl", "-D", str(self.data / "db"), "-l", str(self.data / "server.log"), "-w", "-t", "120",
+                 "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server, its data kept: `fast` (clients disconnected cleanly) or `immediate` (as
+        if its machine died: no shutdown, recovery at the next start)."""
+        self.run("pg_ctl", "-D", str(self.data / "db"), "-m", mode, "-w", "-t", "60", "stop")
+
     def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         """A server tool as the server's user; its output in the error when it fails."""
         proc = subprocess.run([str(self.bin_dir / args[0]), *args[1:]], cwd=self.data, text=True,
@@ -118,11 +130,8 @@ def postgres(*, user: str | None = None, port: int | None = None) -> Iterator[Po
         pg.run("initdb", "-D", str(data / "db"), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                "--locale=C", "--no-sync")
         for attempt in range(3):  # a free port may be taken by another process before the server binds it
-            options = (f"-c listen_addresses=127.0.0.1 -p {pg.port} -c unix_socket_directories={data} "
-                       "-c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
             try:
-                pg.run("pg_ctl", "-D", str(data / "db"), "-l", str(data / "server.log"), "-w", "-t", "120",
-                       "-o", options, "start")
+                pg.start()
                 break
             except RuntimeError as err:
                 if port is not None or attempt == 2:
@@ -133,8 +142,8 @@ def postgres(*, user: str | None = None, port: int | None = None) -> Iterator[Po
         yield pg
     finally:
         if started:
-            with contextlib.suppress(Exception):
-                pg.run("pg_ctl", "-D", str(data / "db"), "-m", "fast", "-w", "-t", "60", "stop")
+            with contextlib.suppress(Exception):  # (a test may have stopped it)
+                pg.stop()
         shutil.rmtree(data, ignore_errors=True)
 
 

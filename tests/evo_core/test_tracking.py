@@ -38,3 +38,25 @@ def test_a_primary_killed_before_storing_its_run_id_reopens_that_run(tmp_path):
     again = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
     assert again.start(run_id=None, key="k1", run_name="s", params={}) == first
     assert again.start(run_id=None, key="k2", run_name="s", params={}) != first
+
+
+def test_a_trial_logged_half_or_twice_ends_with_one_run(tmp_path):
+    # what a worker whose MLflow server went away mid-call can leave: a nested run created but never
+    # finished (RUNNING, no params), or a call tried again after the server had done it (a second run)
+    import optuna
+
+    tracker = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
+    run_id = tracker.start(run_id=None, run_name="s", params={})
+    study = optuna.create_study(study_name="s")
+    study.optimize(lambda trial: trial.suggest_float("a", 0, 1), n_trials=2)
+    first, second = study.trials
+    tracker.log_trial(study, first)
+    tracker.log_trial(study, first)
+    half = tracker.client.create_run(tracker.experiment_id, run_name="s/trial-0001",
+                                     tags={"mlflow.parentRunId": run_id, "study": "s"})
+    tracker.log_missing_trials([study], settle_seconds=0)
+    nested = tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert sorted((r.info.run_name, r.info.status) for r in nested) == [("s/trial-0000", "FINISHED"),
+                                                                        ("s/trial-0001", "FINISHED")]
+    assert half.info.run_id not in {r.info.run_id for r in nested}
+    assert {r.info.run_name: r.data.params for r in nested}["s/trial-0001"] == {"a": repr(second.params["a"])}
