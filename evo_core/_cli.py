@@ -8,8 +8,10 @@ are made here, when a command starts, not on import. Bad input exits non-zero wi
 
 The error boundary: an expected failure (ValueError, FileNotFoundError, KeyError: bad config or
 data, missing models) is that one line; any other OSError (an unwritable or read-only path) is one
-line naming the path; anything else is a bug or an environment fault: its last few frames, then the
-same kind of line, so a log still ends in one greppable `error:`.
+line naming the path; a full disk (ENOSPC, or a library's words for it, anywhere in the chain of
+causes) is `error: no space left on <run_dir> (...)`; anything else is a bug or an environment
+fault: its last few frames, then the same kind of line, so a log still ends in one greppable
+`error:`.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ._config import check_overrides
+from ._files import NoSpaceLeft, no_space_message
 from ._paths import register_resolvers
 
 TRACEBACK_FRAMES = 4  # the innermost frames of an unexpected error's traceback
@@ -34,15 +37,24 @@ def run_cli(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], search: C
     try:
         typed = validate(cfg)
         run_study(typed, search(typed), resolved=OmegaConf.to_yaml(cfg))
+    except NoSpaceLeft as err:  # the trial loop stopped on a full disk
+        sys.exit(error_line(no_space_message(err, where=cfg.get("run_dir"))))
     except (ValueError, FileNotFoundError, KeyError) as err:
         # bad input: one line, non-zero exit, nothing half-started
         sys.exit(error_line(str(err)))
     except OSError as err:
-        sys.exit(error_line(f"{err.filename}: {err.strerror}" if err.filename else str(err)))
+        sys.exit(error_line(no_space_message(err, where=cfg.get("run_dir")) or os_error_message(err)))
     except Exception as err:
+        if full_disk := no_space_message(err, where=cfg.get("run_dir")):  # a library's words for ENOSPC
+            sys.exit(error_line(full_disk))
         # unexpected: where it happened matters, but not forty frames of torch and MLflow
         traceback.print_exception(err, limit=-TRACEBACK_FRAMES, file=sys.stderr)
         sys.exit(error_line(f"unexpected {type(err).__name__}: {err}"))
+
+
+def os_error_message(err: OSError) -> str:
+    """`<path>: <reason>` for an OSError that names its path, else its own message."""
+    return f"{err.filename}: {err.strerror}" if err.filename else str(err)
 
 
 def error_line(message: str) -> str:
