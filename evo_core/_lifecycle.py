@@ -37,9 +37,10 @@ A search subclasses `Search` for the optional members' defaults; run_study refus
 an object that lacks a member.
 
 Top to bottom: import the config's `imports` (they register objectives, methods, ...) -> check ->
-the objective's data (a bad split fails in seconds, before the models) ->
-load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
-joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
+a primary takes the study's primary lock, held to its end (_primary.py: a second primary is
+refused) -> the objective's data (a bad split fails in seconds, before the models) -> load ->
+storage, the main study's signature (a changed search refuses to resume), MLflow (a helper joins
+its primary's run) -> the search's phases (per trial: the search makes a candidate model,
 the objective scores it item by item, MLflow logs it, the search is told) -> a helper stops here;
 the primary waits for the helpers' running trials (of every phase), and logs the trials no
 callback saw -> the search's best: its test table next to the search's baselines, one table per
@@ -70,6 +71,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ._files import atomic_write_text, writable_dir
 from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits
 from ._plots import plot_history
+from ._primary import primary_lock
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
 from ._racing import race_trials
@@ -223,7 +225,6 @@ def scored_trial(phase: str, trial: FrozenTrial, *, earlier: bool) -> Scored:
 def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str, float]]:
     """The whole lifecycle (module docstring) for a validated config (an evo_core StudyConfig);
     returns the test table (model -> metric -> value)."""
-    fitness, directions = cfg.fitness, cfg.directions
     missing = missing_members(search)
     if missing:
         raise ValueError(f"search {type(search).__name__} has no {', '.join(missing)}: a search implements "
@@ -232,6 +233,17 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     SAMPLERS.get(cfg.sampler.kind)  # an unknown sampler fails here, not after loading
     search.check()
     run_dir = writable_dir(cfg.run_dir, key="run_dir")
+    storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
+    # one primary per study, held until it ends (a dead one's lock is released by the OS or server)
+    with contextlib.nullcontext() if cfg.helper else primary_lock(
+            run_dir=run_dir, storage=storage, study_name=cfg.study_name, shown_storage=without_password(storage)):
+        return _run_checked(cfg, search, run_dir=run_dir, storage=storage, resolved=resolved)
+
+
+def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
+                 resolved: str) -> dict[str, dict[str, float]]:
+    """run_study after its early checks (a primary holding its lock): data, models, study, MLflow, search."""
+    fitness, directions = cfg.fitness, cfg.directions
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
 
@@ -253,7 +265,6 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
                          f"{cfg.objective.name!r}; known: {', '.join(names)}")
     search.load(tokenizer)
 
-    storage = cfg.tracking.storage or sqlite_url_in(run_dir / "study.db")
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
     # how trials were scored is part of what their values mean: a racing study resumes as one

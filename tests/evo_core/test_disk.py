@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_faults import tiny_study
+
+from tests.evo_core.test_faults import tiny_study
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
