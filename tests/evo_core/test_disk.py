@@ -88,6 +88,14 @@ def test_a_read_only_run_dir_is_one_line_before_hydra_writes_there(tmp_path, tin
     assert not (tmp_path / "mlruns").exists(), "refused before anything was created"
 
 
+@pytest.mark.slow
+def test_a_disk_full_from_the_start_is_one_line_before_hydra_writes_there(tmp_path, tiny_model_dirs):
+    run_dir = tmp_path / "run"
+    proc = in_namespace(f"{mounted(run_dir, 'size=16k')} && exec {cli(*tiny_study(tmp_path, tiny_model_dirs))}")
+    assert one_error_line(proc).startswith(f"error: no space left on {run_dir} (16 KiB free); "), proc.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
 # tmpfs sizes: the empty study.db with its first trials is ~120 KiB and grows ~4 KiB a trial (the
 # tiny study, 4 items); Hydra's .hydra/ takes ~20 KiB; best_model/ is ~750 KiB (tiny_model_dirs)
 MID_RUN_KIB, MID_RUN_TRIALS = 200, 40  # the database fills after ~15 trials
