@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ._config import check_overrides
-from ._files import NoSpaceLeft, no_space_message
+from ._files import NoSpaceLeft, no_space_message, quiet_full_disk_in_threads
 from ._paths import register_resolvers
 
 TRACEBACK_FRAMES = 4  # the innermost frames of an unexpected error's traceback
@@ -76,6 +76,7 @@ def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: C
     register_resolvers()  # Hydra resolves run_dir (hence ${project:...}) before it calls us
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the study's output
+    quiet_full_disk_in_threads()  # a full disk is the main thread's one line, not a thread's traceback
 
     @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
     def main(cfg: DictConfig) -> None:

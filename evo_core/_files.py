@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,3 +176,19 @@ def no_space_message(err: BaseException, *, where: str | Path | None) -> str | N
         return None
     return (f"no space left on {where or 'the disk'} ({reason}); free space (or choose another run_dir) and run the "
             f"same command again: finished trials are kept and the study resumes")
+
+
+def quiet_full_disk_in_threads() -> None:
+    """A thread that dies of a full disk (Optuna's heartbeat thread writes the storage at every
+    trial's start) prints no traceback: the main thread meets the same full disk and reports it in
+    its one line. Any other thread's death is printed as before. Process-wide: the CLI calls it."""
+    default = threading.excepthook
+    if getattr(default, "quiet_full_disk", False):
+        return  # once per process (commands run in-process by the tests call it again)
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if disk_full_reason(args.exc_value) is None:
+            default(args)
+
+    hook.quiet_full_disk = True
+    threading.excepthook = hook

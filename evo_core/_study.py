@@ -180,17 +180,17 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     worker = f"{socket.gethostname()}:{os.getpid()}"  # recorded on every trial this process runs
 
     def objective(trial: optuna.Trial):
-        params = suggest_all(study, trial, space)
-        trial.set_user_attr("worker", worker)
         try:
-            return scored(trial, params)
+            return scored(trial)
         except Exception as err:  # Optuna records the FAIL; the trial itself must say why
             if disk_full_reason(err):  # every next trial would fail the same way: stop the study
                 stop_on_full_disk(study, trial, err)
             trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
             raise
 
-    def scored(trial: optuna.Trial, params: dict[str, float]):
+    def scored(trial: optuna.Trial):
+        params = suggest_all(study, trial, space)  # writes too: the point, then each parameter
+        trial.set_user_attr("worker", worker)
         started = time.perf_counter()
         metrics = evaluate(params, trial.number)
         return record_metrics(trial, {"trial_seconds": time.perf_counter() - started, **metrics}, fitness)
