@@ -8,8 +8,9 @@ are made here, when a command starts, not on import. Bad input exits non-zero wi
 
 The error boundary: an expected failure (ValueError, FileNotFoundError, KeyError: bad config or
 data, missing models, a server down at start) is that one line; any other OSError (an unwritable
-or read-only path) is one line naming the path; the storage server gone mid-run is one line naming
-it (evo_core/_probes.py server_gone); anything else is a bug or an environment fault: its last few
+or read-only path) is one line naming the path; a full disk (ENOSPC, or a library's words for it,
+anywhere in the chain of causes) is `error: no space left on <run_dir> (...)`; the storage server
+gone mid-run is one line naming it (evo_core/_probes.py server_gone); anything else is a bug or an environment fault: its last few
 frames, then the same kind of line, so a log still ends in one greppable `error:`.
 
 Credentials (a password in tracking.storage or tracking.uri) are masked in all a command writes:
@@ -26,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ._config import check_overrides
+from ._files import NoSpaceLeft, no_space_message, quiet_full_disk_in_threads
 from ._paths import register_resolvers
 from ._secrets import HYDRA_FILES, mask_files, mask_secrets, masked_output
 
@@ -48,18 +50,27 @@ def _run_guarded(cfg: DictConfig, *, validate: Callable[[DictConfig], Any], sear
     try:
         typed = validate(cfg)
         run_study(typed, search(typed), resolved=OmegaConf.to_yaml(cfg))
+    except NoSpaceLeft as err:  # the trial loop stopped on a full disk
+        sys.exit(error_line(no_space_message(err, where=cfg.get("run_dir"))))
     except (ValueError, FileNotFoundError, KeyError) as err:
         # bad input: one line, non-zero exit, nothing half-started
         sys.exit(error_line(str(err)))
     except OSError as err:
-        sys.exit(error_line(f"{err.filename}: {err.strerror}" if err.filename else str(err)))
+        sys.exit(error_line(no_space_message(err, where=cfg.get("run_dir")) or os_error_message(err)))
     except Exception as err:
+        if full_disk := no_space_message(err, where=cfg.get("run_dir")):  # a library's words for ENOSPC
+            sys.exit(error_line(full_disk))
         # the storage server gone mid-run (PostgreSQL down): one line naming it, as at start
         if typed is not None and (gone := server_gone(err, typed.tracking)):
             sys.exit(error_line(gone))
         # unexpected: where it happened matters, but not forty frames of torch and MLflow
         traceback.print_exception(err, limit=-TRACEBACK_FRAMES, file=sys.stderr)
         sys.exit(error_line(f"unexpected {type(err).__name__}: {err}"))
+
+
+def os_error_message(err: OSError) -> str:
+    """`<path>: <reason>` for an OSError that names its path, else its own message."""
+    return f"{err.filename}: {err.strerror}" if err.filename else str(err)
 
 
 def error_line(message: str) -> str:
@@ -92,6 +103,7 @@ def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: C
     register_resolvers()  # Hydra resolves run_dir (hence ${project:...}) before it calls us
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the study's output
+    quiet_full_disk_in_threads()  # a full disk is the main thread's one line, not a thread's traceback
 
     @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
     def main(cfg: DictConfig) -> None:

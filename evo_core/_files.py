@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,13 +26,20 @@ T = TypeVar("T")
 
 
 def writable_dir(path: str | Path, *, key: str) -> Path:
-    """`path` as a directory this process can write into (created if missing), or a PermissionError
-    naming it and its config key (the CLI prints it as one line); SQLite would fail later with
-    "unable to open database file" and no path."""
+    """`path` as a directory this process can write into (created if missing), or an OSError naming
+    it, why, and its config key (the CLI prints it as one line); SQLite would fail later with
+    "unable to open database file" and no path. Root ignores permission bits, not a read-only
+    mount (EROFS) nor an immutable directory: os.access sees both."""
     path = Path(path).resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise type(err)(err.errno, f"{err.strerror} ({key})", err.filename) from None
     if not os.access(path, os.W_OK):
-        raise PermissionError(errno.EACCES, f"not writable ({key})", str(path))
+        read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+        raise PermissionError(errno.EROFS if read_only else errno.EACCES,
+                              f"{'not writable, a read-only file system' if read_only else 'not writable'} ({key})",
+                              str(path))
     return path
 
 
@@ -124,3 +132,63 @@ def _looks_like_schema_race(err: BaseException | None) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+class NoSpaceLeft(BaseException):
+    """A full disk met inside Optuna's trial loop (the study's storage could not be written),
+    raised through it as this. Not an Exception: Optuna's catch=(Exception,) would fail the trial,
+    log its traceback and go on to the next trial on the same full disk."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(disk_full_reason(cause) or str(cause))
+
+
+# what the libraries say for ENOSPC when they do not raise the OSError itself: SQLite (through
+# SQLAlchemy, wrapped again by Optuna as "invalid data ... exceeding max length"), safetensors'
+# Rust I/O error ("No space left on device (os error 28)"), PostgreSQL ("could not extend file")
+DISK_FULL_MESSAGES = ("database or disk is full", "no space left on device", "disk quota exceeded",
+                      "could not extend file")
+
+
+def disk_full_reason(err: BaseException | None) -> str | None:
+    """Why `err` is a full disk (ENOSPC or EDQUOT, or a library's message for it, anywhere in its
+    chain of causes and contexts), else None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, NoSpaceLeft):
+            return str(err)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
+        message = str(err).lower()
+        for known in DISK_FULL_MESSAGES:
+            if known in message:
+                return str(err).splitlines()[0]
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def no_space_message(err: BaseException, *, where: str | Path | None) -> str | None:
+    """The one line for a full disk: `no space left on <where> (<the library's words>)` and how to
+    go on, else None (not a full disk)."""
+    reason = disk_full_reason(err)
+    if reason is None:
+        return None
+    return (f"no space left on {where or 'the disk'} ({reason}); free space (or choose another run_dir) and run the "
+            f"same command again: finished trials are kept and the study resumes")
+
+
+def quiet_full_disk_in_threads() -> None:
+    """A thread that dies of a full disk (Optuna's heartbeat thread writes the storage at every
+    trial's start) prints no traceback: the main thread meets the same full disk and reports it in
+    its one line. Any other thread's death is printed as before. Process-wide: the CLI calls it."""
+    default = threading.excepthook
+    if getattr(default, "quiet_full_disk", False):
+        return  # once per process (commands run in-process by the tests call it again)
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if disk_full_reason(args.exc_value) is None:
+            default(args)
+
+    hook.quiet_full_disk = True
+    threading.excepthook = hook

@@ -42,7 +42,8 @@ an object that lacks a member.
 
 Top to bottom: import the config's `imports` (they register objectives, methods, ...) -> check ->
 the servers of `tracking` probed (evo_core/_probes.py: down, wrong password, no such database) ->
-the objective's data (a bad split fails in seconds, before the models) ->
+a primary takes the study's primary lock, held to its end (_primary.py: a second primary is
+refused) -> the objective's data (a bad split fails in seconds, before the models) ->
 load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
 joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
 the objective scores it item by item, MLflow logs it, the search is told) -> a helper stops here;
@@ -76,6 +77,7 @@ from ._files import atomic_write_text, writable_dir
 from ._objective import TEST_SPLIT, Objective, build_objective, mean_scores, table_splits
 from ._plots import plot_history
 from ._probes import probe_servers
+from ._primary import primary_lock
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
 from ._racing import race_trials
@@ -233,7 +235,6 @@ def scored_trial(phase: str, trial: FrozenTrial, *, earlier: bool) -> Scored:
 def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str, float]]:
     """The whole lifecycle (module docstring) for a validated config (an evo_core StudyConfig);
     returns the test table (model -> metric -> value)."""
-    fitness, directions = cfg.fitness, cfg.directions
     missing = missing_members(search)
     if missing:
         raise ValueError(f"search {type(search).__name__} has no {', '.join(missing)}: a search implements "
@@ -243,6 +244,19 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     search.check()
     probe_servers(cfg.tracking)  # a server that is down, or a wrong password, in seconds: before any model loads
     run_dir = writable_dir(cfg.run_dir, key="run_dir")
+    # a user without a password in the URL gets $EVO_STORAGE_PASSWORD (docs/scale-out.md)
+    storage = (storage_url_with_env_password(cfg.tracking.storage) if cfg.tracking.storage
+               else sqlite_url_in(run_dir / "study.db"))
+    # one primary per study, held until it ends (a dead one's lock is released by the OS or server)
+    with contextlib.nullcontext() if cfg.helper else primary_lock(
+            run_dir=run_dir, storage=storage, study_name=cfg.study_name, shown_storage=mask_secrets(storage)):
+        return _run_checked(cfg, search, run_dir=run_dir, storage=storage, resolved=resolved)
+
+
+def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
+                 resolved: str) -> dict[str, dict[str, float]]:
+    """run_study after its early checks (a primary holding its lock): data, models, study, MLflow, search."""
+    fitness, directions = cfg.fitness, cfg.directions
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
 
@@ -265,9 +279,6 @@ def run_study(cfg: Any, search: Search, *, resolved: str) -> dict[str, dict[str,
     search.check_objective(objective)
     search.load(tokenizer)
 
-    # a user without a password in the URL gets $EVO_STORAGE_PASSWORD (docs/scale-out.md)
-    storage = (storage_url_with_env_password(cfg.tracking.storage) if cfg.tracking.storage
-               else sqlite_url_in(run_dir / "study.db"))
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
     # how trials were scored is part of what their values mean: a racing study resumes as one

@@ -35,7 +35,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._secrets import mask_secrets
+from ._secrets import mask_secrets, storage_url_with_env_password
 
 PROBE_SECONDS = 5  # the connect timeout of a probe at start (libpq's minimum is 2)
 RETRY_SECONDS = 2.0  # between two tries of a call to a server that went away
@@ -60,8 +60,8 @@ def is_http_url(url: str | None) -> bool:
 def probe_servers(tracking: Any, *, timeout: float = PROBE_SECONDS) -> None:
     """Each server of the `tracking` config group, tried once (module docstring); a
     ServerUnreachable for the first that fails. SQLite and a local MLflow store are not servers."""
-    if is_database_url(tracking.storage):
-        probe_database(tracking.storage, key="tracking.storage", timeout=timeout)
+    if is_database_url(tracking.storage):  # with its password from the environment, as the study will connect
+        probe_database(storage_url_with_env_password(tracking.storage), key="tracking.storage", timeout=timeout)
     if is_http_url(tracking.uri):
         probe_mlflow(tracking.uri, key="tracking.uri", timeout=timeout)
     elif is_database_url(tracking.uri):

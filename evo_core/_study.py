@@ -8,7 +8,8 @@
 
 `evaluate(params, seed)` builds the candidate (merge, path, ...) and scores it; it returns a dict of
 metrics that must contain every fitness key. A trial that raises or returns a non-finite fitness
-is recorded FAIL, with the reason in its user attribute `fail_reason`, and the study goes on.
+is recorded FAIL, with the reason in its user attribute `fail_reason`, and the study goes on; a
+full disk stops it (NoSpaceLeft): the next trial would fail the same way.
 Re-running with the same storage resumes: finished trials are kept and only the missing ones run. Several workers (processes, machines) may share one storage: `n_trials` is the
 study's total (a worker stops when the study has that many finished, so up to workers - 1 extra
 trials may finish), each trial records which worker ran it, and `wait_for_workers` lets one worker
@@ -16,6 +17,7 @@ wait for the others' running trials before it reads the final result.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -28,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ._files import open_store
+from ._files import NoSpaceLeft, disk_full_reason, open_store
 from ._optuna_compat import (add_finished_trial_user_attrs, enqueued_params, heartbeat_interval, record_heartbeat,
                              trial_id)
 from ._registry import Registry
@@ -185,15 +187,17 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     worker = f"{socket.gethostname()}:{os.getpid()}"  # recorded on every trial this process runs
 
     def objective(trial: optuna.Trial):
-        params = suggest_all(study, trial, space)
-        trial.set_user_attr("worker", worker)
         try:
-            return scored(trial, params)
+            return scored(trial)
         except Exception as err:  # Optuna records the FAIL; the trial itself must say why
+            if disk_full_reason(err):  # every next trial would fail the same way: stop the study
+                stop_on_full_disk(study, trial, err)
             trial.set_user_attr("fail_reason", fail_reason(err))
             raise
 
-    def scored(trial: optuna.Trial, params: dict[str, float]):
+    def scored(trial: optuna.Trial):
+        params = suggest_all(study, trial, space)  # writes too: the point, then each parameter
+        trial.set_user_attr("worker", worker)
         started = time.perf_counter()
         metrics = evaluate(params, trial.number)
         return record_metrics(trial, {"trial_seconds": time.perf_counter() - started, **metrics}, fitness)
@@ -203,6 +207,17 @@ def run_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
         return
     study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
                    callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), *on_trial])
+
+
+def stop_on_full_disk(study: optuna.Study, trial: optuna.Trial, err: Exception) -> None:
+    """Raise NoSpaceLeft, which Optuna's loop lets through (no next trial, no traceback logged),
+    after telling the trial FAIL if the storage still takes that one write (SQLite rolled the
+    failed write back); if not, the heartbeat fails it on resume, after its grace period."""
+    with contextlib.suppress(Exception):
+        trial.set_user_attr("fail_reason", f"{type(err).__name__}: {err}")
+    with contextlib.suppress(Exception):
+        study.tell(trial, state=TrialState.FAIL)
+    raise NoSpaceLeft(err) from err
 
 
 def record_metrics(trial: optuna.Trial, metrics: dict[str, Any], fitness: Sequence[str]) -> float | list[float]:
