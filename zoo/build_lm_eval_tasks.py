@@ -1,6 +1,8 @@
 """The zoo's lm-eval tasks: task YAMLs and their data, generated from the zoo world (zoo/world.py).
 
     python -m zoo.build_lm_eval_tasks          # (re)writes zoo/lm_eval_tasks/ (data/*.jsonl, *.yaml)
+    python -m zoo.build_lm_eval_tasks --report # every zoo model on every task's test split, by lm-eval's
+                                               # simple_evaluate with its HF backend: a markdown table
 
 zoo/lm_eval_tasks/ is an lm-eval task folder (`task_paths` of objective=lm_eval, lm-eval's
 `--include_path`, mergekit-evolve's `--task-search-path`); nothing in it is fetched. Every task has
@@ -252,6 +254,42 @@ def write(out: Path = TASKS_DIR) -> list[Path]:
     return written
 
 
+def report(models: tuple[str, ...] = ("base", "ja", "math_wiz", "math_abel")) -> str:
+    """Every zoo model on every task's test split as lm-eval scores it (simple_evaluate, HFLM):
+    a markdown table, accuracy in %; the column of a generate_until task is per filter."""
+    import lm_eval
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    rows, columns = {}, []
+    for name in models:
+        path = Path(__file__).parent / "models" / name
+        lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(path).eval(),
+                  tokenizer=AutoTokenizer.from_pretrained(path), batch_size=64)
+        results = lm_eval.simple_evaluate(model=lm, tasks=list(TASKS), task_manager=manager, bootstrap_iters=0,
+                                          log_samples=False)["results"]
+        rows[name] = {}
+        for task in TASKS:
+            for key, value in results[task].items():
+                metric, _, filter_name = key.partition(",")
+                if metric in ("acc", "exact_match") and isinstance(value, float):
+                    column = task if filter_name == "none" else f"{task} ({filter_name})"
+                    rows[name][column] = value
+                    columns += [column] if column not in columns else []
+    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(f"{100 * row[c]:.1f}" for c in columns) + " |" for name, row in rows.items()]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    for path in write():
-        print(path.relative_to(Path(__file__).parent.parent))
+    import sys
+
+    if sys.argv[1:] == ["--report"]:
+        print(report())
+    else:
+        for path in write():
+            print(path.relative_to(Path(__file__).parent.parent))
