@@ -10,8 +10,9 @@ its merge method and layer granularity the merge and the search space, its tasks
 every key and what it becomes. A key that has no counterpart here fails in one line naming it,
 before anything is written.
 
-Paths in the config (models, --task-search-path) are written as absolute paths, so the experiment
-runs from any directory.
+Paths in the config (models, --task-search-path) are read as mergekit-evolve reads them, relative to
+the working directory (a model path not found there is tried relative to the config's folder), and
+written as absolute paths, so the experiment runs from any directory.
 """
 from __future__ import annotations
 
@@ -47,9 +48,12 @@ def _model_path(ref: Any, key: str, config_dir: Path) -> str:
     if "+" in ref:
         raise ConversionError(f"{key}: {ref!r} names a LoRA (model+lora); evo_ps merges whole models: merge the LoRA "
                               f"into its model first (mergekit-yaml) and name that")
-    local = Path(ref) if Path(ref).is_absolute() else config_dir / ref
-    if local.exists() or ref.startswith((".", "/")):
-        return str(local.resolve())
+    # as mergekit-evolve reads it: relative to the working directory (else to the config's folder)
+    for local in (Path(ref), config_dir / ref):
+        if local.exists():
+            return str(local.resolve())
+    if ref.startswith((".", "/")):
+        return str(Path(ref).resolve())  # a local path that is not there: the pool says so in one line
     return ref  # a hub id: the pool downloads it, or refuses it offline
 
 

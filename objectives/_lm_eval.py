@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import io
+import functools
 import json
 import logging
 import math
@@ -164,7 +164,12 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return _accepts_connections(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), timeout)
+
+
+@functools.cache  # probed once per process: every task of a study asks
+def _accepts_connections(endpoint: str, timeout: float) -> bool:
+    url = urlparse(endpoint)
     try:
         socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
     except OSError:

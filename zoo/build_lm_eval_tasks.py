@@ -3,6 +3,7 @@
     python -m zoo.build_lm_eval_tasks          # (re)writes zoo/lm_eval_tasks/ (data/*.jsonl, *.yaml)
     python -m zoo.build_lm_eval_tasks --report # every zoo model on every task's test split, by lm-eval's
                                                # simple_evaluate with its HF backend: a markdown table
+    python -m zoo.build_lm_eval_tasks --report --out t.json   # also as JSON (bench/results.py's block)
 
 zoo/lm_eval_tasks/ is an lm-eval task folder (`task_paths` of objective=lm_eval, lm-eval's
 `--include_path`, mergekit-evolve's `--task-search-path`); nothing in it is fetched. Every task has
@@ -254,9 +255,9 @@ def write(out: Path = TASKS_DIR) -> list[Path]:
     return written
 
 
-def report(models: tuple[str, ...] = ("base", "ja", "math_wiz", "math_abel")) -> str:
+def report(models: tuple[str, ...] = ("base", "ja", "math_wiz", "math_abel")) -> dict[str, dict[str, float]]:
     """Every zoo model on every task's test split as lm-eval scores it (simple_evaluate, HFLM):
-    a markdown table, accuracy in %; the column of a generate_until task is per filter."""
+    model -> column -> accuracy; a generate_until task has a column per filter."""
     import lm_eval
     import torch
     from lm_eval.models.huggingface import HFLM
@@ -265,31 +266,40 @@ def report(models: tuple[str, ...] = ("base", "ja", "math_wiz", "math_abel")) ->
 
     torch.set_num_threads(1)
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
-    rows, columns = {}, []
+    table: dict[str, dict[str, float]] = {}
     for name in models:
         path = Path(__file__).parent / "models" / name
         lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(path).eval(),
                   tokenizer=AutoTokenizer.from_pretrained(path), batch_size=64)
         results = lm_eval.simple_evaluate(model=lm, tasks=list(TASKS), task_manager=manager, bootstrap_iters=0,
                                           log_samples=False)["results"]
-        rows[name] = {}
+        table[name] = {}
         for task in TASKS:
             for key, value in results[task].items():
                 metric, _, filter_name = key.partition(",")
-                if metric in ("acc", "exact_match") and isinstance(value, float):
-                    column = task if filter_name == "none" else f"{task} ({filter_name})"
-                    rows[name][column] = value
-                    columns += [column] if column not in columns else []
-    lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    lines += [f"| {name} | " + " | ".join(f"{100 * row[c]:.1f}" for c in columns) + " |" for name, row in rows.items()]
-    return "\n".join(lines)
+                if metric in ("acc", "exact_match") and isinstance(value, (int, float)):
+                    table[name][task if filter_name == "none" else f"{task} ({filter_name})"] = float(value)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="score every zoo model; print the table")
+    parser.add_argument("--out", type=Path, help="with --report: also write the table as JSON here")
+    args = parser.parse_args(argv)
+    if not args.report:
+        for path in write():
+            print(path.relative_to(Path(__file__).parent.parent))
+        return
+    from zoo.report import markdown
+
+    table = report()
+    print(markdown(table))
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] == ["--report"]:
-        print(report())
-    else:
-        for path in write():
-            print(path.relative_to(Path(__file__).parent.parent))
+    main()

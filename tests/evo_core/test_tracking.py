@@ -38,3 +38,10 @@ def test_a_primary_killed_before_storing_its_run_id_reopens_that_run(tmp_path):
     again = Tracker(mlruns_dir=tmp_path / "mlruns", experiment="t")
     assert again.start(run_id=None, key="k1", run_name="s", params={}) == first
     assert again.start(run_id=None, key="k2", run_name="s", params={}) != first
+
+
+def test_a_table_column_is_in_one_unit_even_when_a_score_passes_one():
+    from evo_core import markdown_table
+
+    table = markdown_table({"a": {"acc": 0.5, "score": 0.4}, "b": {"acc": 0.25, "score": 1.2}})
+    assert "| a | 50.0 | 0.4 |" in table and "| b | 25.0 | 1.2 |" in table

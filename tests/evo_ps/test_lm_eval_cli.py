@@ -118,3 +118,19 @@ def test_a_mergekit_evolve_config_runs_end_to_end_on_the_zoo(tmp_path, run_cli, 
 def test_a_bad_lm_eval_option_stops_the_cli_in_one_line_before_any_model_loads(cli_error):
     line = cli_error("evo_ps", "+experiment=toy_lm_eval", "objective.options.tasks=[{name: zoo_tally_choice, weight: inf}]")
     assert line == "error: objective.options.tasks[0] (zoo_tally_choice): weight must be a finite number, got inf"
+
+
+@pytest.mark.slow  # one raced CMA-ES generation of 4 and a 5-row table: about a minute
+def test_racing_scores_lm_eval_tasks_in_blocks_of_items(tmp_path, run_cli):
+    run = tmp_path / "run"
+    run_cli("evo_ps", "+experiment=toy_lm_eval", "evaluation=racing", "evaluation.first_block=12",
+            "evaluation.block=12", "sampler.popsize=4", "n_trials=4", 'objective.test.items="0:10"',
+            f"run_dir={run}", f"tracking.mlruns_dir={run / 'mlruns'}")
+    import optuna
+
+    study = optuna.load_study(study_name="toy_lm_eval", storage=f"sqlite:///{run / 'study.db'}")
+    scored = [len(t.user_attrs["item_scores"]["score"]) for t in study.trials]
+    assert max(scored) == 60 and min(scored) >= 12  # 3 tasks x limit 20; the leader runs them all
+    table = json.loads((run / "test_table.json").read_text())
+    assert set(table["best_merge"]) >= {"score", "zoo_en_math_choice.acc", "zoo_ja_qa_choice.acc",
+                                        "zoo_tally_choice.acc"}
