@@ -17,7 +17,7 @@ def test_breeding_competes_for_the_items_of_every_lm_eval_task(tmp_path, run_cli
     run_cli("evo_breed", "objective=lm_eval", f"objective.options.tasks=[{','.join(TASKS)}]",
             f"objective.options.task_paths=[{ZOO_TASKS}]", "objective.options.limit=10",
             f"archive.resources=[{','.join(f'{t}.acc' for t in TASKS)}]", "n_trials=10",
-            '+objective.test.items="0:10"', f"run_dir={run}", f"tracking.mlruns_dir={run / 'mlruns'}")
+            'objective.test.items="0:10"', f"run_dir={run}", f"tracking.mlruns_dir={run / 'mlruns'}")
     members = json.loads((run / "archive" / "state.json").read_text())["members"]
     assert all(len(m["scores"]) == 3 * 30 for m in members)  # 3 resources x the 30 search items
     # each task's resource scores only its own items: the zoo's experts hold different ones

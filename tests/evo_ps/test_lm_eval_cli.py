@@ -105,7 +105,7 @@ def test_a_mergekit_evolve_config_runs_end_to_end_on_the_zoo(tmp_path, run_cli, 
     (tmp_path / "experiment" / "evol_config.yaml").write_text(capsys.readouterr().out)
     run = tmp_path / "run"
     proc = run_cli("evo_ps", f"hydra.searchpath=[file://{tmp_path}]", "+experiment=evol_config",
-                   '+objective.test.items="0:20"', f"run_dir={run}", f"tracking.mlruns_dir={run / 'mlruns'}")
+                   'objective.test.items="0:20"', f"run_dir={run}", f"tracking.mlruns_dir={run / 'mlruns'}")
     table = json.loads((run / "test_table.json").read_text())
     assert list(table) == ["base", "ja", "math_wiz", "math_abel", "best_merge"]
     for row in table.values():  # the fitness is mergekit-evolve's: the tasks' weighted sum
