@@ -131,6 +131,9 @@ def test_racing_scores_lm_eval_tasks_in_blocks_of_items(tmp_path, run_cli):
     study = optuna.load_study(study_name="toy_lm_eval", storage=f"sqlite:///{run / 'study.db'}")
     scored = [len(t.user_attrs["item_scores"]["score"]) for t in study.trials]
     assert max(scored) == 60 and min(scored) >= 12  # 3 tasks x limit 20; the leader runs them all
+    for trial in study.trials:  # every task's metrics on every trial (Optuna user attributes; MLflow alike)
+        assert {f"{t}.{m}" for t in ("zoo_en_math_choice", "zoo_ja_qa_choice", "zoo_tally_choice")
+                for m in ("acc", "acc_norm")} | {"score"} <= set(trial.user_attrs)
     table = json.loads((run / "test_table.json").read_text())
     assert set(table["best_merge"]) >= {"score", "zoo_en_math_choice.acc", "zoo_ja_qa_choice.acc",
                                         "zoo_tally_choice.acc"}
