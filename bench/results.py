@@ -74,6 +74,8 @@ RUNS = {
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
+    "toy_lm_eval": Run("evo_ps", ("+experiment=toy_lm_eval",)),
+    "zoo_lm_eval_report": Run("zoo.build_lm_eval_tasks", ("--report",), study=False),
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -142,6 +144,9 @@ BLOCKS = {
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
     "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),
     "adaptive_eval": Block(("adaptive_eval",), lambda t: adaptive_eval(t["adaptive_eval"])),
+    "toy_lm_eval_demo": table_block("toy_lm_eval", "score", "zoo_en_math_choice.acc", "zoo_ja_qa_choice.acc",
+                                    "zoo_tally_choice.acc"),
+    "zoo_lm_eval_report": Block(("zoo_lm_eval_report",), lambda t: zoo_markdown(t["zoo_lm_eval_report"])),
 }
 
 

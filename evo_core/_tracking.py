@@ -44,13 +44,17 @@ _TRIAL_RUN_NAME = re.compile(r"/trial-(\d+)$")
 
 def markdown_table(table: dict[str, dict[str, float]], columns: Sequence[str] | None = None) -> str:
     """model -> metrics as the Markdown table the CLIs print (and the docs show: bench/results.py):
-    scores in [0, 1] as percentages with one decimal, other numbers as they are. Every metric,
-    sorted; or `columns`: those of them the table has, in that order (a docs block keeps the
+    a column whose scores are all in [0, 1] as percentages with one decimal, other numbers as they
+    are. Every metric, sorted; or `columns`: those of them the table has, in that order (a docs block keeps the
     columns it shows when a run's table gains one)."""
     present = {m for row in table.values() for m in row}
     metrics = sorted(present) if columns is None else [m for m in columns if m in present]
     lines = ["| model | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    lines += [f"| {model} | " + " | ".join(_cell(row.get(m)) for m in metrics) + " |" for model, row in table.items()]
+    # a column is in percent only if all its numbers are in [0, 1] (a weighted sum of accuracies,
+    # lm_eval's `score`, may be 0.4 in one row and 1.2 in the next: the same unit in both)
+    percent = {m: all(0 <= row[m] <= 1 for row in table.values() if row.get(m) is not None) for m in metrics}
+    lines += [f"| {model} | " + " | ".join(_cell(row.get(m), percent[m]) for m in metrics) + " |"
+              for model, row in table.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -210,5 +214,5 @@ class Tracker:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def _cell(value: float | None) -> str:
-    return "" if value is None else f"{100 * value:.1f}" if 0 <= value <= 1 else f"{value:g}"
+def _cell(value: float | None, percent: bool = True) -> str:
+    return "" if value is None else f"{100 * value:.1f}" if percent and 0 <= value <= 1 else f"{value:g}"

@@ -13,7 +13,9 @@ Registered: "mgsm_ja" (last number must equal the gold number; the zoo's math ta
 MGSM-JA, which the project ships: MGSM_JA_TSV, data/mgsm/README.md; acc/acc_ja by the project's
 extraction, paper_acc/paper_acc_ja by the paper's released one, bugs included: _answers.py),
 "answer_match" (a regex capture must equal the gold string; the zoo's Q&A) and "ja_vqa"
-(_vqa.py: visual QA through a VLM's processor, metrics rougeL and rougeL_ja, the fitness).
+(_vqa.py: visual QA through a VLM's processor, metrics rougeL and rougeL_ja, the fitness) and
+"lm_eval" (_lm_eval.py: any lm-evaluation-harness tasks, weighted as mergekit-evolve weighs them;
+the zoo's own in zoo/lm_eval_tasks/).
 
 Japanese visual QA (the paper's EvoVLM-JP evaluation): _rouge.py scores outputs with ROUGE-L on
 MeCab tokens of normalised text, per item, and rougeL_ja gates non-Japanese predictions to
@@ -38,6 +40,7 @@ from ._judges import AnswerJudge, Judge, NumericJudge, VQAJudge
 from ._prepared import PreparedSplit, Prompts, prepare_split
 from . import _fast_generation  # noqa: F401  (registers the "fast_greedy" generation backend)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
+from ._lm_eval import LMEvalObjective, live_lm
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
 from ._prompts import (
     EVOVLM_JA_MAX_NEW_TOKENS,
@@ -68,6 +71,7 @@ __all__ = [
     "GenerativeObjective",
     "Generator",
     "Judge",
+    "LMEvalObjective",
     "NumericJudge",
     "PreparedSplit",
     "Prompts",
@@ -97,6 +101,7 @@ __all__ = [
     "greedy_generate",
     "image_key",
     "language_detector",
+    "live_lm",
     "load_ja_vg_vqa",
     "load_ja_vlm_wild",
     "load_split",

@@ -60,3 +60,10 @@ def test_a_trial_logged_half_or_twice_ends_with_one_run(tmp_path):
                                                                         ("s/trial-0001", "FINISHED")]
     assert half.info.run_id not in {r.info.run_id for r in nested}
     assert {r.info.run_name: r.data.params for r in nested}["s/trial-0001"] == {"a": repr(second.params["a"])}
+
+
+def test_a_table_column_is_in_one_unit_even_when_a_score_passes_one():
+    from evo_core import markdown_table
+
+    table = markdown_table({"a": {"acc": 0.5, "score": 0.4}, "b": {"acc": 0.25, "score": 1.2}})
+    assert "| a | 50.0 | 0.4 |" in table and "| b | 25.0 | 1.2 |" in table

@@ -34,11 +34,11 @@ def tsv_objective(name, tok, write_tsv, rows=ROWS, **kwargs):
 # -- registry ---------------------------------------------------------------------------------
 
 def test_registry():
-    assert objectives.names() == ["answer_match", "ja_vqa", "mgsm_ja"]
+    assert objectives.names() == ["answer_match", "ja_vqa", "lm_eval", "mgsm_ja"]
     assert objectives.get("ja_vqa") is objectives.VQAObjective
     assert objectives.get("mgsm_ja") is NumericAnswerObjective
     assert objectives.get("answer_match") is AnswerMatchObjective
-    with pytest.raises(ValueError, match="unknown objective 'mgsm'; known: answer_match, ja_vqa, mgsm_ja"):
+    with pytest.raises(ValueError, match="unknown objective 'mgsm'; known: answer_match, ja_vqa, lm_eval, mgsm_ja"):
         objectives.build("mgsm", tokenizer=None, splits={})
 
 
