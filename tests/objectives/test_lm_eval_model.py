@@ -195,3 +195,14 @@ def test_bad_options_and_sampling_fail_in_one_line(tiny_model_dirs):
         lm.generate_until([_Request(("Q: 1+1\nA:",), {"until": ["\n"], "do_sample": True, "temperature": 0.7})])
     with pytest.raises(ValueError, match="generation_kwargs penalty_alpha not supported"):
         lm.generate_until([_Request(("Q: 1+1\nA:",), {"until": ["\n"], "do_sample": False, "penalty_alpha": 0.6})])
+
+
+def test_empty_and_space_only_contexts_are_tokenized_as_lm_eval_does(stand_in_dir):
+    # lm-eval: an empty context is the prefix token (BOS here); a context of spaces only moves them
+    # to the continuation and keeps the tokenizer's encoding of "" (BOS) as the context
+    model = AutoModelForCausalLM.from_pretrained(stand_in_dir).eval()
+    requests = [_Request((context, continuation)) for context in ("", "  ", "Q:")
+                for continuation in (" cookies", "<s> cookies", "les")]
+    ours = LiveModelLM(model=model, tokenizer=AutoTokenizer.from_pretrained(stand_in_dir)).loglikelihood(requests)
+    theirs = _hflm(model, AutoTokenizer.from_pretrained(stand_in_dir)).loglikelihood(requests)
+    assert all(abs(a[0] - b[0]) <= ATOL + RTOL * abs(b[0]) and a[1] == b[1] for a, b in zip(ours, theirs))
