@@ -250,16 +250,25 @@ class LiveModelLM(TemplateLM):
         real = torch.arange(targets.shape[1], device=device)[None] < torch.tensor(lengths, device=device)[:, None]
         logits = first_logits[row_group][:, None]
         if targets.shape[1] > 1:
+            # requests of one context whose continuations differ in their last token only read the same
+            # tokens: one row serves them all (HFLM's logits_cache shares whole forwards so)
+            shared: dict[tuple[int, tuple[int, ...]], int] = {}
+            row_of = [shared.setdefault((g, tuple(requests[i][2][:-1])), len(shared))
+                      for g, i in zip(row_group.tolist(), members)]
+            first_request = {}
+            for r, row in enumerate(row_of):
+                first_request.setdefault(row, r)
+            reads = torch.tensor([first_request[row] for row in range(len(shared))], device=device)
             cache = getattr(out, CACHE_ARG)
-            cache.reorder_cache(row_group)  # a copy of its context's keys and values per request
+            cache.reorder_cache(row_group[reads])  # a copy of its context's keys and values per row
             # the tokens read: all but each continuation's last (a row's padding is masked, at position 1:
             # counting on could pass the model's window)
-            cont_ids, cont_mask = targets[:, :-1], real[:, 1:].long()
-            positions = context_mask.sum(-1)[row_group][:, None] + torch.arange(cont_ids.shape[1], device=device)[None]
-            positions = positions.masked_fill(cont_mask == 0, 1)
-            later = self.model(input_ids=cont_ids, attention_mask=torch.cat([context_mask[row_group], cont_mask], dim=1),
-                               position_ids=positions, use_cache=True, **{CACHE_ARG: cache}).logits
-            logits = torch.cat([logits, later], dim=1)
+            cont_ids, cont_mask = targets[reads, :-1], real[reads, 1:].long()
+            positions = (context_mask.sum(-1)[row_group[reads]][:, None]
+                         + torch.arange(cont_ids.shape[1], device=device)[None]).masked_fill(cont_mask == 0, 1)
+            later = self.model(input_ids=cont_ids, position_ids=positions, use_cache=True, **{CACHE_ARG: cache},
+                               attention_mask=torch.cat([context_mask[row_group[reads]], cont_mask], dim=1)).logits
+            logits = torch.cat([logits, later[torch.tensor(row_of, device=device)]], dim=1)
         logprobs = F.log_softmax(logits, dim=-1)  # in the logits' dtype, as HFLM
         picked = logprobs.gather(2, targets[..., None])[..., 0].masked_fill(~real, 0).sum(-1)
         greedy = ((logprobs.argmax(-1) == targets) | ~real).all(-1)
