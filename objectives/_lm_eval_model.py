@@ -25,19 +25,30 @@ tiny GPT-2 with a byte-level BPE tokenizer:
     first stop string. The generation runs through the project's backends (GENERATION_BACKENDS,
     `generation_backend`; _generation.py): greedy (do_sample false) or, with num_beams or
     repetition_penalty in the task's generation_kwargs, hf_generate. Sampling is refused.
-Tolerance, fp32: log-likelihoods within 1e-4 absolute of HFLM's (measured differences are float
-rounding: shapes of the matmuls differ, about 1e-6 per token), is_greedy and generated texts equal.
+Tolerance, fp32: |log-likelihood - HFLM's| <= 1e-4 + 1e-5 x |HFLM's| per request (float rounding:
+the context runs apart from its continuations and the matmuls' shapes differ; measured at most
+1.4e-5 on the zoo bench's 800 requests; 1.0e-4 to 1.2e-4 at -30.9 on a request whose doubled
+space is a very unlikely token),
+is_greedy flags and generated texts equal.
 
 Faster multiple choice: the choices of an item share their context. Requests are grouped by the
-exact tokens the model reads before the continuation (after truncation), each group's context
-runs once (batched across groups, left-padded, last position's logits only), its KV cache is
-copied once per choice (`Cache.reorder_cache`), and all continuations of the batch run in one
-forward from those caches. The grouping key is the token prefix itself, so sharing is exact by
-construction: HFLM, too, feeds context tokens + continuation tokens (not the tokens of the joined
-string), and where left truncation cuts into a context the truncated prefix is its own group
-(one request per group: no sharing). The model is called as model(input_ids=, attention_mask=,
-position_ids=, <cache>=, use_cache=True) and must return an HF Cache (what _generation.py's loop
-needs too), so HF causal LMs and the DFS layer-path models both run here.
+exact tokens the model reads before the continuation (after truncation); each group's context runs
+once (batched across groups, left-padded, the last position's logits only), its KV cache is copied
+once per choice (`Cache.reorder_cache`), and all continuations of the batch run in one forward from
+those caches (choices equal but for their last token share one row, as HFLM's logits_cache shares
+them). The grouping key is the token prefix itself, so sharing is exact by construction: HFLM, too,
+feeds context tokens + continuation tokens (not the tokens of the joined string, which may merge
+across the boundary). Where left truncation cuts into a context, each continuation length
+gets its own truncated prefix, so such requests share only with choices of the same length, or run
+alone: the fallback. bench/lm_eval_choice.py measures the gain
+(docs/benchmarks.md). The model is called as model(input_ids=, attention_mask=, position_ids=,
+<cache>=, use_cache=True) and must return an HF Cache with reorder_cache (what _generation.py's
+loop needs, plus that); the tests run HF Qwen3 and GPT-2, not the DFS layer-path models (whose
+DynamicCache has it).
+
+Not supported (refused in one line): sampling (do_sample true), generation_kwargs other than
+until, max_gen_toks and its aliases, num_beams, repetition_penalty and sampling-only settings;
+batch_size "auto". Seq2seq models and thinking tokens (HFLM's think_end_token) are not handled.
 """
 from __future__ import annotations
 
@@ -225,54 +236,70 @@ class LiveModelLM(TemplateLM):
 
     @torch.inference_mode()
     def _score_batch(self, batch: list[tuple[tuple[int, ...], list[int]]], requests: list, results: list) -> None:
-        """Each context of `batch` once, then every continuation of its requests from its KV cache."""
+        """Each context of `batch` once, with the tokens all its continuations start with (but for
+        each one's last), then the rest of every continuation from a copy of that KV cache."""
         device, pad = self._device, pad_token_id(self.tokenizer)
-        width = len(batch[0][0])
+        # common[g]: how many first continuation tokens all requests of context g share (" " + choice
+        # in lm-eval's multiple choice: at least the delimiter with a character tokenizer)
+        common = [_shared_start([requests[i][2] for i in group]) for _, group in batch]
+        prefills = [list(prefix) + requests[group[0]][2][:k] for (prefix, group), k in zip(batch, common)]
+        width, keep = max(map(len, prefills)), max(common) + 1
         input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
         context_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for g, (prefix, _) in enumerate(batch):
-            input_ids[g, width - len(prefix):] = torch.tensor(prefix)
-            context_mask[g, width - len(prefix):] = 1
+        for g, ids in enumerate(prefills):
+            input_ids[g, width - len(ids):] = torch.tensor(ids)
+            context_mask[g, width - len(ids):] = 1
         input_ids, context_mask = input_ids.to(device), context_mask.to(device)
         out = self.model(input_ids=input_ids, attention_mask=context_mask, position_ids=_positions(context_mask),
-                         use_cache=True, **({"logits_to_keep": 1} if self._logits_to_keep else {}))
-        first_logits = out.logits[:, -1]  # each context's last position predicts its continuations' first token
+                         use_cache=True, **({"logits_to_keep": keep} if self._logits_to_keep else {}))
+        # the last `keep` positions of each prefill (left-padded: aligned), those that predict continuation tokens
+        prefill_logits = out.logits[:, -keep:]
 
-        members = [i for _, group in batch for i in group]
-        row_group = torch.tensor([g for g, (_, group) in enumerate(batch) for _ in group], device=device)
-        lengths = [len(requests[i][2]) for i in members]
-        # targets[r, t]: request r's continuation token t, predicted by the context's last position
-        # (t = 0) or by continuation token t - 1 (the second forward reads all but the last)
-        targets = torch.full((len(members), max(lengths)), pad, dtype=torch.long)
-        for r, i in enumerate(members):
-            targets[r, :lengths[r]] = torch.tensor(requests[i][2])
-        targets = targets.to(device)
-        real = torch.arange(targets.shape[1], device=device)[None] < torch.tensor(lengths, device=device)[:, None]
-        logits = first_logits[row_group][:, None]
-        if targets.shape[1] > 1:
-            # requests of one context whose continuations differ in their last token only read the same
-            # tokens: one row serves them all (HFLM's logits_cache shares whole forwards so)
-            shared: dict[tuple[int, tuple[int, ...]], int] = {}
-            row_of = [shared.setdefault((g, tuple(requests[i][2][:-1])), len(shared))
-                      for g, i in zip(row_group.tolist(), members)]
-            first_request = {}
-            for r, row in enumerate(row_of):
-                first_request.setdefault(row, r)
-            reads = torch.tensor([first_request[row] for row in range(len(shared))], device=device)
+        members = [(g, i) for g, (_, group) in enumerate(batch) for i in group]
+        continuations = [requests[i][2] for _, i in members]
+        # the rest each request reads after its prefill: all but its shared start and its last token;
+        # requests of a context that differ in their last token only read the same rest: one row for them
+        # (HFLM's logits_cache shares whole forwards so)
+        rows: dict[tuple[int, tuple[int, ...]], int] = {}
+        row_of = [rows.setdefault((g, tuple(c[common[g]:-1])), len(rows)) for (g, _), c in zip(members, continuations)]
+        row_ids = [list(ids) for _, ids in rows]
+        row_context = torch.tensor([g for g, _ in rows], device=device)
+        rest = max(map(len, row_ids))
+        vocab = prefill_logits.shape[-1]
+        pool = [prefill_logits.reshape(-1, vocab)]
+        if rest:
             cache = getattr(out, CACHE_ARG)
-            cache.reorder_cache(row_group[reads])  # a copy of its context's keys and values per row
-            # the tokens read: all but each continuation's last (a row's padding is masked, at position 1:
-            # counting on could pass the model's window)
-            cont_ids, cont_mask = targets[reads, :-1], real[reads, 1:].long()
-            positions = (context_mask.sum(-1)[row_group[reads]][:, None]
-                         + torch.arange(cont_ids.shape[1], device=device)[None]).masked_fill(cont_mask == 0, 1)
+            cache.reorder_cache(row_context)  # a copy of its context's keys and values per row
+            cont_ids = torch.full((len(row_ids), rest), pad, dtype=torch.long)
+            cont_mask = torch.zeros((len(row_ids), rest), dtype=torch.long)
+            for r, ids in enumerate(row_ids):
+                cont_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+                cont_mask[r, :len(ids)] = 1
+            cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
+            # a row's padding is masked, at position 1 (counting on could pass the model's window)
+            positions = (context_mask.sum(-1)[row_context][:, None]
+                         + torch.arange(rest, device=device)[None]).masked_fill(cont_mask == 0, 1)
             later = self.model(input_ids=cont_ids, position_ids=positions, use_cache=True, **{CACHE_ARG: cache},
-                               attention_mask=torch.cat([context_mask[row_group[reads]], cont_mask], dim=1)).logits
-            logits = torch.cat([logits, later[torch.tensor(row_of, device=device)]], dim=1)
-        logprobs = F.log_softmax(logits, dim=-1)  # in the logits' dtype, as HFLM
+                               attention_mask=torch.cat([context_mask[row_context], cont_mask], dim=1)).logits
+            pool.append(later.reshape(-1, vocab))
+        pool = torch.cat(pool)
+
+        # where each continuation token's logits are in `pool`: the prefill's last common + 1 positions,
+        # then its row of the second forward
+        longest = max(map(len, continuations))
+        where = torch.zeros((len(members), longest), dtype=torch.long)
+        targets = torch.full((len(members), longest), pad, dtype=torch.long)
+        for r, ((g, _), c) in enumerate(zip(members, continuations)):
+            k = common[g]
+            where[r, :k + 1] = g * keep + torch.arange(keep - k - 1, keep)
+            where[r, k + 1:len(c)] = len(batch) * keep + row_of[r] * rest + torch.arange(len(c) - k - 1)
+            targets[r, :len(c)] = torch.tensor(c)
+        where, targets = where.to(device), targets.to(device)
+        real = torch.arange(longest, device=device)[None] < torch.tensor(list(map(len, continuations)), device=device)[:, None]
+        logprobs = F.log_softmax(pool[where], dim=-1)  # in the logits' dtype, as HFLM
         picked = logprobs.gather(2, targets[..., None])[..., 0].masked_fill(~real, 0).sum(-1)
         greedy = ((logprobs.argmax(-1) == targets) | ~real).all(-1)
-        for i, logprob, is_greedy in zip(members, picked.tolist(), greedy.tolist()):
+        for (_, i), logprob, is_greedy in zip(members, picked.tolist(), greedy.tolist()):
             results[i] = (logprob, is_greedy)
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
@@ -333,6 +360,15 @@ class LiveModelLM(TemplateLM):
                              f"known: until, max_gen_toks, do_sample, {', '.join(sorted(DECODING_KWARGS))}")
         chosen = Decoding.parse({**self.decoding.__dict__, **decoding}) if decoding else self.decoding
         return decoding_backend(self.generation_backend, chosen)
+
+
+def _shared_start(sequences: list[list[int]]) -> int:
+    """How many first tokens all `sequences` share, leaving each at least its last one."""
+    limit = min(map(len, sequences)) - 1
+    n = 0
+    while n < limit and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
