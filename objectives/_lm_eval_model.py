@@ -74,8 +74,9 @@ DECODING_KWARGS = frozenset(Decoding.__dataclass_fields__)
 class LiveModelLM(TemplateLM):
     """lm-eval's LM interface over `model` (an in-memory causal LM, used as it is) and `tokenizer`.
 
-    batch_size: requests (context + continuation pairs) per forward for log-likelihoods (a batch
-    holds whole items, so at least one item's choices), prompts per batch for generation.
+    batch_size: log-likelihood requests (context + continuation pairs) per batch, a forward of their
+    distinct contexts then one of their continuations (a batch holds whole items: at least one
+    item's choices); prompts per batch for generation.
     max_length: the model's window, by default from its config as HFLM resolves it.
     max_gen_toks: generate_until's limit when a task gives none (HFLM's 256).
     generation_backend, decoding: the project's generation backend (None: fast_greedy for greedy
@@ -173,6 +174,7 @@ class LiveModelLM(TemplateLM):
 
     def _prompt_ids(self, context: str, left_truncate_len: int) -> list[int]:
         # generation prompts, as HFLM's batch encoding: BOS text at the start means no special tokens
+        # (HFLM looks at the first prompt of its batch only; here each prompt is looked at)
         bos = getattr(self.tokenizer, "bos_token", None)
         special = False if bos is not None and context.startswith(bos) else self.add_bos_token
         ids = self.tokenizer(context, **({} if special is None else {"add_special_tokens": special}))["input_ids"]
