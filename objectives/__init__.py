@@ -24,6 +24,9 @@ JA-VG-VQA-500 ("ja_vg_vqa") and JA-VLM-Bench-In-the-Wild ("ja_vlm_wild") from lo
 VQA items {"image", "question", "answer"}; "evovlm_ja" is the paper's VQA prompt template.
 A generative objective is a prepared split (_prepared.py), a Generator (_generator.py) and a
 Judge (_judges.py: AnswerJudge, NumericJudge, VQAJudge); its generation settings are its options.
+lm-eval tasks on the live model: LiveModelLM (_lm_eval_model.py) is an lm-eval `LM` over an
+in-memory model and tokenizer (log-likelihoods, rolling log-likelihoods, generation through
+GENERATION_BACKENDS), equal per item to lm-eval's HF backend, with multiple-choice contexts run once.
 Unknown names fail listing the known ones: objectives.names(). See _base.py for the metrics,
 _data.py for split specs, _generation.py for the generation loop, _language.py for the
 Japanese detectors ("fasttext" as in the paper, "script" as a fallback).
@@ -41,6 +44,7 @@ from ._prepared import PreparedSplit, Prompts, prepare_split
 from . import _fast_generation  # noqa: F401  (registers the "fast_greedy" generation backend)
 from ._language import DETECTORS, JA_THRESHOLD, language_detector
 from ._lm_eval import LMEvalObjective, live_lm
+from ._lm_eval_model import LiveModelLM
 from ._objectives import ZOO_QA_ANSWER_PATTERN, AnswerMatchObjective, NumericAnswerObjective
 from ._prompts import (
     EVOVLM_JA_MAX_NEW_TOKENS,
@@ -81,6 +85,7 @@ __all__ = [
     "Item",
     "JA_GATE",
     "JA_THRESHOLD",
+    "LiveModelLM",
     "MGSM_JA_MAX_NEW_TOKENS",
     "MGSM_JA_PROMPT_TEMPLATE",
     "MGSM_JA_TSV",

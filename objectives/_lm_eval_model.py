@@ -1,0 +1,379 @@
+"""An lm-eval `LM` over a live in-memory model: lm-eval tasks scored on the pool's merge as it is.
+
+    lm = LiveModelLM(model=model, tokenizer=tokenizer, batch_size=32)
+    results = lm_eval.simple_evaluate(model=lm, tasks=["my_task"], task_manager=..., log_samples=True)
+
+No reload and no copy to disk: every call runs the model object it was given, so weights the pool
+writes into it between trials are what the next call scores. Nothing that depends on the weights
+(logits, KV caches) is kept from one call to the next.
+
+Semantics are lm-eval's HF backend's (`lm_eval.models.huggingface.HFLM`, lm-eval 0.4.13), decoder-
+only models; tests/objectives/test_lm_eval_model.py holds them equal per item on the zoo and on a
+tiny GPT-2 with a byte-level BPE tokenizer:
+  - tokens: lm-eval's TemplateLM splits (context, continuation) (trailing spaces of the context
+    move to the continuation; the continuation's tokens are those of context+continuation after
+    the context's own token count; an empty context is the prefix token: BOS, else EOS), and
+    `tok_encode` follows HFLM's (the tokenizer's own special tokens unless `add_bos_token` says,
+    none for a string that already starts with the prefix token's text);
+  - loglikelihood: the model reads (context + continuation)[-(max_length + 1):][:-1] (left
+    truncation) and the continuation's log-probabilities (log_softmax in the logits' dtype) are
+    summed; is_greedy: every continuation token is the argmax at its position;
+  - loglikelihood_rolling: lm-eval's rolling windows of max_length tokens (prefix token first,
+    disjoint windows), summed per document;
+  - generate_until: contexts left-truncated to max_length - max_gen_toks, generation until a stop
+    string of `until` (plus the EOS token's text) or max_gen_toks tokens, the text cut before the
+    first stop string. The generation runs through the project's backends (GENERATION_BACKENDS,
+    `generation_backend`; _generation.py): greedy (do_sample false) or, with num_beams or
+    repetition_penalty in the task's generation_kwargs, hf_generate. Sampling is refused.
+Tolerance, fp32: |log-likelihood - HFLM's| <= 1e-4 + 1e-5 x |HFLM's| per request (float rounding:
+the context runs apart from its continuations and the matmuls' shapes differ; measured at most
+1.4e-5 on the zoo bench's 800 requests; 1.0e-4 to 1.2e-4 at -30.9 on a request whose doubled
+space is a very unlikely token),
+is_greedy flags and generated texts equal.
+
+Faster multiple choice: the choices of an item share their context. Requests are grouped by the
+exact tokens the model reads before the continuation (after truncation); each group's context runs
+once (batched across groups, left-padded, the last position's logits only), its KV cache is copied
+once per choice (`Cache.reorder_cache`), and all continuations of the batch run in one forward from
+those caches (choices equal but for their last token share one row, as HFLM's logits_cache shares
+them). The grouping key is the token prefix itself, so sharing is exact by construction: HFLM, too,
+feeds context tokens + continuation tokens (not the tokens of the joined string, which may merge
+across the boundary). Where left truncation cuts into a context, each continuation length
+gets its own truncated prefix, so such requests share only with choices of the same length, or run
+alone: the fallback. bench/lm_eval_choice.py measures the gain
+(docs/benchmarks.md). The model is called as model(input_ids=, attention_mask=, position_ids=,
+<cache>=, use_cache=True) and must return an HF Cache with reorder_cache (what _generation.py's
+loop needs, plus that); the tests run HF Qwen3 and GPT-2, not the DFS layer-path models (whose
+DynamicCache has it).
+
+Not supported (refused in one line): sampling (do_sample true), generation_kwargs other than
+until, max_gen_toks and its aliases, num_beams, repetition_penalty and sampling-only settings;
+batch_size "auto". Seq2seq models and thinking tokens (HFLM's think_end_token) are not handled.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import TemplateLM
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text, resolve_max_length
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+from ._generation import (CACHE_ARG, Decoding, GenerationWork, _accepts_logits_to_keep, _device, decoding_backend,
+                          pad_token_id, plan_batches)
+
+DEFAULT_MAX_GEN_TOKS = 256  # HFLM's
+# generation_kwargs that only matter when sampling: with do_sample false HF generate ignores them too
+SAMPLING_ONLY_KWARGS = frozenset({"temperature", "top_p", "top_k", "min_p", "typical_p"})
+DECODING_KWARGS = frozenset(Decoding.__dataclass_fields__)
+
+
+class LiveModelLM(TemplateLM):
+    """lm-eval's LM interface over `model` (an in-memory causal LM, used as it is) and `tokenizer`.
+
+    batch_size: log-likelihood requests (context + continuation pairs) per batch, a forward of their
+    distinct contexts then one of their continuations (a batch holds whole items: at least one
+    item's choices); prompts per batch for generation.
+    max_length: the model's window, by default from its config as HFLM resolves it.
+    max_gen_toks: generate_until's limit when a task gives none (HFLM's 256).
+    generation_backend, decoding: the project's generation backend (None: fast_greedy for greedy
+    decoding) and objectives' Decoding, as for the generative objectives; a task's own num_beams /
+    repetition_penalty override `decoding`.
+    add_bos_token, prefix_token_id: HFLM's options of the same names.
+    """
+
+    def __init__(self, *, model: Any, tokenizer: Any, batch_size: int = 32, max_length: int | None = None,
+                 max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, generation_backend: str | None = None,
+                 decoding: Mapping[str, Any] | Decoding | None = None, add_bos_token: bool | None = None,
+                 prefix_token_id: int | None = None) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("max_gen_toks", max_gen_toks), ("max_length", max_length)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"LiveModelLM {name} must be an integer >= 1, got {value!r}")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("LiveModelLM needs a tokenizer with an EOS token (lm-eval's end-of-text and prefix token)")
+        self.model = model
+        self.tokenizer = tokenizer
+        self._batch_size = batch_size
+        self._max_length = max_length
+        self._max_gen_toks = max_gen_toks
+        self.decoding = Decoding.parse(decoding)
+        self.generation_backend = generation_backend
+        decoding_backend(generation_backend, self.decoding)  # refuses an unknown backend or a mismatch now
+        self.add_bos_token = add_bos_token
+        self.custom_prefix_token_id = prefix_token_id
+        self.generation_work = GenerationWork()  # what generate_until spent, summed over calls
+        self._device = _device(model)
+        self._logits_to_keep = _accepts_logits_to_keep(model)
+
+    # -- what lm-eval reads --------------------------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        if self.custom_prefix_token_id is not None:
+            return self.custom_prefix_token_id
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length or resolve_max_length(self.model.config, self.tokenizer)
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt,
+                                                  continue_final_message=not add_generation_prompt)
+
+    def get_model_info(self) -> dict:
+        return {"model_num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "model_dtype": str(getattr(self.model, "dtype", ""))}
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None,
+                   **kwargs: Any) -> list[int]:
+        ids = self._encode_all([string], add_special_tokens)[0]
+        return ids[-left_truncate_len:] if left_truncate_len else ids
+
+    def _encode_all(self, strings: Sequence[str], add_special_tokens: bool | None = None) -> list[list[int]]:
+        """tok_encode of each string (HFLM's rule for special tokens), one tokenizer call per rule
+        (a batch call: per-string calls were a fifth of a multiple-choice run on the zoo)."""
+        prefix_text = self.tokenizer.decode(self.prefix_token_id)
+        by_rule: dict[bool | None, list[int]] = defaultdict(list)
+        for i, string in enumerate(strings):
+            special = add_special_tokens if add_special_tokens is not None else self.add_bos_token
+            # a string that already starts with the prefix token's text gets no second one
+            if add_special_tokens is None and string.startswith(prefix_text):
+                special = False
+            by_rule[special].append(i)
+        encoded: list[list[int]] = [[] for _ in strings]
+        for special, indices in by_rule.items():
+            kwargs = {} if special is None else {"add_special_tokens": special}
+            for i, ids in zip(indices, self.tokenizer([strings[i] for i in indices], **kwargs)["input_ids"]):
+                encoded[i] = list(ids)
+        return encoded
+
+    def _prompt_ids(self, context: str, left_truncate_len: int) -> list[int]:
+        # generation prompts, as HFLM's batch encoding: BOS text at the start means no special tokens
+        # (HFLM looks at the first prompt of its batch only; here each prompt is looked at)
+        bos = getattr(self.tokenizer, "bos_token", None)
+        special = False if bos is not None and context.startswith(bos) else self.add_bos_token
+        ids = self.tokenizer(context, **({} if special is None else {"add_special_tokens": special}))["input_ids"]
+        return ids[-left_truncate_len:]
+
+    # -- log-likelihoods -----------------------------------------------------------------------
+
+    def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        """TemplateLM's tokenization (module docstring), each distinct string encoded once."""
+        pairs: list[tuple[str | None, str]] = []  # (None: an empty context, continuation)
+        for context, continuation in (request.args for request in requests):
+            # trailing spaces of the context belong to the continuation (word-boundary tokens)
+            kept = context.rstrip()
+            pairs.append((kept, context[len(kept):] + continuation) if context else (None, continuation))
+        texts = sorted({text for c, k in pairs if c is not None for text in (c, c + k)})
+        ids = dict(zip(texts, self._encode_all(texts)))
+        empty_context = sorted({k for c, k in pairs if c is None})
+        bare = dict(zip(empty_context, self._encode_all(empty_context, add_special_tokens=False)))
+        token_requests = []
+        for request, (context, continuation) in zip(requests, pairs):
+            if context is not None:
+                context_ids = ids[context]
+                continuation_ids = ids[context + continuation][len(context_ids):]
+            else:  # the prefix token is the context, unless the continuation starts with it
+                whole = bare[continuation]
+                context_ids, continuation_ids = (([self.prefix_token_id], whole) if whole[0] != self.prefix_token_id
+                                                 else (whole[:1], whole[1:]))
+            token_requests.append((request.args, context_ids, continuation_ids))
+        return self._loglikelihood_tokens(token_requests, disable_tqdm=disable_tqdm)
+
+    def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str] | None, list[int], list[int]]],
+                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+        window = self.max_length
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # context tokens the model reads -> requests
+        for i, (_, context, continuation) in enumerate(requests):
+            if not context or not continuation:
+                raise ValueError(f"loglikelihood request {i} has an empty context or continuation after tokenization")
+            if len(continuation) > window:
+                raise ValueError(f"loglikelihood request {i}: a continuation of {len(continuation)} tokens does not fit "
+                                 f"the model's max_length {window}")
+            read = (context + continuation)[-(window + 1):]  # HFLM's left truncation
+            groups[tuple(read[:-len(continuation)])].append(i)
+        # longest contexts first (padding within a batch stays small; memory trouble shows at once)
+        order = sorted(groups, key=lambda prefix: (-len(prefix), prefix))
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        batch: list[tuple[tuple[int, ...], list[int]]] = []
+        rows = 0
+        for prefix in order:
+            members = groups[prefix]
+            if batch and rows + len(members) > self.batch_size:
+                self._score_batch(batch, requests, results)
+                batch, rows = [], 0
+            batch.append((prefix, members))
+            rows += len(members)
+        if batch:
+            self._score_batch(batch, requests, results)
+        for (strings, _, _), answer in zip(requests, results):
+            if strings is not None:  # rolling windows come without strings; their documents are cached whole
+                self.cache_hook.add_partial("loglikelihood", strings, answer)
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def _score_batch(self, batch: list[tuple[tuple[int, ...], list[int]]], requests: list, results: list) -> None:
+        """Each context of `batch` once, with the tokens all its continuations start with (but for
+        each one's last), then the rest of every continuation from a copy of that KV cache."""
+        device, pad = self._device, pad_token_id(self.tokenizer)
+        # common[g]: how many first continuation tokens all requests of context g share (" " + choice
+        # in lm-eval's multiple choice: at least the delimiter with a character tokenizer)
+        common = [_shared_start([requests[i][2] for i in group]) for _, group in batch]
+        prefills = [list(prefix) + requests[group[0]][2][:k] for (prefix, group), k in zip(batch, common)]
+        width, keep = max(map(len, prefills)), max(common) + 1
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        context_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for g, ids in enumerate(prefills):
+            input_ids[g, width - len(ids):] = torch.tensor(ids)
+            context_mask[g, width - len(ids):] = 1
+        input_ids, context_mask = input_ids.to(device), context_mask.to(device)
+        out = self.model(input_ids=input_ids, attention_mask=context_mask, position_ids=_positions(context_mask),
+                         use_cache=True, **({"logits_to_keep": keep} if self._logits_to_keep else {}))
+        # the last `keep` positions of each prefill (left-padded: aligned), those that predict continuation tokens
+        prefill_logits = out.logits[:, -keep:]
+
+        members = [(g, i) for g, (_, group) in enumerate(batch) for i in group]
+        continuations = [requests[i][2] for _, i in members]
+        # the rest each request reads after its prefill: all but its shared start and its last token;
+        # requests of a context that differ in their last token only read the same rest: one row for them
+        # (HFLM's logits_cache shares whole forwards so)
+        rows: dict[tuple[int, tuple[int, ...]], int] = {}
+        row_of = [rows.setdefault((g, tuple(c[common[g]:-1])), len(rows)) for (g, _), c in zip(members, continuations)]
+        row_ids = [list(ids) for _, ids in rows]
+        row_context = torch.tensor([g for g, _ in rows], device=device)
+        rest = max(map(len, row_ids))
+        vocab = prefill_logits.shape[-1]
+        pool = [prefill_logits.reshape(-1, vocab)]
+        if rest:
+            cache = getattr(out, CACHE_ARG)
+            cache.reorder_cache(row_context)  # a copy of its context's keys and values per row
+            cont_ids = torch.full((len(row_ids), rest), pad, dtype=torch.long)
+            cont_mask = torch.zeros((len(row_ids), rest), dtype=torch.long)
+            for r, ids in enumerate(row_ids):
+                cont_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+                cont_mask[r, :len(ids)] = 1
+            cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
+            # a row's padding is masked, at position 1 (counting on could pass the model's window)
+            positions = (context_mask.sum(-1)[row_context][:, None]
+                         + torch.arange(rest, device=device)[None]).masked_fill(cont_mask == 0, 1)
+            later = self.model(input_ids=cont_ids, position_ids=positions, use_cache=True, **{CACHE_ARG: cache},
+                               attention_mask=torch.cat([context_mask[row_context], cont_mask], dim=1)).logits
+            pool.append(later.reshape(-1, vocab))
+        pool = torch.cat(pool)
+
+        # where each continuation token's logits are in `pool`: the prefill's last common + 1 positions,
+        # then its row of the second forward
+        longest = max(map(len, continuations))
+        where = torch.zeros((len(members), longest), dtype=torch.long)
+        targets = torch.full((len(members), longest), pad, dtype=torch.long)
+        for r, ((g, _), c) in enumerate(zip(members, continuations)):
+            k = common[g]
+            where[r, :k + 1] = g * keep + torch.arange(keep - k - 1, keep)
+            where[r, k + 1:len(c)] = len(batch) * keep + row_of[r] * rest + torch.arange(len(c) - k - 1)
+            targets[r, :len(c)] = torch.tensor(c)
+        where, targets = where.to(device), targets.to(device)
+        real = torch.arange(longest, device=device)[None] < torch.tensor(list(map(len, continuations)), device=device)[:, None]
+        logprobs = F.log_softmax(pool[where], dim=-1)  # in the logits' dtype, as HFLM
+        picked = logprobs.gather(2, targets[..., None])[..., 0].masked_fill(~real, 0).sum(-1)
+        greedy = ((logprobs.argmax(-1) == targets) | ~real).all(-1)
+        for (_, i), logprob, is_greedy in zip(members, picked.tolist(), greedy.tolist()):
+            results[i] = (logprob, is_greedy)
+
+    def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
+        windows, owners = [], []
+        for d, request in enumerate(requests):
+            (string,) = request.args
+            for context, continuation in map(make_disjoint_window, get_rolling_token_windows(
+                    token_list=self.tok_encode(string), prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length, context_len=1)):
+                windows.append((None, context, continuation))
+                owners.append(d)
+        totals = [0.0] * len(requests)
+        for d, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows)):
+            totals[d] += logprob
+        for request, total in zip(requests, totals):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:
+        outputs: list[str | None] = [None] * len(requests)
+        by_kwargs: dict[str, list[int]] = defaultdict(list)
+        for i, request in enumerate(requests):
+            by_kwargs[json.dumps(request.args[1], sort_keys=True, default=str)].append(i)
+        eos_text = self.tokenizer.decode(self.eot_token_id, skip_special_tokens=False)
+        for indices in by_kwargs.values():
+            gen_kwargs = requests[indices[0]].args[1]
+            task = requests[indices[0]].task_name
+            kwargs = dict(normalize_gen_kwargs(gen_kwargs, self.max_gen_toks))
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            backend = self._backend(kwargs, task)
+            max_context = self.max_length - max_gen_toks
+            if max_context < 1:
+                raise ValueError(f"task {task}: max_gen_toks {max_gen_toks} leaves no room for a prompt in the model's "
+                                 f"max_length {self.max_length}")
+            contexts = [requests[i].args[0] for i in indices]
+            batches = plan_batches([self._prompt_ids(c, max_context) for c in contexts],
+                                   pad_id=pad_token_id(self.tokenizer), batch_size=self.batch_size)
+            texts = backend(self.model, self.tokenizer, batches, max_new_tokens=max_gen_toks, stop_strings=until,
+                            work=self.generation_work)
+            for i, context, text in zip(indices, contexts, texts):
+                outputs[i] = postprocess_generated_text(text, until, None)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), outputs[i])
+        return outputs  # type: ignore[return-value]
+
+    def _backend(self, kwargs: dict[str, Any], task: str | None) -> Any:
+        """The generation backend for a task's normalised generation_kwargs (until and max_gen_toks
+        taken out): greedy, or beams/repetition penalty through Decoding; sampling is refused."""
+        if kwargs.pop("do_sample", False):
+            raise ValueError(f"task {task}: generation_kwargs do_sample=true; LiveModelLM decodes greedily or with "
+                             f"beams (the project's generation backends), set do_sample: false")
+        decoding = {k: kwargs.pop(k) for k in list(kwargs) if k in DECODING_KWARGS}
+        unknown = sorted(set(kwargs) - SAMPLING_ONLY_KWARGS)
+        if unknown:
+            raise ValueError(f"task {task}: generation_kwargs {', '.join(unknown)} not supported by LiveModelLM; "
+                             f"known: until, max_gen_toks, do_sample, {', '.join(sorted(DECODING_KWARGS))}")
+        chosen = Decoding.parse({**self.decoding.__dict__, **decoding}) if decoding else self.decoding
+        return decoding_backend(self.generation_backend, chosen)
+
+
+def _shared_start(sequences: list[list[int]]) -> int:
+    """How many first tokens all `sequences` share, leaving each at least its last one."""
+    limit = min(map(len, sequences)) - 1
+    n = 0
+    while n < limit and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # HF's convention: positions count real tokens; padding gets a dummy position (masked anyway)
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
