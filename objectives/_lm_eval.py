@@ -46,7 +46,7 @@ hub dataset that cannot be fetched (the dataset, and the YAML key to point at a 
 `limit` larger than the split, a weight that is not a finite number.
 
 The model: each score runs lm-eval's evaluate on `live_lm(model, tokenizer)`, an lm-eval LM over
-the live in-memory model (no reload, no copy to disk), made once per model object.
+the live in-memory model (no reload, no copy to disk; _lm_eval_model.py), made once per model object.
 """
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ from evo_core import Metric, ObjectiveDefaults, atomic_write_text, mean_scores
 
 from ._base import register
 from ._data import check_disjoint
+from ._lm_eval_model import LiveModelLM
 
 SPLIT_ROLES = ("validation", "test", "train")  # what a split spec's `split` may name
 _CONFIG_SPLIT = {"validation": "validation_split", "test": "test_split", "train": "training_split"}
@@ -79,10 +80,9 @@ _LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "webdata
 
 
 def live_lm(model: Any, tokenizer: Any, *, batch_size: int = 16) -> Any:
-    """An lm-eval LM over `model` as it is in memory (its weights change in place between trials)."""
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    """An lm-eval LM over `model` as it is in memory (its weights change in place between trials):
+    LiveModelLM, lm-eval's HF numbers with a context shared by its choices encoded once."""
+    return LiveModelLM(model=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
 @dataclass(frozen=True)

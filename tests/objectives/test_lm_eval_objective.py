@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 import objectives
-from objectives._lm_eval import live_lm
 
 
 
@@ -32,11 +31,12 @@ def two_tasks(tok):
 
 def test_metrics_are_lm_evals_numbers_and_the_fitness_their_weighted_sum(two_tasks, tiny_model, tok):
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    ours = two_tasks.score(tiny_model, "test")
+    ours = two_tasks.score(tiny_model, "test")  # through live_lm; lm-eval's own HF backend is the reference
     theirs = lm_eval.simple_evaluate(
-        model=live_lm(tiny_model, tok, batch_size=8), tasks=["zoo_en_math_choice", "zoo_tally_choice"],
+        model=HFLM(pretrained=tiny_model, tokenizer=tok, batch_size=8), tasks=["zoo_en_math_choice", "zoo_tally_choice"],
         task_manager=TaskManager(include_path=str(ZOO_TASKS), include_defaults=False),
         samples={"zoo_en_math_choice": list(range(8)), "zoo_tally_choice": list(range(8))},
         bootstrap_iters=0)["results"]
