@@ -105,7 +105,8 @@ _DATABASE_CAUSES = (
     (r"network is unreachable|no route to host", "unreachable: no route to the host"),
     (r"timeout expired|timed out", "unreachable: no answer within {timeout:g} s"),
     (r"server closed the connection|terminating connection|connection .* (lost|closed)|"
-     r"lost connection|gone away|consuming input failed|connection reset", "connection lost"),
+     r"lost connection|gone away|consuming input failed|connection reset|"
+     r"the database system is (shutting down|starting up|in recovery mode)", "connection lost"),
 )
 
 

@@ -54,6 +54,15 @@ def test_only_a_lost_storage_server_is_one_line():
                                    "refused"), postgres)
     assert line.startswith("PostgreSQL postgresql+psycopg://evo:***@db-host:5432/optuna (tracking.storage): "
                            "connection refused; "), line
+    # a fast shutdown caught mid-commit: Optuna's own error then hides the driver's in its context
+    try:
+        try:
+            raise operational('connection to server at "db-host", port 5432 failed: FATAL:  the database system is '
+                              'shutting down')
+        except Exception:
+            raise UnboundLocalError("cannot access local variable 'updated_state'")
+    except UnboundLocalError as hidden:
+        assert "connection lost; " in server_gone(hidden, postgres)
     assert server_gone(operational("deadlock detected"), postgres) is None  # not about reaching it: a bug's traceback
     assert server_gone(ValueError("connection refused"), postgres) is None
     sqlite = SimpleNamespace(storage=None, uri=None)
