@@ -18,6 +18,7 @@ its output and Hydra's job log, while it runs, and the configs Hydra saved befor
 """
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -103,6 +104,8 @@ def cli_main(*, conf_dir: Path, validate: Callable[[DictConfig], Any], search: C
     register_resolvers()  # Hydra resolves run_dir (hence ${project:...}) before it calls us
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own line per trial replaces Optuna's
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model would bury the study's output
+    # likewise tqdm's bars elsewhere (lm-eval draws one per trial while it builds its requests)
+    os.environ.setdefault("TQDM_DISABLE", "1")
     quiet_full_disk_in_threads()  # a full disk is the main thread's one line, not a thread's traceback
 
     @hydra.main(config_path=str(conf_dir), config_name="config", version_base="1.3")
