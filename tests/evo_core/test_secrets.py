@@ -1,6 +1,6 @@
 """Credential masking (evo_core/_secrets.py), in process: the masking rule on tricky URLs and texts,
 the environment's passwords, MLflow's credentials, and each writer it is applied to (streams, log
-handlers, files, error lines, MLflow params). tests/scale/test_secrets.py runs a whole study."""
+handlers, files, error lines, MLflow params). tests/scale/test_secrets_on_servers.py runs a whole study."""
 from __future__ import annotations
 
 import io
