@@ -280,16 +280,16 @@ class LiveModelLM(TemplateLM):
 
         # where each continuation token's logits are in `pool`: the prefill's last common + 1 positions,
         # then its segment's positions
+        # (lists, one tensor each: a few small tensor ops per request were a tenth of the scoring's time)
         longest = max(map(len, continuations))
-        where = torch.zeros((len(members), longest), dtype=torch.long)
-        targets = torch.full((len(members), longest), pad_token_id(self.tokenizer), dtype=torch.long)
+        where, targets = [], []
         for r, ((g, _), c) in enumerate(zip(members, continuations)):
-            k = common[g]
-            where[r, :k + 1] = torch.arange(prefill_end[g] - k, prefill_end[g] + 1)
-            where[r, k + 1:len(c)] = torch.arange(segment_start[segment_of[r]], segment_start[segment_of[r]] + len(c) - k - 1)
-            targets[r, :len(c)] = torch.tensor(c)
+            k, start, fill = common[g], segment_start[segment_of[r]], longest - len(c)
+            where += [*range(prefill_end[g] - k, prefill_end[g] + 1), *range(start, start + len(c) - k - 1)] + [0] * fill
+            targets += c + [0] * fill
         device = self._device
-        where, targets = where.to(device), targets.to(device)
+        where = torch.tensor(where, dtype=torch.long).view(len(members), longest).to(device)
+        targets = torch.tensor(targets, dtype=torch.long).view(len(members), longest).to(device)
         real = torch.arange(longest, device=device)[None] < torch.tensor(list(map(len, continuations)), device=device)[:, None]
         logprobs = F.log_softmax(pool[where], dim=-1)  # in the logits' dtype, as HFLM
         picked = logprobs.gather(2, targets[..., None])[..., 0].masked_fill(~real, 0).sum(-1)
