@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/lm_eval_choice.py                        # zoo base, task qa, 200 items, 3 reps
     .venv/bin/python bench/lm_eval_choice.py --model math_wiz --items 50 --reps 1 --threads 2
+    .venv/bin/python bench/lm_eval_choice.py --kv-copies           # LiveModelLM's fallback, not packed
 
 The task is a local lm-eval `multiple_choice` task written to a temp dir (YAML + JSON lines, no
 hub), "Q: <question>\\nA:" and 4 shuffled choices:
@@ -123,14 +124,15 @@ def compare(requests: list, reference: list, results: list) -> dict[str, float |
             "choice_differ": sum(ref_choice[d] != choice[d] for d in ref_choice)}
 
 
-def run(model_name: str, items: int, reps: int, batch_size: int, kind: str = "qa") -> dict:
+def run(model_name: str, items: int, reps: int, batch_size: int, kind: str = "qa", kv_copies: bool = False) -> dict:
     path = ROOT / "zoo" / "models" / model_name if (ROOT / "zoo" / "models" / model_name).is_dir() else Path(model_name)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = build_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         requests = task_requests(Path(tmp), write_choice_task(Path(tmp), items, kind=kind))
     lms = {"HFLM": HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
-           "LiveModelLM": LiveModelLM(model=model, tokenizer=tokenizer, batch_size=batch_size)}
+           "LiveModelLM": LiveModelLM(model=model, tokenizer=tokenizer, batch_size=batch_size,
+                                      pack_choices=False if kv_copies else None)}
     timed = time_loglikelihood(lms, requests, reps)
     return {"model": path.name, "items": items, "requests": len(requests), "timed": timed,
             **compare(requests, timed["HFLM"][2], timed["LiveModelLM"][2])}
@@ -145,11 +147,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32, help="requests per forward, both LMs")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--kv-copies", action="store_true",
+                        help="LiveModelLM scores choices from copies of the context's KV cache (its fallback for "
+                             "models that take no 4-D mask), not packed in the context's row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = run(args.model, args.items, args.reps, args.batch_size, args.task)
+    out = run(args.model, args.items, args.reps, args.batch_size, args.task, args.kv_copies)
     print(f"{out['model']}, task {args.task}: {out['items']} items x 4 choices = {out['requests']} loglikelihood requests, "
-          f"batch_size {args.batch_size}, {args.threads} thread(s), median of {args.reps}")
+          f"batch_size {args.batch_size}, {args.threads} thread(s), median of {args.reps}, LiveModelLM's choices "
+          f"{'from KV copies' if args.kv_copies else 'packed'}")
     print(f"  {'LM':<12} {'wall s':>7} {'items/s':>8} {'CPU s':>7}")
     for name, (wall, cpu, _) in out["timed"].items():
         print(f"  {name:<12} {wall:>7.3f} {out['items'] / wall:>8.1f} {cpu:>7.3f}")
