@@ -33,6 +33,8 @@ def test_a_tiny_run_finds_identical_results(kv_copies):
     assert out["requests"] == 24
     assert out["worst"] < bench.ATOL and out["beyond"] == out["greedy_differ"] == out["choice_differ"] == 0
     assert all(wall > 0 and cpu > 0 for wall, cpu, _ in out["timed"].values())
+    # each context runs once, not once per choice
+    assert 0 < out["positions"]["LiveModelLM"] < out["positions"]["HFLM"] / 2
 
 
 def test_compare_counts_what_differs():
