@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/lm_eval_choice.py                        # zoo base, task qa, 200 items, 3 reps
     .venv/bin/python bench/lm_eval_choice.py --model math_wiz --items 50 --reps 1 --threads 2
+    .venv/bin/python bench/lm_eval_choice.py --kv-copies           # LiveModelLM's fallback, not packed
 
 The task is a local lm-eval `multiple_choice` task written to a temp dir (YAML + JSON lines, no
 hub), "Q: <question>\\nA:" and 4 shuffled choices:
@@ -15,7 +16,8 @@ by lm-eval); each rep times `loglikelihood` over all of them, the two LMs taking
 --reps, wall and process CPU seconds: on a shared machine wall time also counts the waits for a
 core, CPU time does not). Identical results are checked on the way: every request's
 log-likelihood within ATOL + RTOL x |HFLM's| of HFLM's, its is_greedy equal, and every item's
-chosen answer (lm-eval's acc: the argmax choice) equal. Prints items per second and the ratio.
+chosen answer (lm-eval's acc: the argmax choice) equal. Prints items per second, the ratio, and
+the token positions (padding included) each LM ran through the model, counted in one more run.
 """
 from __future__ import annotations
 
@@ -112,6 +114,27 @@ def time_loglikelihood(lms: dict, requests: list, reps: int) -> dict[str, tuple[
     return {name: (statistics.median(walls[name]), statistics.median(cpus[name]), results[name]) for name in lms}
 
 
+def forward_positions(model, lms: dict, requests: list) -> dict[str, int]:
+    """Per LM: the token positions (padding included) its `loglikelihood` over `requests` runs
+    through the model, counted by a hook on the model's forward (one untimed run)."""
+    seen = [0]
+
+    def count(_module, args, kwargs):
+        input_ids = kwargs.get("input_ids")  # HFLM passes its batch positionally
+        seen[0] += (input_ids if input_ids is not None else args[0]).numel()
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        positions = {}
+        for name, lm in lms.items():
+            seen[0] = 0
+            lm.loglikelihood(requests, disable_tqdm=True)
+            positions[name] = seen[0]
+    finally:
+        handle.remove()
+    return positions
+
+
 def compare(requests: list, reference: list, results: list) -> dict[str, float | int]:
     """How `results` differ from `reference`: the largest |log-likelihood difference|, requests
     beyond the tolerance, requests with is_greedy different, items whose chosen answer differs."""
@@ -123,16 +146,18 @@ def compare(requests: list, reference: list, results: list) -> dict[str, float |
             "choice_differ": sum(ref_choice[d] != choice[d] for d in ref_choice)}
 
 
-def run(model_name: str, items: int, reps: int, batch_size: int, kind: str = "qa") -> dict:
+def run(model_name: str, items: int, reps: int, batch_size: int, kind: str = "qa", kv_copies: bool = False) -> dict:
     path = ROOT / "zoo" / "models" / model_name if (ROOT / "zoo" / "models" / model_name).is_dir() else Path(model_name)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = build_tokenizer()
     with tempfile.TemporaryDirectory() as tmp:
         requests = task_requests(Path(tmp), write_choice_task(Path(tmp), items, kind=kind))
     lms = {"HFLM": HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
-           "LiveModelLM": LiveModelLM(model=model, tokenizer=tokenizer, batch_size=batch_size)}
+           "LiveModelLM": LiveModelLM(model=model, tokenizer=tokenizer, batch_size=batch_size,
+                                      pack_choices=False if kv_copies else None)}
     timed = time_loglikelihood(lms, requests, reps)
     return {"model": path.name, "items": items, "requests": len(requests), "timed": timed,
+            "positions": forward_positions(model, lms, requests),
             **compare(requests, timed["HFLM"][2], timed["LiveModelLM"][2])}
 
 
@@ -145,14 +170,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32, help="requests per forward, both LMs")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--kv-copies", action="store_true",
+                        help="LiveModelLM scores choices from copies of the context's KV cache (its fallback for "
+                             "models that take no 4-D mask), not packed in the context's row")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = run(args.model, args.items, args.reps, args.batch_size, args.task)
+    out = run(args.model, args.items, args.reps, args.batch_size, args.task, args.kv_copies)
     print(f"{out['model']}, task {args.task}: {out['items']} items x 4 choices = {out['requests']} loglikelihood requests, "
-          f"batch_size {args.batch_size}, {args.threads} thread(s), median of {args.reps}")
-    print(f"  {'LM':<12} {'wall s':>7} {'items/s':>8} {'CPU s':>7}")
+          f"batch_size {args.batch_size}, {args.threads} thread(s), median of {args.reps}, LiveModelLM's choices "
+          f"{'from KV copies' if args.kv_copies else 'packed'}")
+    print(f"  {'LM':<12} {'wall s':>7} {'items/s':>8} {'CPU s':>7} {'positions':>10}")
     for name, (wall, cpu, _) in out["timed"].items():
-        print(f"  {name:<12} {wall:>7.3f} {out['items'] / wall:>8.1f} {cpu:>7.3f}")
+        print(f"  {name:<12} {wall:>7.3f} {out['items'] / wall:>8.1f} {cpu:>7.3f} {out['positions'][name]:>10,}")
     hf, live = out["timed"]["HFLM"], out["timed"]["LiveModelLM"]
     print(f"  LiveModelLM / HFLM: {hf[0] / live[0]:.2f}x items per second (CPU time {hf[1] / live[1]:.2f}x)")
     same = not (out["beyond"] or out["greedy_differ"] or out["choice_differ"])

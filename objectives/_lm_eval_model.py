@@ -33,18 +33,26 @@ is_greedy flags and generated texts equal.
 
 Faster multiple choice: the choices of an item share their context. Requests are grouped by the
 exact tokens the model reads before the continuation (after truncation); each group's context runs
-once (batched across groups, left-padded, the last position's logits only), its KV cache is copied
-once per choice (`Cache.reorder_cache`), and all continuations of the batch run in one forward from
-those caches (choices equal but for their last token share one row, as HFLM's logits_cache shares
-them). The grouping key is the token prefix itself, so sharing is exact by construction: HFLM, too,
-feeds context tokens + continuation tokens (not the tokens of the joined string, which may merge
-across the boundary). Where left truncation cuts into a context, each continuation length
-gets its own truncated prefix, so such requests share only with choices of the same length, or run
-alone: the fallback. bench/lm_eval_choice.py measures the gain
-(docs/benchmarks.md). The model is called as model(input_ids=, attention_mask=, position_ids=,
-<cache>=, use_cache=True) and must return an HF Cache with reorder_cache (what _generation.py's
-loop needs, plus that); the tests run HF Qwen3 and GPT-2, not the DFS layer-path models (whose
-DynamicCache has it).
+once, with the tokens all its continuations start with (its prefill), and each continuation's
+rest reads it once: choices equal but for their last token share one segment, as HFLM's
+logits_cache shares their forwards. The grouping key is the token prefix itself, so sharing is
+exact by construction: HFLM, too, feeds context tokens + continuation tokens (not the tokens of
+the joined string, which may merge across the boundary). Where left truncation cuts into a
+context, each continuation length gets its own truncated prefix, so such requests share only with
+choices of the same length, or run alone. Two ways to run a batch of groups:
+  - packed (where `reads_choice_mask`: HF llama/mistral/qwen2/qwen3/gpt2 with sdpa or eager
+    attention and no sliding window shorter than max_length): one forward, a row per group: its
+    prefill then its segments one after the other, each segment positioned right after the
+    prefill and seeing the prefill and itself only (a 4-D additive mask, which HF's
+    create_causal_mask passes through as given). No KV copies, no padding between choices;
+  - from KV copies (any other model): the prefills batched (left-padded, the last positions'
+    logits only), the context's KV cache copied once per segment (`Cache.reorder_cache`), all
+    segments of the batch in a second forward from those caches.
+bench/lm_eval_choice.py measures the gain (docs/benchmarks.md). The model is called as
+model(input_ids=, attention_mask=, position_ids=, <cache>=, use_cache=) and, for the KV copies, must
+return an HF Cache with reorder_cache (what _generation.py's loop needs, plus that); the tests run
+HF Qwen3 (sdpa, eager) and GPT-2 both ways, not the DFS layer-path models (model_type layer_path:
+the KV copies; their DynamicCache has reorder_cache).
 
 Not supported (refused in one line): sampling (do_sample true), generation_kwargs other than
 until, max_gen_toks and its aliases, num_beams, repetition_penalty and sampling-only settings;
@@ -69,6 +77,10 @@ DEFAULT_MAX_GEN_TOKS = 256  # HFLM's
 # generation_kwargs that only matter when sampling: with do_sample false HF generate ignores them too
 SAMPLING_ONLY_KWARGS = frozenset({"temperature", "top_p", "top_k", "min_p", "typical_p"})
 DECODING_KWARGS = frozenset(Decoding.__dataclass_fields__)
+# HF families whose forward passes a 4-D attention mask through create_causal_mask to sdpa/eager
+# attention unchanged and takes positions from position_ids (rotary or learned: no position bias
+# computed from the mask); the packed choices are tested on qwen3 and gpt2
+PACKED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
 
 
 class LiveModelLM(TemplateLM):
@@ -83,12 +95,15 @@ class LiveModelLM(TemplateLM):
     decoding) and objectives' Decoding, as for the generative objectives; a task's own num_beams /
     repetition_penalty override `decoding`.
     add_bos_token, prefix_token_id: HFLM's options of the same names.
+    pack_choices: score an item's choices in its context's row with a 4-D mask (one forward per
+    batch, no KV copies); None (default): where the model reads such a mask as given
+    (reads_choice_mask), else from copies of the context's KV cache; False: always the latter.
     """
 
     def __init__(self, *, model: Any, tokenizer: Any, batch_size: int = 32, max_length: int | None = None,
                  max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, generation_backend: str | None = None,
                  decoding: Mapping[str, Any] | Decoding | None = None, add_bos_token: bool | None = None,
-                 prefix_token_id: int | None = None) -> None:
+                 prefix_token_id: int | None = None, pack_choices: bool | None = None) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("max_gen_toks", max_gen_toks), ("max_length", max_length)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -108,6 +123,13 @@ class LiveModelLM(TemplateLM):
         self.generation_work = GenerationWork()  # what generate_until spent, summed over calls
         self._device = _device(model)
         self._logits_to_keep = _accepts_logits_to_keep(model)
+        self._dtype = getattr(model, "dtype", torch.float32)
+        packable = reads_choice_mask(model, self.max_length)
+        if pack_choices and not packable:
+            raise ValueError(f"LiveModelLM pack_choices=true needs a model that reads a 4-D attention mask as given "
+                             f"(model_type {', '.join(sorted(PACKED_MODEL_TYPES))}; sdpa or eager attention; no sliding "
+                             f"window shorter than max_length); got {_describe(model)}")
+        self._packs = packable if pack_choices is None else pack_choices
 
     # -- what lm-eval reads --------------------------------------------------------------------
 
@@ -239,15 +261,101 @@ class LiveModelLM(TemplateLM):
     @torch.inference_mode()
     def _score_batch(self, batch: list[tuple[tuple[int, ...], list[int]]], requests: list, results: list) -> None:
         """Each context of `batch` once, with the tokens all its continuations start with (but for
-        each one's last), then the rest of every continuation from a copy of that KV cache."""
-        device, pad = self._device, pad_token_id(self.tokenizer)
+        each one's last), and the rest of every continuation after it: packed in the context's row
+        (one forward) where the model reads a 4-D mask, else from a copy of the context's KV cache."""
         # common[g]: how many first continuation tokens all requests of context g share (" " + choice
         # in lm-eval's multiple choice: at least the delimiter with a character tokenizer)
         common = [_shared_start([requests[i][2] for i in group]) for _, group in batch]
         prefills = [list(prefix) + requests[group[0]][2][:k] for (prefix, group), k in zip(batch, common)]
+        members = [(g, i) for g, (_, group) in enumerate(batch) for i in group]
+        continuations = [requests[i][2] for _, i in members]
+        # the rest each request reads after its prefill: all but its shared start and its last token;
+        # requests of a context that differ in their last token only read the same rest: one segment
+        # for them (HFLM's logits_cache shares whole forwards so)
+        segments: dict[tuple[int, tuple[int, ...]], int] = {}
+        segment_of = [segments.setdefault((g, tuple(c[common[g]:-1])), len(segments))
+                      for (g, _), c in zip(members, continuations)]
+        forward = self._packed_forward if self._packs else self._cached_forward
+        pool, prefill_end, segment_start = forward(prefills, common, list(segments))
+
+        # where each continuation token's logits are in `pool`: the prefill's last common + 1 positions,
+        # then its segment's positions
+        # (lists, one tensor each: a few small tensor ops per request were a tenth of the scoring's time)
+        longest = max(map(len, continuations))
+        where, targets = [], []
+        for r, ((g, _), c) in enumerate(zip(members, continuations)):
+            k, start, fill = common[g], segment_start[segment_of[r]], longest - len(c)
+            where += [*range(prefill_end[g] - k, prefill_end[g] + 1), *range(start, start + len(c) - k - 1)] + [0] * fill
+            targets += c + [0] * fill
+        device = self._device
+        where = torch.tensor(where, dtype=torch.long).view(len(members), longest).to(device)
+        targets = torch.tensor(targets, dtype=torch.long).view(len(members), longest).to(device)
+        real = torch.arange(longest, device=device)[None] < torch.tensor(list(map(len, continuations)), device=device)[:, None]
+        logprobs = F.log_softmax(pool[where], dim=-1)  # in the logits' dtype, as HFLM
+        picked = logprobs.gather(2, targets[..., None])[..., 0].masked_fill(~real, 0).sum(-1)
+        greedy = ((logprobs.argmax(-1) == targets) | ~real).all(-1)
+        for (_, i), logprob, is_greedy in zip(members, picked.tolist(), greedy.tolist()):
+            results[i] = (logprob, is_greedy)
+
+    def _packed_forward(self, prefills: list[list[int]], common: list[int],
+                        segments: list[tuple[int, tuple[int, ...]]]) -> tuple[torch.Tensor, list[int], list[int]]:
+        """One row per context: [padding] prefill, then its segments one after the other, each
+        segment attending to the prefill and to itself only (a 4-D mask) and positioned right
+        after the prefill, as if it ran alone from the prefill's cache. Returns the logits of every
+        row's last positions that predict anything (rows x kept, flattened) and, in that pool, the
+        index of each prefill's last position and of each segment's first."""
+        device = self._device
+        own: list[list[int]] = [[] for _ in prefills]  # each context's segments
+        for s, (g, _) in enumerate(segments):
+            own[g].append(s)
+        lengths = [len(p) + sum(len(segments[s][1]) for s in mine) for p, mine in zip(prefills, own)]
+        width = max(lengths)
+        # the positions whose logits are read: each prefill's last ones and all segments (a suffix of its row)
+        keep = max(n - len(p) + k + 1 for p, k, n in zip(prefills, common, lengths))
+        keep = width if not self._logits_to_keep else min(width, keep)
+        tokens, kinds, positions = [], [], []
+        prefill_end, segment_start = [], [0] * len(segments)
+        pad = pad_token_id(self.tokenizer)
+        for g, (prefill, mine, length) in enumerate(zip(prefills, own, lengths)):
+            start = width - length  # left padding: every row's last position is the row's end
+            tokens += [pad] * start + prefill
+            kinds += [-1] * start + [0] * len(prefill)
+            positions += [1] * start + list(range(len(prefill)))
+            prefill_end.append(g * keep + start + len(prefill) - 1 - (width - keep))
+            at = start + len(prefill)
+            for number, s in enumerate(mine, start=1):
+                ids = segments[s][1]
+                segment_start[s] = g * keep + at - (width - keep)
+                tokens += ids
+                kinds += [number] * len(ids)
+                positions += range(len(prefill), len(prefill) + len(ids))
+                at += len(ids)
+        rows = len(prefills)
+        input_ids = torch.tensor(tokens, dtype=torch.long).view(rows, width).to(device)
+        kind = torch.tensor(kinds).view(rows, width).to(device)
+        position_ids = torch.tensor(positions, dtype=torch.long).view(rows, width).to(device)
+        index = torch.arange(width, device=device)
+        key_kind, query_kind = kind[:, None, :], kind[:, :, None]
+        sees = ((index[None, :, None] >= index[None, None, :]) & (key_kind >= 0)
+                & ((key_kind == 0) | (key_kind == query_kind)))
+        sees |= torch.eye(width, dtype=torch.bool, device=device)  # padding sees itself: no row of the softmax is empty
+        # additive (0 / lowest), which both sdpa and eager attention take as given
+        dtype = self._dtype
+        mask = torch.zeros((rows, 1, width, width), dtype=dtype, device=device).masked_fill(
+            ~sees[:, None], torch.finfo(dtype).min)
+        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                            **({"logits_to_keep": keep} if self._logits_to_keep else {})).logits
+        return logits[:, -keep:].reshape(-1, logits.shape[-1]), prefill_end, segment_start
+
+    def _cached_forward(self, prefills: list[list[int]], common: list[int],
+                        segments: list[tuple[int, tuple[int, ...]]]) -> tuple[torch.Tensor, list[int], list[int]]:
+        """The prefills batched (left-padded, their last common + 1 positions' logits kept), then
+        every segment as a row of a second forward from a copy of its prefill's KV cache
+        (`Cache.reorder_cache`). Returns what _packed_forward returns."""
+        device, pad = self._device, pad_token_id(self.tokenizer)
         width, keep = max(map(len, prefills)), max(common) + 1
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        context_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        input_ids = torch.full((len(prefills), width), pad, dtype=torch.long)
+        context_mask = torch.zeros((len(prefills), width), dtype=torch.long)
         for g, ids in enumerate(prefills):
             input_ids[g, width - len(ids):] = torch.tensor(ids)
             context_mask[g, width - len(ids):] = 1
@@ -256,25 +364,18 @@ class LiveModelLM(TemplateLM):
                          use_cache=True, **({"logits_to_keep": keep} if self._logits_to_keep else {}))
         # the last `keep` positions of each prefill (left-padded: aligned), those that predict continuation tokens
         prefill_logits = out.logits[:, -keep:]
-
-        members = [(g, i) for g, (_, group) in enumerate(batch) for i in group]
-        continuations = [requests[i][2] for _, i in members]
-        # the rest each request reads after its prefill: all but its shared start and its last token;
-        # requests of a context that differ in their last token only read the same rest: one row for them
-        # (HFLM's logits_cache shares whole forwards so)
-        rows: dict[tuple[int, tuple[int, ...]], int] = {}
-        row_of = [rows.setdefault((g, tuple(c[common[g]:-1])), len(rows)) for (g, _), c in zip(members, continuations)]
-        row_ids = [list(ids) for _, ids in rows]
-        row_context = torch.tensor([g for g, _ in rows], device=device)
-        rest = max(map(len, row_ids))
         vocab = prefill_logits.shape[-1]
         pool = [prefill_logits.reshape(-1, vocab)]
+        prefill_end = [g * keep + keep - 1 for g in range(len(prefills))]
+        rest = max(len(ids) for _, ids in segments)
+        segment_start = [len(prefills) * keep + s * rest for s in range(len(segments))]
         if rest:
+            row_context = torch.tensor([g for g, _ in segments], device=device)
             cache = getattr(out, CACHE_ARG)
             cache.reorder_cache(row_context)  # a copy of its context's keys and values per row
-            cont_ids = torch.full((len(row_ids), rest), pad, dtype=torch.long)
-            cont_mask = torch.zeros((len(row_ids), rest), dtype=torch.long)
-            for r, ids in enumerate(row_ids):
+            cont_ids = torch.full((len(segments), rest), pad, dtype=torch.long)
+            cont_mask = torch.zeros((len(segments), rest), dtype=torch.long)
+            for r, (_, ids) in enumerate(segments):
                 cont_ids[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
                 cont_mask[r, :len(ids)] = 1
             cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
@@ -284,25 +385,7 @@ class LiveModelLM(TemplateLM):
             later = self.model(input_ids=cont_ids, position_ids=positions, use_cache=True, **{CACHE_ARG: cache},
                                attention_mask=torch.cat([context_mask[row_context], cont_mask], dim=1)).logits
             pool.append(later.reshape(-1, vocab))
-        pool = torch.cat(pool)
-
-        # where each continuation token's logits are in `pool`: the prefill's last common + 1 positions,
-        # then its row of the second forward
-        longest = max(map(len, continuations))
-        where = torch.zeros((len(members), longest), dtype=torch.long)
-        targets = torch.full((len(members), longest), pad, dtype=torch.long)
-        for r, ((g, _), c) in enumerate(zip(members, continuations)):
-            k = common[g]
-            where[r, :k + 1] = g * keep + torch.arange(keep - k - 1, keep)
-            where[r, k + 1:len(c)] = len(batch) * keep + row_of[r] * rest + torch.arange(len(c) - k - 1)
-            targets[r, :len(c)] = torch.tensor(c)
-        where, targets = where.to(device), targets.to(device)
-        real = torch.arange(longest, device=device)[None] < torch.tensor(list(map(len, continuations)), device=device)[:, None]
-        logprobs = F.log_softmax(pool[where], dim=-1)  # in the logits' dtype, as HFLM
-        picked = logprobs.gather(2, targets[..., None])[..., 0].masked_fill(~real, 0).sum(-1)
-        greedy = ((logprobs.argmax(-1) == targets) | ~real).all(-1)
-        for (_, i), logprob, is_greedy in zip(members, picked.tolist(), greedy.tolist()):
-            results[i] = (logprob, is_greedy)
+        return torch.cat(pool), prefill_end, segment_start
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
         windows, owners = [], []
@@ -362,6 +445,28 @@ class LiveModelLM(TemplateLM):
                              f"known: until, max_gen_toks, do_sample, {', '.join(sorted(DECODING_KWARGS))}")
         chosen = Decoding.parse({**self.decoding.__dict__, **decoding}) if decoding else self.decoding
         return decoding_backend(self.generation_backend, chosen)
+
+
+def reads_choice_mask(model: Any, max_length: int) -> bool:
+    """Whether `model` takes a 4-D additive attention mask as given, as the packed choices need:
+    an HF family whose mask builder (create_causal_mask) passes a 4-D mask through and whose
+    attention adds it (sdpa, eager; flash and flex attention take no such mask), with no sliding
+    window shorter than the model's window (a 4-D mask replaces the sliding one)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PACKED_MODEL_TYPES:
+        return False
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    sliding = window is not None and (layer_types is None or "sliding_attention" in layer_types)
+    return not sliding or window >= max_length
+
+
+def _describe(model: Any) -> str:
+    config = getattr(model, "config", None)
+    return (f"model_type {getattr(config, 'model_type', None)!r}, attention "
+            f"{getattr(config, '_attn_implementation', None)!r}, sliding_window {getattr(config, 'sliding_window', None)!r}")
 
 
 def _shared_start(sequences: list[list[int]]) -> int:

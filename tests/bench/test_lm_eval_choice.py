@@ -27,11 +27,14 @@ def test_the_task_has_four_distinct_choices_one_of_them_gold(tmp_path, kind):
     assert len(requests) == 48 and len({r.doc_id for r in requests}) == 12
 
 
-def test_a_tiny_run_finds_identical_results():
-    out = bench.run("base", items=6, reps=1, batch_size=8, kind="qa")
+@pytest.mark.parametrize("kv_copies", [False, True], ids=["packed", "kv_copies"])
+def test_a_tiny_run_finds_identical_results(kv_copies):
+    out = bench.run("base", items=6, reps=1, batch_size=8, kind="qa", kv_copies=kv_copies)
     assert out["requests"] == 24
     assert out["worst"] < bench.ATOL and out["beyond"] == out["greedy_differ"] == out["choice_differ"] == 0
     assert all(wall > 0 and cpu > 0 for wall, cpu, _ in out["timed"].values())
+    # each context runs once, not once per choice
+    assert 0 < out["positions"]["LiveModelLM"] < out["positions"]["HFLM"] / 2
 
 
 def test_compare_counts_what_differs():

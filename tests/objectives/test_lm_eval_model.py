@@ -25,6 +25,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from objectives import LiveModelLM
+from objectives._lm_eval_model import reads_choice_mask
 from tests.conftest import REPO_ROOT
 from zoo.tokenizer import build_tokenizer
 from zoo.world import COLOURS, LIKES, PLACES, task_items
@@ -132,20 +133,30 @@ def _hflm(model, tokenizer) -> HFLM:
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
 
 
-@pytest.mark.parametrize("name", ["ja", pytest.param("base", marks=pytest.mark.slow),
-                                  pytest.param("math_wiz", marks=pytest.mark.slow)])
-def test_zoo_model_results_equal_hflms_item_by_item(task_manager, name):
-    model = AutoModelForCausalLM.from_pretrained(REPO_ROOT / "zoo" / "models" / name).eval()
+@pytest.mark.parametrize(("name", "attention"), [("ja", "sdpa"), ("ja", "eager"),
+                                                  pytest.param("base", "sdpa", marks=pytest.mark.slow),
+                                                  pytest.param("math_wiz", "sdpa", marks=pytest.mark.slow)])
+def test_zoo_model_results_equal_hflms_item_by_item(task_manager, name, attention):
+    # eager attention adds the packed choices' 4-D mask itself, sdpa hands it to torch
+    model = AutoModelForCausalLM.from_pretrained(REPO_ROOT / "zoo" / "models" / name,
+                                                 attn_implementation=attention).eval()
     theirs = _samples(_hflm(model, build_tokenizer()), task_manager)
-    ours = _samples(LiveModelLM(model=model, tokenizer=build_tokenizer(), batch_size=8), task_manager)
+    lm = LiveModelLM(model=model, tokenizer=build_tokenizer(), batch_size=8)
+    assert lm._packs, "the zoo's Qwen3 scores choices packed"
+    ours = _samples(lm, task_manager)
     _assert_same_samples(ours, theirs)
     # the trained zoo models answer: not a comparison of empty strings
     assert sum(bool(s["resps"][0][0].strip()) for s in ours["live_generate"]) == 8
 
 
-def test_gpt2_stand_in_results_equal_hflms_with_truncation_bpe_merges_and_windows(task_manager, stand_in_dir):
+@pytest.mark.parametrize("pack_choices", [None, False], ids=["packed", "kv_copies"])
+def test_gpt2_stand_in_results_equal_hflms_with_truncation_bpe_merges_and_windows(task_manager, stand_in_dir,
+                                                                                 pack_choices):
+    # both ways of scoring choices: packed in the context's row, and the fallback from KV cache copies
     model = AutoModelForCausalLM.from_pretrained(stand_in_dir).eval()
-    lm = LiveModelLM(model=model, tokenizer=AutoTokenizer.from_pretrained(stand_in_dir), batch_size=8)
+    lm = LiveModelLM(model=model, tokenizer=AutoTokenizer.from_pretrained(stand_in_dir), batch_size=8,
+                     pack_choices=pack_choices)
+    assert lm._packs == (pack_choices is None)
     theirs = _samples(_hflm(model, AutoTokenizer.from_pretrained(stand_in_dir)), task_manager)
     ours = _samples(lm, task_manager)
     _assert_same_samples(ours, theirs)
@@ -195,6 +206,24 @@ def test_bad_options_and_sampling_fail_in_one_line(tiny_model_dirs):
         lm.generate_until([_Request(("Q: 1+1\nA:",), {"until": ["\n"], "do_sample": True, "temperature": 0.7})])
     with pytest.raises(ValueError, match="generation_kwargs penalty_alpha not supported"):
         lm.generate_until([_Request(("Q: 1+1\nA:",), {"until": ["\n"], "do_sample": False, "penalty_alpha": 0.6})])
+
+
+def test_choices_are_packed_only_where_the_model_reads_a_4d_mask_as_given(stand_in_dir):
+    model = AutoModelForCausalLM.from_pretrained(stand_in_dir).eval()
+    assert reads_choice_mask(model, STAND_IN_WINDOW)
+    model.config._attn_implementation = "flex_attention"  # a BlockMask, not an additive mask
+    assert not reads_choice_mask(model, STAND_IN_WINDOW)
+    assert not LiveModelLM(model=model, tokenizer=AutoTokenizer.from_pretrained(stand_in_dir))._packs
+    with pytest.raises(ValueError, match="pack_choices=true needs a model that reads a 4-D attention mask as given "
+                                         r"\(model_type .*\); got model_type 'gpt2', attention 'flex_attention'"):
+        LiveModelLM(model=model, tokenizer=AutoTokenizer.from_pretrained(stand_in_dir), pack_choices=True)
+    model.config._attn_implementation = "sdpa"
+    model.config.model_type = "bloom"  # ALiBi: a position bias built from the 2-D mask
+    assert not reads_choice_mask(model, STAND_IN_WINDOW)
+    model.config.model_type = "gpt2"
+    model.config.sliding_window = STAND_IN_WINDOW // 2  # a 4-D mask would replace the window
+    assert not reads_choice_mask(model, STAND_IN_WINDOW)
+    assert reads_choice_mask(model, STAND_IN_WINDOW // 2)
 
 
 def test_empty_and_space_only_contexts_are_tokenized_as_lm_eval_does(stand_in_dir):
