@@ -11,15 +11,14 @@ individual is exactly what `adapter_model.safetensors` holds and exports as it i
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+from evo_core import ADAPTER_WEIGHTS, read_adapter_config, read_adapter_weights
+
 # the LoraConfig fields that decide the weights' layout: adapters that differ here cannot be mixed
 LAYOUT_FIELDS = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias")
 
@@ -37,26 +36,12 @@ class Adapter:
 
 
 def read_adapter(folder: str | Path, *, name: str | None = None) -> Adapter:
-    """A PEFT LoRA adapter folder; a missing, non-LoRA or corrupt adapter is one clear error."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """A PEFT LoRA adapter folder; a missing, non-LoRA or corrupt adapter is one clear error (the
+    files are read by evo_core, which also takes adapters as pool sources)."""
     folder = Path(folder)
     name = name or folder.name
-    config_path, weights_path = folder / ADAPTER_CONFIG, folder / ADAPTER_WEIGHTS
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise ValueError(f"adapter {name!r}: no {path.name} in {folder}")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"adapter {name!r}: {ADAPTER_CONFIG} is not JSON ({err})") from None
-    if config.get("peft_type") != "LORA":
-        raise ValueError(f"adapter {name!r}: peft_type {config.get('peft_type')!r}, expected 'LORA'")
-    try:
-        weights = load_file(weights_path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"adapter {name!r}: corrupt {ADAPTER_WEIGHTS} ({err})") from None
+    config = read_adapter_config(folder, name=name)
+    weights = read_adapter_weights(folder, name=name)
     lora = {k: v.float() for k, v in weights.items() if ".lora_A." in k or ".lora_B." in k}
     if not lora:
         raise ValueError(f"adapter {name!r}: {ADAPTER_WEIGHTS} holds no lora_A/lora_B tensors")
