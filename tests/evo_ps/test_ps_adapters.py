@@ -81,7 +81,8 @@ def lora_cli_args(tmp_path: Path, *extra: str) -> list[str]:
 def test_evo_ps_runs_on_two_lora_zoo_adapters(tmp_path, run_cli, machine_paths, error_line):
     # the adapters copied: the run's fingerprint must change when one of their bytes does
     adapters = {e: shutil.copytree(LORA / e, tmp_path / "lora" / e) for e in ("add_en", "count_ja")}
-    sources = [f"pool.sources.{e}={folder}" for e, folder in adapters.items()]
+    # one line each: an adapter folder, and mergekit's BASE+ADAPTER on the pool's base
+    sources = [f"pool.sources.add_en={adapters['add_en']}", f"pool.sources.count_ja=${{pool.base}}+{adapters['count_ja']}"]
     proc = run_cli("evo_ps", *lora_cli_args(tmp_path, *sources))
     out = proc.stdout
     for row in ("| base |", "| add_en |", "| count_ja |", "| best_uniform |", "| best_merge |"):
@@ -90,7 +91,7 @@ def test_evo_ps_runs_on_two_lora_zoo_adapters(tmp_path, run_cli, machine_paths, 
     assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
     signature = optuna.load_study(study_name="toy_lora_ps",
                                   storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}").user_attrs["signature"]
-    assert signature["models"]["add_en"] == f"{BASE}+{adapters['add_en']}"
+    assert signature["models"] == {"base": str(BASE), **{e: f"{BASE}+{folder}" for e, folder in adapters.items()}}
 
     model_dir = tmp_path / "run" / "best_model"
     assert AutoModelForCausalLM.from_pretrained(model_dir).config.num_hidden_layers == 4
