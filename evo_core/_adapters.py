@@ -10,7 +10,9 @@ A folder's base is its adapter_config.json `base_model_name_or_path`: the pool's
 it (the same folder, or the same name: `zoo/models/base` written by the trainer and the pool's
 `.../zoo/models/base`, or hub id `owner/X` and a local copy in a folder `X`), else a local folder,
 else a hub id, as any source. `BASE+ADAPTER` names the base itself (`${pool.base}+ADAPTER` in a
-config: the pool's base, whatever the adapter's config says). `resolve_adapter_sources` writes
+config: the pool's base, whatever the adapter's config says); there ADAPTER may be a hub id too
+(its snapshot in the HF cache, downloaded if need be; a bare hub id is a model, never asked whether
+it is an adapter). `resolve_adapter_sources` writes
 every adapter source as `BASE+ADAPTER`: that string is the source's path from then on (the study's
 signature, the mergekit YAML, which mergekit reads as the same thing), its fingerprint covers
 the adapter's bytes and its base's (_fingerprint.py), and what is published names both by hub id
@@ -104,6 +106,8 @@ def resolve_adapter_sources(sources: Mapping[str, str | Path], *, base: str | Pa
         split = split_adapter_ref(ref)
         if split is not None:
             adapter_base, folder = split
+            if not Path(folder).expanduser().exists() and looks_like_hub_id(folder):
+                folder = _hub_adapter(name, folder)
             read_adapter_config(folder, name=name)
             resolved[name] = f"{adapter_base}+{folder}"
         elif is_adapter_folder(ref):
@@ -112,6 +116,18 @@ def resolve_adapter_sources(sources: Mapping[str, str | Path], *, base: str | Pa
         else:
             resolved[name] = str(ref)
     return resolved
+
+
+def _hub_adapter(name: str, repo_id: str) -> str:
+    """A hub adapter's two files: its snapshot in the HF cache (downloaded if not there and the hub
+    can be reached), named back to its hub id by published_name."""
+    import huggingface_hub
+
+    try:
+        return huggingface_hub.snapshot_download(repo_id, allow_patterns=[ADAPTER_CONFIG, ADAPTER_WEIGHTS])
+    except Exception as err:  # offline and not cached, unknown, gated: all mean "not to be had here"
+        raise ValueError(f"adapter {name!r}: hub adapter {repo_id!r} cannot be had here ({type(err).__name__}); "
+                         f"download it (hf download {repo_id} --local-dir DIR) and write BASE+DIR") from None
 
 
 def _adapter_base(name: str, folder: str | Path, recorded: str | None, pool_base: str | Path) -> str:

@@ -150,3 +150,24 @@ def test_an_adapter_for_another_base_is_one_line(tmp_path, tiny_model_dirs):
         resolve_adapter_sources({"a": LORA / "add_en"}, base=LORA / "count_ja")
     with pytest.raises(ValueError, match=r"is not BASE\+ADAPTER"):
         resolve_adapter_sources({"a": f"{BASE}+{own}+{own}"}, base=BASE)
+
+
+def test_a_hub_adapter_comes_from_the_hf_cache_and_is_published_by_its_id(tmp_path, monkeypatch):
+    """`BASE+owner/name`: the adapter's snapshot in the HF cache (offline here), named by its hub id."""
+    import huggingface_hub
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--add-lora"
+    shutil.copytree(LORA / "add_en", repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    resolved = resolve_adapter_sources({"a": f"{BASE}+someone/add-lora"}, base=BASE)
+    snapshot = repo / "snapshots" / revision
+    assert resolved == {"a": f"{BASE}+{snapshot}"}
+    assert published_name(resolved["a"]) == "base+someone/add-lora"
+    check_adapter_sources(resolved, base=BASE)
+    with pytest.raises(ValueError, match=r"^adapter 'b': hub adapter 'someone/other' cannot be had here \(\w+\); "
+                                         r"download it \(hf download someone/other --local-dir DIR\)"):
+        resolve_adapter_sources({"b": f"{BASE}+someone/other"}, base=BASE)
