@@ -166,10 +166,11 @@ def check_adapter_sources(sources: Mapping[str, str], *, base: str | Path) -> No
         if vision_language_sources({name: adapter_base}):
             raise ValueError(f"adapter {name!r}: its base {adapter_base} is a vision-language model; an adapter "
                              f"source is applied to a text model (the pool's base or a fine-tune of it)")
-        own_shapes = base_shapes if same_model(adapter_base, base) else header_shapes(name, adapter_base)
+        on_pool_base = same_model(adapter_base, base)
+        own_shapes = base_shapes if on_pool_base else header_shapes(name, adapter_base)
         if own_shapes is None:  # a hub base not downloaded: PeftModel.from_pretrained checks it at load
             continue
-        if own_shapes is not base_shapes and base_shapes is not None:
+        if not on_pool_base and base_shapes is not None:
             try:
                 check_same_shapes({"base": base_shapes, name: own_shapes})
             except ValueError as err:
