@@ -18,7 +18,7 @@ LOCK    := requirements.lock
 TORCH   ?= torch==2.13.0
 UV      := uv==0.13.9
 
-.PHONY: demo test test-fast install lock test-latest results zoo bench clean-venv system-deps
+.PHONY: demo test test-fast install lock test-latest results zoo zoo-lora bench clean-venv system-deps
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PY_BASE) -m venv $(VENV)
@@ -89,6 +89,10 @@ results: $(STAMP)
 # Rebuild the committed zoo from its recipe (2,370 training steps; about 45 min measured on a busy 2-core box).
 zoo: $(STAMP)
 	$(PY) -m zoo.build
+
+# Rebuild the LoRA zoo (six PEFT LoRA experts on zoo/models/base, 240 steps; docs/zoo.md).
+zoo-lora: $(STAMP)
+	$(PY) -m zoo.build_lora
 
 clean-venv:
 	rm -rf $(VENV) $(VENV)-lock $(VENV)-latest

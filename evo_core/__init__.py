@@ -6,6 +6,8 @@ they plug in as a `Search` object (see _lifecycle.py) and as entries of the regi
 """
 from __future__ import annotations
 
+from ._adapters import (ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_adapter_sources, read_adapter_config,
+                        read_adapter_weights, resolve_adapter_sources)
 from ._cli import cli_main, run_cli
 from ._config import EvaluationConfig, ObjectiveConfig, SamplerConfig, StudyConfig, TrackingConfig, typed_config
 from ._files import atomic_dir, atomic_write_text
@@ -28,7 +30,8 @@ from ._tracking import Tracker, markdown_table, mlflow_ui_command
 from ._vlm import is_vision_language, language_model_params, vision_language_sources
 
 __all__ = [
-    "atomic_dir", "atomic_write_text", "Best", "best_trial", "build_objective", "check_device", "check_finite",
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "check_adapter_sources", "read_adapter_config", "read_adapter_weights",
+    "resolve_adapter_sources", "atomic_dir", "atomic_write_text", "Best", "best_trial", "build_objective", "check_device", "check_finite",
     "check_model_path", "check_signature", "cli_main", "EvaluationConfig", "finished_trials", "GenomeCMA",
     "GenomeSpace", "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler",
     "make_objective", "markdown_table", "mean_scores", "Metric", "name_models_in_configs", "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveDefaults",

@@ -1,5 +1,6 @@
 """`model_fingerprint(path)`: a cheap content hash of a model's weights (seconds for a 7B model)
-that a resumed study compares: a model replaced under the same path is a different search. Pickled
+that a resumed study compares: a model replaced under the same path is a different search (a LoRA
+adapter source: its base's fingerprint and the adapter's files, whole). Pickled
 weights (a pool that allows them) are hashed the same way, as files (name, size, samples)."""
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from ._adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from ._model_checks import pickled_weight_files
+from ._paths import split_adapter_ref
 from ._safetensors import safetensors_files, safetensors_header
 
 FINGERPRINT_SAMPLES = 3  # 1 MiB samples per safetensors file: its start, middle and end
@@ -15,6 +18,22 @@ SAMPLE_BYTES = 1 << 20
 
 
 def model_fingerprint(path: str) -> str:
+    """The fingerprint below; for a LoRA adapter source (`BASE+ADAPTER`, _adapters.py), sha256 over
+    its base's fingerprint and every byte of the adapter's two files (adapters are small)."""
+    split = split_adapter_ref(path)
+    if split is None:
+        return _weights_fingerprint(path)
+    base, adapter = split
+    digest = hashlib.sha256(f"lora:{_weights_fingerprint(base)}:".encode())
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        with open(Path(adapter).expanduser() / name, "rb") as handle:
+            digest.update(f"{name}:".encode())
+            for block in iter(lambda: handle.read(SAMPLE_BYTES), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _weights_fingerprint(path: str) -> str:
     """sha256 over what identifies a model's weights without reading them all: config.json, and per
     safetensors file its name, size, header (every tensor's name, dtype, shape and offsets) and three
     1 MiB samples (start, middle, end of the data). Weights replaced by a fine-tune or a re-download

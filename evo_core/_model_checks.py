@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from ._paths import looks_like_hub_id
+from ._paths import looks_like_hub_id, split_adapter_ref
 from ._vlm import is_vision_language, text_config
 
 
@@ -113,7 +113,7 @@ def require_models(refs: Mapping[str, str | Path], *, allow_pickle_weights: bool
     `refs` maps the config key a user would override (e.g. "pool.sources.shisa") to a local
     directory or a hub id."""
     missing = []
-    for key, ref in refs.items():
+    for key, ref in _adapter_bases(refs).items():
         local = Path(ref).expanduser()
         if local.is_dir() and (local / "config.json").is_file():
             check_weights_format(key.rpartition(".")[2], local, allow_pickle=allow_pickle_weights)
@@ -125,6 +125,16 @@ def require_models(refs: Mapping[str, str | Path], *, allow_pickle_weights: bool
         raise FileNotFoundError(
             f"models not found locally, in the HF cache or on the hub: {', '.join(missing)}; "
             f"download them (hf download ID --local-dir DIR) and set those keys to the local copies")
+
+
+def _adapter_bases(refs: Mapping[str, str | Path]) -> dict[str, str | Path]:
+    """`refs` with each LoRA adapter source (`BASE+ADAPTER`, _adapters.py) as its base, the one
+    model it needs (its adapter folder is checked by check_adapter_sources)."""
+    out = {}
+    for key, ref in refs.items():
+        split = split_adapter_ref(ref)
+        out[f"{key} (its base)" if split else key] = split[0] if split else ref
+    return out
 
 
 def load_config(name: str, path: str):

@@ -1,4 +1,5 @@
-"""Paths: the project root, `${project:...}` in configs, SQLite URLs, the shape of a hub id."""
+"""Paths: the project root, `${project:...}` in configs, SQLite URLs, the shape of a hub id, and
+mergekit's `base+adapter` reference."""
 from __future__ import annotations
 
 import re
@@ -30,3 +31,15 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 def looks_like_hub_id(ref: str | Path) -> bool:
     """`ref` has the shape of a Hugging Face hub id (`owner/name`); whether it exists is not asked."""
     return _HUB_ID.fullmatch(str(ref)) is not None
+
+
+def split_adapter_ref(ref: str | Path) -> tuple[str, str] | None:
+    """mergekit's `base+adapter` reference (a LoRA adapter applied to a model) -> (base, adapter);
+    None for anything else (a path that exists as written is a path, whatever it holds)."""
+    text = str(ref)
+    if "+" not in text or Path(text).expanduser().exists():
+        return None
+    base, adapter = text.split("+", 1)
+    if not base or not adapter or "+" in adapter:
+        raise ValueError(f"{text!r} is not BASE+ADAPTER (one model, one '+', one LoRA adapter folder)")
+    return base, adapter

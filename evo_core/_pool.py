@@ -23,6 +23,13 @@ Data-flow search (several models side by side, nothing merged):
 
     models = load_models({"ja": ".../ja", "math": ".../math"}, dtype="float32", device="cpu")
 
+A source may be a PEFT LoRA adapter: a folder with adapter_config.json, or mergekit's `base+adapter`;
+it is applied to its base once, at load, and is then a source like any other (_adapters.py).
+
+    pool = load_pool(base="zoo/models/base", sources={"add": "zoo/models/lora/add_en",
+                                                      "count": "zoo/models/lora/count_ja"})
+    pool.paths["add"]                           # ".../zoo/models/base+zoo/models/lora/add_en"
+
 Paths are local model directories; anything that is not an existing directory but looks like a
 Hugging Face hub id (`owner/name`) is loaded from the hub (a GPU user's setup). Weights are read
 from safetensors only, unless `allow_pickle_weights=True` (then pickled ones too, through
@@ -32,6 +39,7 @@ resumed study compares is in _fingerprint.py.
 """
 from __future__ import annotations
 
+import copy
 import pickle
 import re
 from collections.abc import Mapping
@@ -41,6 +49,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer, PreTrainedModel
 
+from ._adapters import adapter_sources, check_adapter_sources, merge_adapter, resolve_adapter_sources, same_model
 from ._model_checks import (PICKLE_OPT_IN, check_finite, check_model_path, check_same_architecture, check_same_shapes,
                             check_same_tokenizer, check_weights_format, load_config, load_weights_error)
 from ._safetensors import header_shapes
@@ -171,6 +180,9 @@ def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str
               device: str = "cpu", base_name: str = "base", tokenizer: object | None = None,
               allow_pickle_weights: bool = False) -> ModelPool:
     """Load base + at least two sources for parameter-space merging; the live model on `device`.
+    A source may be a PEFT LoRA adapter folder or `BASE+ADAPTER` (_adapters.py): it is merged into
+    a copy of its base once, here, in `dtype`, and is then a source like any other (its path in
+    `paths` is `BASE+ADAPTER`).
     `tokenizer`: the base's, if the caller has already loaded it (else it is loaded here);
     allow_pickle_weights: as load_models."""
     if len(sources) < 2:
@@ -179,7 +191,14 @@ def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str
             f"got {len(sources)}: {', '.join(sources) or 'none'}")
     if base_name in sources:
         raise ValueError(f"source name {base_name!r} is taken by the base model; rename the source")
-    paths = {name: check_model_path(name, path) for name, path in {base_name: base, **sources}.items()}
+    sources = resolve_adapter_sources(sources, base=base)
+    check_adapter_sources(sources, base=base)
+    adapters = adapter_sources(sources)
+    paths = {name: check_model_path(name, path) for name, path in {base_name: base, **sources}.items()
+             if name not in adapters}
+    # an adapter's base is loaded (and checked) as that source, unless it is the pool's base: then a copy of it
+    own_bases = {name: check_model_path(name, ref) for name, (ref, _) in adapters.items()
+                 if not same_model(ref, paths[base_name])}
     vlms = vision_language_sources(paths)
     if base_name in vlms:
         raise ValueError(f"the base {paths[base_name]} is a vision-language model; the base is the LLM the "
@@ -188,7 +207,14 @@ def load_pool(*, base: str | Path, sources: Mapping[str, str | Path], dtype: str
         raise ValueError(f"sources {', '.join(vlms)} are all vision-language models; a pool keeps one vision "
                          f"tower, so at most one source may be a VLM")
     # load on CPU: the host copies stay there; only the live model moves to `device`
-    models = load_models(paths, dtype=dtype, device="cpu", allow_pickle_weights=allow_pickle_weights)
+    models = load_models({**paths, **own_bases}, dtype=dtype, device="cpu", allow_pickle_weights=allow_pickle_weights)
+    for name, (_, folder) in adapters.items():
+        adapted = merge_adapter(name, models[name] if name in own_bases else copy.deepcopy(models[base_name]), folder)
+        check_finite(name, adapted)
+        models[name] = adapted
+        paths[name] = sources[name]
+    models = {name: models[name] for name in (base_name, *sources)}  # the sources' order: the search's
+    paths = {name: paths[name] for name in (base_name, *sources)}
     live_name = vlms[0] if vlms else base_name
     base_params = language_model_params(models[base_name])
     host = {}

@@ -3,6 +3,7 @@
     published_name("augmxnt/shisa-gamma-7b-v1")                    # a hub id: "augmxnt/shisa-gamma-7b-v1"
     published_name(".../hub/models--augmxnt--shisa-gamma-7b-v1/snapshots/<sha>")  # the HF cache: the same id
     published_name("/data/models/shisa-gamma-7b-v1")               # a local folder: "shisa-gamma-7b-v1"
+    published_name("/data/base+/data/lora/add_en")                  # a LoRA adapter source: "base+add_en"
     name_models_in_configs(export_dir)   # config.json & co.: a `_name_or_path` holding a path -> its name
 
 Model cards (`base_model:` and the model tables), the mergekit YAML beside a model and the saved
@@ -16,15 +17,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ._paths import looks_like_hub_id
+from ._paths import looks_like_hub_id, split_adapter_ref
 
 _CACHE_PREFIX = "models--"  # huggingface_hub's cache: hub/models--{owner}--{name}/snapshots/{revision}/
 
 
 def published_name(ref: str | Path) -> str:
     """How an export names the model at `ref`: its hub id when it is one (or a snapshot in the HF
-    cache), else its folder's name."""
+    cache), else its folder's name; `BASE+ADAPTER` (a LoRA adapter source) names both so."""
     text = str(ref)
+    adapter = split_adapter_ref(text)
+    if adapter is not None:  # a LoRA adapter source: mergekit's BASE+ADAPTER, each part named
+        return "+".join(published_name(part) for part in adapter)
     path = Path(text).expanduser()
     if not path.exists() and looks_like_hub_id(text) and not text.startswith("."):
         return text

@@ -155,7 +155,9 @@ def save_merged(model, tokenizer, out_dir: str | Path, *, card: Mapping[str, Any
 def model_card(card: Mapping[str, Any], *, name: str) -> str:
     sources = {source: published_name(ref) for source, ref in card["sources"].items()}
     base = card.get("base") and published_name(card["base"])
-    models = ([base] if base else []) + list(sources.values())
+    # a LoRA adapter source (`base+adapter`) lists both: the hub's base_model metadata takes model ids
+    models = list(dict.fromkeys(part for ref in ([base] if base else []) + list(sources.values())
+                                for part in ref.split("+")))
     front = yaml.safe_dump({"library_name": "transformers", "tags": ["merge", "evolutionary-model-merge"],
                             "base_model": models}, sort_keys=False)
     lines = [f"---\n{front}---", f"# {card.get('title') or name}", "",
@@ -175,8 +177,11 @@ def model_card(card: Mapping[str, Any], *, name: str) -> str:
         lines += ["", "## Merge parameters", "", "| parameter | value |", "|---|---|"]
         lines += [f"| `{key}` | {_fmt(value)} |" for key, value in card["parameters"].items()]
     if card.get("mergekit_yaml"):
-        lines += ["", "## Reproduce with mergekit", "", "`mergekit-yaml mergekit_config.yml OUT_DIR`, once each model "
-                  "in it names a hub id or a local copy (local models are named by their folder).", "",
+        lora = any("+" in ref for ref in sources.values())  # mergekit applies BASE+ADAPTER in a cache folder
+        lines += ["", "## Reproduce with mergekit", "",
+                  f"`mergekit-yaml mergekit_config.yml OUT_DIR{' --lora-merge-cache CACHE_DIR' if lora else ''}`, once "
+                  f"each model in it names a hub id or a local copy (local models are named by their folder"
+                  f"{'; `BASE+ADAPTER` is a LoRA adapter applied to its base' if lora else ''}).", "",
                   "```yaml", card["mergekit_yaml"].rstrip(), "```"]
     if card.get("notes"):
         lines += ["", "## Notes", "", str(card["notes"])]

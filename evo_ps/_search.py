@@ -16,6 +16,11 @@ A source may be a vision-language model (evo_core/_vlm.py): its LLM is merged, t
 VLM, prompts go through its processor, and the export is the whole VLM (vision tower and projector
 as they were) with its processor, loadable by transformers alone. mergekit 0.1.5 knows no LLaVA
 architecture, so a VLM merge comes without a mergekit YAML (the model card says so).
+
+A source may be a PEFT LoRA adapter, one line of `pool.sources` (a folder with adapter_config.json,
+or mergekit's `BASE+ADAPTER`): check() finds its base and checks it fits, the pool merges it into
+its base once at load, and from then on it is a source like any other; its path, fingerprint,
+mergekit YAML entry and card name are `BASE+ADAPTER` (evo_core/_adapters.py).
 """
 from __future__ import annotations
 
@@ -28,8 +33,9 @@ import optuna
 from optuna.trial import FrozenTrial
 from transformers import AutoProcessor
 
-from evo_core import (Phases, Search, atomic_write_text, best_trial, check_device, check_finite, load_pool,
-                      model_fingerprint, published_name, require_models, vision_language_sources)
+from evo_core import (Phases, Search, atomic_write_text, best_trial, check_adapter_sources, check_device, check_finite,
+                      load_pool, model_fingerprint, published_name, require_models, resolve_adapter_sources,
+                      vision_language_sources)
 
 from ._config import PSConfig
 from ._export import mergekit_yaml, random_drops_note, save_merged
@@ -50,16 +56,19 @@ class PSSearch(Search):
     def check(self) -> None:
         pool = self.cfg.pool
         self.method = merge_method(self.cfg.merge.method, self.cfg.merge.options)  # unknown names/options fail here
-        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in pool.sources.items()}},
+        # LoRA adapter sources as BASE+ADAPTER, their base found (evo_core/_adapters.py)
+        self.sources = resolve_adapter_sources(pool.sources, base=pool.base)
+        require_models({"pool.base": pool.base, **{f"pool.sources.{k}": v for k, v in self.sources.items()}},
                        allow_pickle_weights=pool.allow_pickle_weights)
+        check_adapter_sources(self.sources, base=pool.base)
         check_device(pool.device, key="pool.device")
         # a VLM source's tokenizer (with its image token) and processor prompt the models
-        vlms = vision_language_sources(pool.sources)
-        self.tokenizer_path = pool.sources[vlms[0]] if vlms else pool.base
+        vlms = vision_language_sources(self.sources)
+        self.tokenizer_path = self.sources[vlms[0]] if vlms else pool.base
 
     def load(self, tokenizer: Any) -> None:
         pool = self.cfg.pool
-        self.pool = load_pool(base=pool.base, sources=pool.sources, dtype=pool.dtype, device=pool.device,
+        self.pool = load_pool(base=pool.base, sources=self.sources, dtype=pool.dtype, device=pool.device,
                               tokenizer=tokenizer, allow_pickle_weights=pool.allow_pickle_weights)
         self.space = self._space(uniform=self.cfg.space.uniform)
         self.merger = InMemoryMerger(pool=self.pool, method=self.method)

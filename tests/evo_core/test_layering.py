@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-ABOVE_THE_CORE = {"objectives", "evo_ps", "evo_dfs", "evo_breed", "zoo", "bench"}
+ABOVE_THE_CORE = {"objectives", "evo_ps", "evo_dfs", "evo_breed", "evo_genome", "zoo", "bench"}
 # the loopback test servers: beside the core, importing nothing of the project, imported by tests only
 BESIDE = {"evo_servers"}
 PROJECT_PACKAGES = ("evo_core", *sorted(ABOVE_THE_CORE), *sorted(BESIDE), "tests")

@@ -46,15 +46,16 @@ def tied_pool(tiny_model_dirs, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def run_mergekit(tmp_path_factory):
-    """config dict -> mergekit 0.1.5 run_merge output tensors (it runs unpatched on transformers 5.23)."""
+    """config dict -> mergekit 0.1.5 run_merge output tensors (it runs unpatched on transformers 5.23);
+    lora_merge_cache: where mergekit merges `base+adapter` models (needed when the config has any)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
 
-    def run(config: dict, *, seed: int | None = None) -> dict[str, torch.Tensor]:
+    def run(config: dict, *, seed: int | None = None, lora_merge_cache: str | None = None) -> dict[str, torch.Tensor]:
         out = tmp_path_factory.mktemp("mergekit_out")
         run_merge(MergeConfiguration.model_validate(config), str(out),
-                  MergeOptions(quiet=True, random_seed=seed, write_model_card=False))
+                  MergeOptions(quiet=True, random_seed=seed, write_model_card=False, lora_merge_cache=lora_merge_cache))
         return load_file(Path(out) / "model.safetensors")
 
     return run
