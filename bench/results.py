@@ -73,9 +73,9 @@ RUNS = {
     "zoo_vlm_report": Run("zoo.vlm_report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
-    # M2N2 (default) and gen781, 3 seeds at 60 evaluations each, beside the GA and CMA-ES runs of
+    # gen781, 3 seeds at 60 evaluations each, beside the M2N2, GA and CMA-ES runs of
     # docs/results/breed_vs_cmaes.json (same commands and budget)
-    "breed_gen781": Run("bench.breed_vs_cmaes", ("--evaluations", "60", "--searches", "m2n2", "gen781", "--add",
+    "breed_gen781": Run("bench.breed_vs_cmaes", ("--evaluations", "60", "--searches", "gen781", "--jobs", "3", "--add",
                                                  "docs/results/breed_vs_cmaes.json"), study=False),
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
     "toy_lm_eval": Run("evo_ps", ("+experiment=toy_lm_eval",)),
