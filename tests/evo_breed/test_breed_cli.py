@@ -100,7 +100,7 @@ def start_cli(tmp_path: Path, *extra: str, stdout=subprocess.DEVNULL) -> subproc
 @pytest.mark.slow
 def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_line):
     out = run_cli("evo_breed", *cli_args(tmp_path, "n_trials=9")).stdout
-    assert "archive 4 models, alpha 1, attraction, proportional selection, items of acc_ja + en_math.acc + " \
+    assert "archive 5 models, alpha 1, attraction, proportional selection, items of acc_ja + en_math.acc + " \
            "ja_qa.acc; 5 starting models, 4 children" in out, out[:2000]
     for row in ("| base |", "| ja |", "| math_wiz |", "| math_abel |", "| champion |"):
         assert row in out
