@@ -73,6 +73,10 @@ RUNS = {
     "zoo_vlm_report": Run("zoo.vlm_report", study=False),
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
+    # gen781, 3 seeds at 60 evaluations each, beside the M2N2, GA and CMA-ES runs of
+    # docs/results/breed_vs_cmaes.json (same commands and budget)
+    "breed_gen781": Run("bench.breed_vs_cmaes", ("--evaluations", "60", "--searches", "gen781", "--jobs", "3", "--add",
+                                                 "docs/results/breed_vs_cmaes.json"), study=False),
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
     "toy_lm_eval": Run("evo_ps", ("+experiment=toy_lm_eval",)),
     "zoo_lm_eval_report": Run("zoo.build_lm_eval_tasks", ("--report",), study=False),
@@ -143,6 +147,7 @@ BLOCKS = {
     "vqa_demo": table_block("vqa_seed0", "rougeL", "rougeL_ja"),
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
     "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),
+    "breed_gen781": Block(("breed_gen781",), lambda t: breed_vs_cmaes(t["breed_gen781"], lineage=True)),
     "adaptive_eval": Block(("adaptive_eval",), lambda t: adaptive_eval(t["adaptive_eval"])),
     "toy_lm_eval_demo": table_block("toy_lm_eval", "score", "zoo_en_math_choice.acc", "zoo_ja_qa_choice.acc",
                                     "zoo_tally_choice.acc"),

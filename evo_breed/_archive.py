@@ -9,7 +9,10 @@ Fusion", GECCO 2025; algorithm read from SakanaAI/natural_niches).
 An item nobody scores counts 0 (its denominator is taken as 1). With alpha = 0 the fitness is the
 plain score sum and, without attraction, the search is a plain GA. A child enters the archive
 only by beating its weakest member (the fitness recomputed over the members plus the child); while
-the archive is not full every scored model enters.
+the archive is not full every scored model enters. gen781's rule (`archive.beat_parents`) comes
+first: a child whose mean score over the competed items is not above both parents' (`beats_parents`)
+enters nowhere, not even as the champion ("only offspring scoring higher than both parents survive
+as champions").
 
 `Archive` keeps the state on disk (run_dir/archive/): one safetensors file per member, written
 before `state.json` names it, and `state.json` (atomic) as the single truth: members, their
@@ -82,6 +85,11 @@ def pick_parents(scores: np.ndarray, rng: np.random.Generator, *, alpha: float, 
     return first, int(rng.choice(n, p=probs / probs.sum()))
 
 
+def beats_parents(child: Sequence[float], parent_means: Sequence[float]) -> bool:
+    """gen781's survival rule: the child's mean over the competed items above every parent's."""
+    return all(float(np.mean(child)) > p for p in parent_means)
+
+
 def place_for(scores: np.ndarray, child: np.ndarray, *, alpha: float, capacity: int) -> int | None:
     """Where a child goes: a new row while the archive has room, else the row of the weakest member
     if the child is not itself the weakest (fitness over members + child; ties evict the member
@@ -143,16 +151,23 @@ class Archive:
     def weights(self, member_id: str) -> dict[str, torch.Tensor]:
         return load_file(self.path(member_id) if member_id != "champion" else self.root / "champion.safetensors")
 
-    def offer(self, member: Member, weights: Mapping[str, torch.Tensor]) -> bool:
-        """Offer a scored model (once per trial); -> whether it entered. Files first, then the state."""
+    def offer(self, member: Member, weights: Mapping[str, torch.Tensor], *, must_beat: Sequence[float] = ()) -> bool:
+        """Offer a scored model (once per trial); -> whether it entered. Files first, then the state.
+        must_beat: the parents' mean scores under gen781's rule (beats_parents); () for none."""
         study, number = member.trial
         if self.members:
             assert len(member.scores) == len(self.members[0].scores), "every model is scored on the same items"
-        slot = place_for(self.scores.reshape(len(self.members), -1), np.array(member.scores), alpha=self.alpha,
-                         capacity=self.capacity) if self.members else 0
+        survives = beats_parents(member.scores, must_beat)
+        if not survives:
+            slot = None
+        elif self.members:
+            slot = place_for(self.scores.reshape(len(self.members), -1), np.array(member.scores), alpha=self.alpha,
+                             capacity=self.capacity)
+        else:
+            slot = 0
         if slot is not None:
             _save(weights, self.path(member.id))
-        best = self.champion is None or member.mean > self.champion.mean
+        best = survives and (self.champion is None or member.mean > self.champion.mean)
         if best:
             _save(weights, self.root / "champion.safetensors")
         gone = None

@@ -8,7 +8,10 @@ Two phases, one Optuna study each, on the lifecycle's storage:
   <study>        one trial per child: parents picked from the archive (fitness, attraction), SLERP
                  at a split point with weight w (the trial's Optuna params `split` and `w`, drawn
                  per trial from (seed, trial number); parents, split tensor, crossover in the user
-                 attribute `breed`), scored by the lifecycle, then offered to the archive.
+                 attribute `breed`) or DELLA of their task vectors (`crossover.method` della, or
+                 mixed: DELLA with `crossover.della_probability`; its parameters drawn from (seed,
+                 trial number) and kept in `breed`), scored by the lifecycle, then offered to the
+                 archive (under `archive.beat_parents`, with the parents' mean scores it must beat).
 Each COMPLETE trial is offered to the archive when the lifecycle tells it (Search.on_scored): right
 after it is recorded, when the live model still holds the weights scored. After a kill, the
 archive on disk (evo_breed/_archive.py) holds the state before the last trial at worst; on resume
@@ -42,7 +45,7 @@ from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check
 
 from ._archive import Archive, Member, pick_parents
 from ._config import BreedConfig
-from ._crossover import split_index, split_slerp
+from ._crossover import check_common_base, della_crossover, draw_della, split_index, split_slerp
 from ._plots import plot_coverage, plot_lineage
 
 PARAMS = (ParamSpec("split", 0.0, 1.0), ParamSpec("w", 0.0, 1.0))
@@ -96,6 +99,8 @@ class BreedSearch(Search):
         self.model_hashes = {name: model_fingerprint(path) for name, path in self.pool.paths.items()}
         self.initial = [self.pool.base_name, *self.pool.source_names,
                         *(f"u{k}" for k in range(self.cfg.archive.init_merges))]
+        if self.cfg.crossover.method != "slerp":  # before the study: DELLA needs one common base
+            check_common_base(self.pool.base, self.pool.sources)
 
     def signature(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -146,10 +151,17 @@ class BreedSearch(Search):
                             attraction_weight=a.attraction_weight, selection=a.selection,
                             tournament_size=a.tournament_size)
         first, second = archive.members[i].id, archive.members[j].id
-        split = split_index(values["split"], len(self.names))
-        info = {"kind": "child", "id": f"c{number}", "parents": [first, second], "split": split,
-                "split_tensor": self.names[split], "w": values["w"], "crossover": cfg.crossover.method,
-                "mutation_std": cfg.crossover.mutation_std}
+        c = cfg.crossover
+        draws = np.random.default_rng([cfg.seed, number, 2])  # the method and DELLA's parameters of trial t
+        della = c.method == "della" or (c.method == "mixed" and draws.random() < c.della_probability)
+        info = {"kind": "child", "id": f"c{number}", "parents": [first, second],
+                "parent_means": [float(np.mean(archive.members[k].scores)) for k in (i, j)],
+                "crossover": "della" if della else "slerp", "mutation_std": c.mutation_std}
+        if della:
+            info["della"] = draw_della(c.della, draws)
+        else:
+            split = split_index(values["split"], len(self.names))
+            info |= {"split": split, "split_tensor": self.names[split], "w": values["w"]}
         started = time.perf_counter()
         weights = self._crossover(info, number)
         extra = {"merge_seconds": time.perf_counter() - started}
@@ -179,7 +191,8 @@ class BreedSearch(Search):
         member = Member(id=info["id"], scores=[float(s) for r in self.resources for s in scored.item_scores[r]],
                         mean=float(scored.values[0]), trial=[scored.phase, scored.number],
                         parents=list(info["parents"]))
-        self.archive.offer(member, weights)
+        beat = self.cfg.archive.beat_parents and info["kind"] == "child"
+        self.archive.offer(member, weights, must_beat=info["parent_means"] if beat else ())
 
     # -- weights ----------------------------------------------------------------------------------
 
@@ -196,8 +209,11 @@ class BreedSearch(Search):
 
     def _crossover(self, info: dict[str, Any], number: int) -> dict[str, torch.Tensor]:
         parent_a, parent_b = (self.archive.weights(p) for p in info["parents"])
+        seed = zlib.crc32(f"{self.cfg.seed}/{number}".encode())
+        if info["crossover"] == "della":
+            return della_crossover(self.pool, parent_a, parent_b, info["della"], seed=seed)
         return split_slerp(parent_a, parent_b, self.names, split=info["split"], w=info["w"],
-                           mutation_std=info["mutation_std"], seed=zlib.crc32(f"{self.cfg.seed}/{number}".encode()))
+                           mutation_std=info["mutation_std"], seed=seed)
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -263,6 +279,17 @@ def ancestors(nodes: dict[str, dict[str, Any]], start: str) -> list[str]:
     return sorted(seen, key=lambda i: (nodes[i]["kind"] == "child", nodes[i]["trial"]), reverse=True)
 
 
+_CROSSOVER_NAMES = {"slerp": "split-point SLERP", "della": "DELLA", "mixed": "split-point SLERP or DELLA"}
+
+
+def _crossover_text(node: dict[str, Any]) -> str:
+    if "della" not in node:
+        return node.get("crossover", "")
+    d = node["della"]
+    return (f"della (weights {d['weight'][0]:.2f}/{d['weight'][1]:.2f}, densities {d['density'][0]:.2f}/"
+            f"{d['density'][1]:.2f}, epsilon {d['epsilon']:.3f}, lambda {d['lambda']:.2f})")
+
+
 def model_card(cfg: BreedConfig, champion: Member, ancestry: list[str], nodes: dict[str, dict[str, Any]],
                table: dict[str, dict[str, float]], paths: dict[str, str]) -> str:
     """The champion's README.md; the starting models named by hub id or folder name (published_name)."""
@@ -275,17 +302,20 @@ def model_card(cfg: BreedConfig, champion: Member, ancestry: list[str], nodes: d
     lines = [f"---\n{front}---", f"# {cfg.study_name}: champion {champion.id} (seed {cfg.seed})", "",
              f"Bred by population merging (M2N2: competition for resources with alpha {a.alpha:g}, "
              f"{'attraction' if a.attraction else 'no attraction'}, {a.selection} selection, archive of {a.pop_size}; "
-             f"split-point SLERP crossover) after Abrantes et al., *Competition and Attraction Improve Model "
+             f"{_CROSSOVER_NAMES[cfg.crossover.method]} crossover"
+             f"{'; children survive only above both parents' if a.beat_parents else ''}) after Abrantes et al., *Competition and Attraction Improve Model "
              f"Fusion* (GECCO 2025): the best {cfg.objective.fitness} on the search split "
              f"({champion.mean:.4f}) of {len(nodes)} scored models.", "",
              "## Starting models", "", "| name | model |", "|---|---|"]
     lines += [f"| {name} | `{path}` |" for name, path in paths.items()]
     lines += ["", "## Scores (test split)", "", "| model | metric | value |", "|---|---|---|"]
     lines += [f"| {model} | {metric} | {value:.4f} |" for model, row in table.items() for metric, value in row.items()]
-    lines += ["", "## Lineage (newest first; tensors before the split take w towards parent 2, the rest 1 - w)", "",
-              "| model | trial | parents | split tensor | w | search score |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Lineage (newest first; SLERP: tensors before the split take w towards parent 2, the rest "
+                  "1 - w; DELLA: the parents' task vectors, weights and densities per parent)", "",
+              "| model | trial | parents | crossover | split tensor | w | search score |", "|---|---|---|---|---|---|---|"]
     for i in ancestry:
         n = nodes[i]
         lines.append(f"| {i} | {n['study']}#{n['trial']} | {' x '.join(n['parents']) or 'starting model'} | "
-                     f"{n.get('split_tensor', '')} | {'' if 'w' not in n else format(n['w'], '.3f')} | {n['score']:.4f} |")
+                     f"{_crossover_text(n)} | {n.get('split_tensor', '')} | "
+                     f"{'' if 'w' not in n else format(n['w'], '.3f')} | {n['score']:.4f} |")
     return "\n".join(lines) + "\n"

@@ -67,6 +67,25 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def run_mergekit(tmp_path_factory):
+    """config dict -> mergekit 0.1.5 run_merge output tensors (it runs unpatched on transformers 5.23);
+    the reference for evo_ps's merges and evo_breed's DELLA crossover; lora_merge_cache: where mergekit
+    merges `base+adapter` models (needed when the config has any)."""
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+    from safetensors.torch import load_file
+
+    def run(config: dict, *, seed: int | None = None, lora_merge_cache: str | None = None) -> dict[str, torch.Tensor]:
+        out = tmp_path_factory.mktemp("mergekit_out")
+        run_merge(MergeConfiguration.model_validate(config), str(out),
+                  MergeOptions(quiet=True, random_seed=seed, write_model_card=False, lora_merge_cache=lora_merge_cache))
+        return load_file(Path(out) / "model.safetensors")
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def mgsm_ja_tsv() -> Path:
     """MGSM-JA as the project ships it (objectives/data/mgsm/)."""
     from objectives import MGSM_JA_TSV

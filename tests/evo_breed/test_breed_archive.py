@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evo_breed import Archive, Member, attraction, pick_parents, place_for, resource_fitness
+from evo_breed import Archive, Member, attraction, beats_parents, pick_parents, place_for, resource_fitness
 
 # 3 models x 4 items; item 3 is graded. Column sums z = [2, 1, 2, 0.5].
 S = np.array([[1, 1, 1, 0],
@@ -99,6 +99,29 @@ def test_the_archive_survives_reopening_and_cleans_what_no_state_names(tmp_path)
     assert sorted(p.name for p in (tmp_path / "members").iterdir()) == ["c3.safetensors", "m0.safetensors",
                                                                        "m2.safetensors"]
     assert json.loads((tmp_path / "state.json").read_text())["offered"] == {"s": [0, 1, 2, 3, 4]}
+
+
+def test_beating_both_parents_is_the_mean_over_the_items_above_each():
+    assert beats_parents([1, 1, 0, 0], [0.25, 0.4])
+    assert not beats_parents([1, 1, 0, 0], [0.25, 0.5])  # a tie is no win
+    assert not beats_parents([0, 0, 0, 0], [0.0, 0.0])
+    assert beats_parents([0, 0], [])  # no rule: every child may enter
+
+
+def test_under_gen781s_rule_a_child_below_a_parent_enters_nowhere(tmp_path):
+    # room for everyone, so only the rule keeps c4 out; c4 would be the champion by its mean (the
+    # trial's value) but did not beat its parents on the items, so it is not the champion either
+    archive = Archive(tmp_path, capacity=10, alpha=1.0)
+    for k, row in enumerate(S):
+        archive.offer(member(f"m{k}", row, k), weights(k))
+    parents = [float(np.mean(S[0])), float(np.mean(S[2]))]  # 0.75, 0.375
+    lower = Member(id="c4", scores=[1, 1, 0, 0.5], mean=0.99, trial=["s", 4])  # item mean 0.625
+    assert not archive.offer(lower, weights(4.0), must_beat=parents)
+    assert [m.id for m in archive.members] == ["m0", "m1", "m2"] and archive.champion.id == "m0"
+    assert archive.was_offered("s", 4) and not (tmp_path / "members" / "c4.safetensors").exists()
+    higher = member("c5", [1, 1, 1, 1], 5)
+    assert archive.offer(higher, weights(5.0), must_beat=parents)
+    assert archive.members[-1].id == "c5" and archive.champion.id == "c5"
 
 
 def test_a_member_whose_file_vanished_is_one_line(tmp_path):

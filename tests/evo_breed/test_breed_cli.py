@@ -25,7 +25,7 @@ from evo_breed import Archive, place_for, split_slerp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("en_math", "ja_qa")
-SMALL = ["objective.search.limit=12", "objective.test.limit=10", "archive.init_merges=1", "archive.pop_size=4",
+SMALL = ["objective.search.limit=12", "objective.test.limit=10", "archive.init_merges=1", "archive.pop_size=5",
          *(f"objective.options.tasks.{t}.{s}.limit={n}" for t in TASKS for s, n in (("search", 12), ("test", 10)))]
 STUDIES = ("breed_toy_ja_math-init", "breed_toy_ja_math")  # the phases, in the order offered
 RESOURCES = ("acc_ja", "en_math.acc", "ja_qa.acc")
@@ -61,7 +61,7 @@ def state(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "run" / "archive" / "state.json").read_text())
 
 
-def replayed(tmp_path: Path, *, capacity: int = 4, alpha: float = 1.0) -> tuple[list[str], str]:
+def replayed(tmp_path: Path, *, capacity: int = 5, alpha: float = 1.0) -> tuple[list[str], str]:
     """The archive that offering every COMPLETE trial once, in order, gives: (member ids, champion)."""
     ids, rows, champion = [], [], (None, -1.0)
     for name in STUDIES:
@@ -78,7 +78,7 @@ def replayed(tmp_path: Path, *, capacity: int = 4, alpha: float = 1.0) -> tuple[
     return ids, champion[0]
 
 
-def check_archive(tmp_path: Path, *, n_trials: int, capacity: int = 4) -> None:
+def check_archive(tmp_path: Path, *, n_trials: int, capacity: int = 5) -> None:
     """The archive on disk is what the study says, every trial offered exactly once."""
     saved = state(tmp_path)
     offered = {name: sorted(numbers) for name, numbers in saved["offered"].items()}
@@ -100,7 +100,7 @@ def start_cli(tmp_path: Path, *extra: str, stdout=subprocess.DEVNULL) -> subproc
 @pytest.mark.slow
 def test_breeding_on_the_zoo_end_to_end_and_resumed(tmp_path, run_cli, error_line):
     out = run_cli("evo_breed", *cli_args(tmp_path, "n_trials=9")).stdout
-    assert "archive 4 models, alpha 1, attraction, proportional selection, items of acc_ja + en_math.acc + " \
+    assert "archive 5 models, alpha 1, attraction, proportional selection, items of acc_ja + en_math.acc + " \
            "ja_qa.acc; 5 starting models, 4 children" in out, out[:2000]
     for row in ("| base |", "| ja |", "| math_wiz |", "| math_abel |", "| champion |"):
         assert row in out
@@ -235,7 +235,12 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
     ("n_trials=8", "n_trials (8) must exceed the 8 evaluations of the starting population"),
     ("sampler.kind=cmaes", "sampler.kind must stay random"),
     ("archive.alpha=-1", "archive.alpha must be >= 0"),
-    ("crossover.method=della", "crossover.method must be one of slerp"),
+    ("crossover.method=cut", "crossover.method must be one of slerp, della, mixed; got 'cut'"),
+    ("crossover.della_probability=1.5", "crossover.della_probability must be in [0, 1]; got 1.5"),
+    ("crossover.della.density=[0.05,0.8]", "crossover.della.density +- epsilon must stay inside (0, 1); got "
+                                           "density [0.05, 0.8], epsilon up to 0.15"),
+    ("archive.pop_size=6", "archive.pop_size (6) is smaller than its 8 starting models (base, 3 sources, "
+                           "4 uniform merges)"),
     ("+archive.size=3", "size"),
     ("archive.resources=[acc,nope]", "archive.resources: nope not a metric of objective 'multi_task'; known: acc, "
                                      "acc_ja, paper_acc, paper_acc_ja, en_math.acc, en_math.acc_ja, en_math.paper_acc, "
@@ -248,6 +253,22 @@ def test_bad_settings_are_one_line(tmp_path, cli_error, override, message):
     line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
     assert message in line, line
     # refused before the study and the MLflow run exist (archive.resources: once the objective is built)
+    assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_della_on_sources_with_no_common_base_is_one_line(tmp_path, cli_error):
+    # a model of the zoo's shape and tokenizer, freshly initialised: no fine-tune of the zoo's base
+    from transformers import AutoConfig
+
+    base = REPO_ROOT / "zoo" / "models" / "base"
+    torch.manual_seed(0)
+    stranger = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    stranger.save_pretrained(tmp_path / "stranger")
+    for tokenizer_file in base.glob("tok*"):
+        (tmp_path / "stranger" / tokenizer_file.name).write_bytes(tokenizer_file.read_bytes())
+    line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
+                     "crossover.method=mixed", f"pool.sources.math_abel={tmp_path / 'stranger'}")
+    assert "crossover DELLA takes task vectors against pool.base, but source 'math_abel' is no fine-tune of it" in line
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
 
 

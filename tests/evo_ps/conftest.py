@@ -1,12 +1,10 @@
-"""Fixtures for the PS tests: tiny pools, a mergekit runner, and spread-out search values."""
+"""Fixtures for the PS tests: tiny pools and spread-out search values (the mergekit runner: tests/conftest.py)."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from evo_core import load_pool
 
@@ -42,23 +40,6 @@ def tied_pool(tiny_model_dirs, tmp_path_factory):
         shutil.copytree(tiny_model_dirs["base"], dirs[name])  # tokenizer and config
         model.save_pretrained(dirs[name])
     return load_pool(base=dirs["base"], sources={s: dirs[s] for s in ("src_a", "src_b", "src_c")})
-
-
-@pytest.fixture(scope="session")
-def run_mergekit(tmp_path_factory):
-    """config dict -> mergekit 0.1.5 run_merge output tensors (it runs unpatched on transformers 5.23);
-    lora_merge_cache: where mergekit merges `base+adapter` models (needed when the config has any)."""
-    from mergekit.config import MergeConfiguration
-    from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
-
-    def run(config: dict, *, seed: int | None = None, lora_merge_cache: str | None = None) -> dict[str, torch.Tensor]:
-        out = tmp_path_factory.mktemp("mergekit_out")
-        run_merge(MergeConfiguration.model_validate(config), str(out),
-                  MergeOptions(quiet=True, random_seed=seed, write_model_card=False, lora_merge_cache=lora_merge_cache))
-        return load_file(Path(out) / "model.safetensors")
-
-    return run
 
 
 def spread_values(space, **fixed: float) -> dict[str, float]:
