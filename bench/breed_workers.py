@@ -10,9 +10,10 @@ Each run is the command a user types (run dirs under outputs/bench_breed_workers
   4 workers   the same, plus 3 x the same with helper=true, started together, one run_dir
 How the figures are made:
   measured   wall(1) / wall(4): from starting the workers to the last one's exit (start-up, the
-             starting models, the children, the test table and export: the whole command), and
-             the same for the children's phase alone (its first trial's start to its last one's
-             end, from the study);
+             starting models, the children, the test table and export: the whole command), the
+             same for the children's phase alone (its first trial's start to its last one's end,
+             from the study), and per finished child (each extra worker may finish one child
+             beyond n_trials, as any helper of any search may);
   projected  CPU(1) / max over workers of CPU(w): each process's user + system CPU time
              (os.wait4). With a core per worker and nothing else running, a worker's wall time is
              its CPU time plus its waits (a helper waits for the starting models, the primary for
@@ -85,6 +86,9 @@ def main() -> None:
     print(f"| wall, whole command | {one['wall']:.0f} s | {many['wall']:.0f} s | {one['wall'] / many['wall']:.2f}x |")
     print(f"| wall, children's phase | {one['children_wall']:.0f} s | {many['children_wall']:.0f} s | "
           f"{one['children_wall'] / many['children_wall']:.2f}x |")
+    # each extra worker may finish one child beyond the budget: per child is the like-for-like rate
+    per_one, per_many = one["children_wall"] / one["children"], many["children_wall"] / many["children"]
+    print(f"| wall per finished child | {per_one:.2f} s | {per_many:.2f} s | {per_one / per_many:.2f}x |")
     print(f"| CPU per worker (primary first) | {one['cpu'][0]:.0f} s | {' / '.join(f'{c:.0f}' for c in many['cpu'])} s "
           f"| projected, a core per worker: {one['cpu'][0] / max(many['cpu']):.2f}x |")
 
