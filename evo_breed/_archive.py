@@ -14,8 +14,9 @@ first: a child whose mean score over the competed items is not above both parent
 enters nowhere, not even as the champion ("only offspring scoring higher than both parents survive
 as champions").
 
-`Archive` keeps the state on disk (run_dir/archive/): one safetensors file per member, written
-before `state.json` names it, and `state.json` (atomic) as the single truth: members, their
+`Archive` keeps one worker's replica on disk (run_dir/archive/; the archive itself is the replay
+of the study's offer log, evo_breed/_offers.py): one safetensors file per member, written
+before `state.json` names it, and `state.json` (atomic) as the replica's truth: members, their
 scores, which trials were offered, and the champion (best mean score ever, kept in
 `champion.safetensors` even after it leaves the archive). A kill at any moment leaves either the
 old or the new state; files no state names are removed on open.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,10 +152,20 @@ class Archive:
     def weights(self, member_id: str) -> dict[str, torch.Tensor]:
         return load_file(self.path(member_id) if member_id != "champion" else self.root / "champion.safetensors")
 
-    def offer(self, member: Member, weights: Mapping[str, torch.Tensor], *, must_beat: Sequence[float] = ()) -> bool:
+    @property
+    def n_offers(self) -> int:
+        """How many offers this archive has taken (of every phase)."""
+        return sum(len(numbers) for numbers in self.offered.values())
+
+    def offer(self, member: Member,
+              weights: Mapping[str, torch.Tensor] | Callable[[], Mapping[str, torch.Tensor]], *,
+              must_beat: Sequence[float] = ()) -> bool:
         """Offer a scored model (once per trial); -> whether it entered. Files first, then the state.
+        `weights` may be a function making them: called only if the model enters or is champion
+        (a replica replaying another worker's offer makes its crossover only then).
         must_beat: the parents' mean scores under gen781's rule (beats_parents); () for none."""
         study, number = member.trial
+        weights = _Deferred(weights) if callable(weights) else weights
         if self.members:
             assert len(member.scores) == len(self.members[0].scores), "every model is scored on the same items"
         survives = beats_parents(member.scores, must_beat)
@@ -188,6 +199,27 @@ class Archive:
         if gone is not None and gone != member.id:
             self.path(gone).unlink(missing_ok=True)
         return slot is not None
+
+
+class _Deferred(Mapping):
+    """Weights made on first use, once."""
+
+    def __init__(self, make: Callable[[], Mapping[str, torch.Tensor]]):
+        self.make, self.made = make, None
+
+    def _weights(self) -> Mapping[str, torch.Tensor]:
+        if self.made is None:
+            self.made = self.make()
+        return self.made
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._weights()[key]
+
+    def __iter__(self):
+        return iter(self._weights())
+
+    def __len__(self) -> int:
+        return len(self._weights())
 
 
 def _save(weights: Mapping[str, torch.Tensor], path: Path) -> None:

@@ -8,6 +8,8 @@ from omegaconf import DictConfig
 from evo_core import StudyConfig, typed_config
 from evo_ps import PoolConfig
 
+from ._offers import has_lock
+
 SELECTIONS = ("proportional", "tournament")
 CROSSOVERS = ("slerp", "della", "mixed")
 
@@ -75,8 +77,9 @@ class BreedConfig(StudyConfig):
             (self.n_trials > self.n_initial,
              f"n_trials ({self.n_trials}) must exceed the {self.n_initial} evaluations of the starting population "
              f"(base, {len(self.pool.sources)} sources, {a.init_merges} uniform merges)"),
-            (not self.helper, "helper=true: evo_breed runs one worker (each child's parents depend on the archive "
-                              "after the previous child)"),
+            (not self.helper or not self.tracking.storage or has_lock(self.tracking.storage),
+             "helper=true: evo_breed serialises its workers' offers with a lock on a SQLite or PostgreSQL "
+             "tracking.storage only"),
             (self.sampler.kind == "random", f"sampler.kind must stay random for evo_breed (it draws split and w "
                                             f"itself, per trial); got {self.sampler.kind!r}"),
         ]

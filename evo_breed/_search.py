@@ -12,13 +12,19 @@ Two phases, one Optuna study each, on the lifecycle's storage:
                  mixed: DELLA with `crossover.della_probability`; its parameters drawn from (seed,
                  trial number) and kept in `breed`), scored by the lifecycle, then offered to the
                  archive (under `archive.beat_parents`, with the parents' mean scores it must beat).
-Each COMPLETE trial is offered to the archive when the lifecycle tells it (Search.on_scored): right
-after it is recorded, when the live model still holds the weights scored. After a kill, the
-archive on disk (evo_breed/_archive.py) holds the state before the last trial at worst; on resume
-the lifecycle tells first the trials the study already holds, and those the archive has not seen
-are offered then, the one child whose weights were lost recomputed from its parents (still in the
-archive: nothing was offered after it), so the archive is the one an uninterrupted run would have.
-The lineage (every scored model's parents, split and score) is built from the same telling.
+Workers: the primary (the plain command) and any number of helpers (`helper=true`, other
+processes or machines on one SQLite or PostgreSQL storage) breed into one archive. Its truth is
+the study's offer log (evo_breed/_offers.py): each COMPLETE trial is offered once, under the
+study's offer lock, and recorded in order; each worker keeps a replica of the archive (the
+primary's in run_dir/archive/, a helper's in run_dir/archive-helper<k>/) that replays the log. A
+worker draws a child's parents from its replica right after catching up with the log (the
+archive as it stands, `breed.after_offers` offers in), and offers the child right after the
+lifecycle recorded it (Search.on_scored), with the live model's weights. Whatever a worker finds
+COMPLETE but not in the log (scored by a worker killed before its offer) it offers too, its
+weights made again: a starting model's from the pool, a child's crossover from its parents (made
+the same way if they have left the archive). The starting models are the primary's (helpers wait
+for them); the primary offers what the helpers finished last before it names the champion.
+The lineage (every scored model's parents, split and score) is read from the study.
 
 The test table: base, every source, and the champion (the best search-split score ever seen, kept
 even if it left the archive): the search's best (`best`), which the final line names. The champion
@@ -28,7 +34,10 @@ giving its lineage; the lineage tree and the archive's per-item coverage are MLf
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import itertools
 import json
+import shutil
 import time
 import zlib
 from collections.abc import Iterator
@@ -46,6 +55,7 @@ from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check
 from ._archive import Archive, Member, pick_parents
 from ._config import BreedConfig
 from ._crossover import check_common_base, della_crossover, draw_della, split_index, split_slerp
+from ._offers import offer_lock, read_log, record
 from ._plots import plot_coverage, plot_lineage
 
 PARAMS = (ParamSpec("split", 0.0, 1.0), ParamSpec("w", 0.0, 1.0))
@@ -113,25 +123,30 @@ class BreedSearch(Search):
 
     def search(self, phases: Phases) -> optuna.Study:
         cfg = self.cfg
-        self.phases = phases
-        self.archive = Archive(Path(cfg.run_dir) / "archive", capacity=cfg.archive.pop_size, alpha=cfg.archive.alpha)
+        self.phases, self.storage = phases, phases.storage
+        self.init_name = f"{cfg.study_name}-init"
+        self.studies: dict[str, optuna.Study] = {}
+        self.main = self._study(cfg.study_name)  # run_study opened it: the offer log is on it
+        self.archive = self._replica()
         a = cfg.archive
         pull = "no attraction" if not a.attraction else (
             "attraction" + (f" (weight {a.attraction_weight:g})" if a.attraction_weight < 1 else ""))
         print(f"archive {a.pop_size} models, alpha {a.alpha:g}, {pull}, "
               f"{a.selection} selection, items of {' + '.join(self.resources)}; {len(self.initial)} starting models, "
               f"{cfg.n_trials - len(self.initial)} children; {len(self.names)} tensors to split")
-        init_name = f"{cfg.study_name}-init"
-        phases.run(name=init_name, params=[], candidate=self._initial,
-                   n_trials=len(self.initial) + _killed(phases.storage, init_name))
+        self._settle()  # what a killed worker scored but did not offer, before anything new
+        if cfg.helper:  # the starting models are the primary's: a helper breeds once they are in
+            self._wait_for_start()
+        else:
+            phases.run(name=self.init_name, params=[], candidate=self._initial,
+                       n_trials=len(self.initial) + _killed(phases.storage, self.init_name))
+        self._settle()
         study = phases.run(name=cfg.study_name, params=PARAMS, candidate=self._child,
                            n_trials=cfg.n_trials - len(self.initial), sampler=TrialSeededSampler(cfg.seed))
-        champion = self.archive.champion
-        if champion is None:
+        self._settle()
+        if self.archive.champion is None:
             raise ValueError(f"no model of study {cfg.study_name!r} was scored (every trial failed; see their "
                              f"fail_reason in the dashboard)")
-        print(f"archive {', '.join(f'{m.id} {m.mean:.3f}' for m in self.archive.members)}; "
-              f"champion {champion.id} {champion.mean:.3f}")
         return study
 
     def _initial(self, values: dict[str, float], number: int):
@@ -142,7 +157,9 @@ class BreedSearch(Search):
         return self._candidate(number, weights, {"kind": "initial", "id": todo[0], "parents": []})
 
     def _child(self, values: dict[str, float], number: int):
-        cfg, archive = self.cfg, self.archive
+        cfg = self.cfg
+        self._settle()  # the archive as it stands: every offer so far, of every worker
+        archive = self.archive
         if not archive.members:
             raise ValueError("the archive is empty: no starting model could be scored")
         a = cfg.archive
@@ -156,7 +173,8 @@ class BreedSearch(Search):
         della = c.method == "della" or (c.method == "mixed" and draws.random() < c.della_probability)
         info = {"kind": "child", "id": f"c{number}", "parents": [first, second],
                 "parent_means": [float(np.mean(archive.members[k].scores)) for k in (i, j)],
-                "crossover": "della" if della else "slerp", "mutation_std": c.mutation_std}
+                "crossover": "della" if della else "slerp", "mutation_std": c.mutation_std,
+                "after_offers": archive.n_offers}
         if della:
             info["della"] = draw_della(c.della, draws)
         else:
@@ -174,25 +192,109 @@ class BreedSearch(Search):
         return self.pool.model, {**(extra or {}), "breed": info}
 
     def on_scored(self, scored: Scored) -> None:
-        """Each COMPLETE trial, once (module docstring): into the lineage, and offered to the archive
-        unless it was before a kill. A trial scored just now is offered with the live model's
-        weights (what was scored); one scored by an earlier run with its weights made again."""
+        """Each COMPLETE trial, once (module docstring): into the lineage; one this process scored
+        just now is offered at once, with the live model's weights (what was scored). The trials
+        the study held already are offered by _settle, with the rest."""
         info = scored.attrs["breed"]
         self.nodes[info["id"]] = {**info, "study": scored.phase, "trial": scored.number,
                                   "score": float(scored.values[0])}
-        if self.archive.was_offered(scored.phase, scored.number):
-            return
         if not scored.earlier:
-            weights = self.pool.live_params()
-        elif info["kind"] == "initial":
-            weights = self._initial_weights(info["id"])
-        else:  # scored, but its process died before the offer: the same crossover again
-            weights = self._crossover(info, scored.number)
-        member = Member(id=info["id"], scores=[float(s) for r in self.resources for s in scored.item_scores[r]],
-                        mean=float(scored.values[0]), trial=[scored.phase, scored.number],
-                        parents=list(info["parents"]))
+            self._settle(live=(scored.phase, scored.number), weights=self.pool.live_params())
+
+    # -- the offers (evo_breed/_offers.py) --------------------------------------------------------
+
+    def _study(self, name: str) -> optuna.Study | None:
+        """A handle on phase `name` (None until some worker created it)."""
+        if name not in self.studies:
+            try:
+                self.studies[name] = optuna.load_study(study_name=name, storage=self.storage)
+            except KeyError:
+                return None
+        return self.studies[name]
+
+    def _replica(self) -> Archive:
+        """This worker's archive: run_dir/archive for the primary; for a helper
+        run_dir/archive-helper<k>, the first k no running helper holds (a helper sharing the
+        primary's run_dir, or several on one machine, never share a replica; a restarted helper
+        reuses a dead one's). Rebuilt from the log if it is not a prefix of it (another study's)."""
+        cfg = self.cfg
+        root = Path(cfg.run_dir) / "archive"
+        if cfg.helper:
+            for k in itertools.count(1):
+                root = Path(cfg.run_dir) / f"archive-helper{k}"
+                root.mkdir(parents=True, exist_ok=True)
+                handle = open(root / "helper.lock", "a")
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    handle.close()
+                    continue
+                self._replica_lock = handle  # held for the run; released when this process ends
+                break
+        archive = Archive(root, capacity=cfg.archive.pop_size, alpha=cfg.archive.alpha)
+        log = read_log(self.main)
+        applied = {(phase, n) for phase, numbers in archive.offered.items() for n in numbers}
+        if applied != set(log[:len(applied)]):
+            shutil.rmtree(root / "members")
+            (root / "state.json").unlink()
+            archive = Archive(root, capacity=cfg.archive.pop_size, alpha=cfg.archive.alpha)
+        return archive
+
+    def _complete(self) -> dict[tuple[str, int], FrozenTrial]:
+        """Every COMPLETE trial of both phases, (phase, number) -> trial, in phase and number order;
+        the lineage learns each."""
+        found = {}
+        for name in (self.init_name, self.cfg.study_name):
+            study = self._study(name)
+            for t in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if study else [],
+                            key=lambda t: t.number):
+                info = t.user_attrs["breed"]
+                self.nodes.setdefault(info["id"], {**info, "study": name, "trial": t.number, "score": float(t.values[0])})
+                found[(name, t.number)] = t
+        return found
+
+    def _settle(self, live: tuple[str, int] | None = None, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Under the offer lock: the replica catches up with the log, then every COMPLETE trial no
+        offer names yet (this worker's `live` one, or a dead worker's) is offered, recorded in the
+        log first: a kill after the record leaves only this replica behind, which catches up."""
+        with offer_lock(self.storage, self.cfg.study_name):
+            log = read_log(self.main)
+            trials = self._complete()
+            missing = [key for key in log if key not in trials]
+            if missing:
+                raise ValueError(f"study {self.cfg.study_name!r}: offers name trials that are not COMPLETE: "
+                                 f"{missing[:3]}; the study was changed by hand: use another study_name")
+            for key in log[self.archive.n_offers:]:
+                self._offer(key, trials[key], weights if key == live else None)
+            offered = set(log)
+            for key in [key for key in trials if key not in offered]:
+                record(self.main, len(log), *key)
+                log.append(key)
+                self._offer(key, trials[key], weights if key == live else None)
+
+    def _offer(self, key: tuple[str, int], trial: FrozenTrial, weights: dict[str, torch.Tensor] | None) -> None:
+        """Trial `key` into the replica: with `weights` (the live model's), else with its weights
+        made again if it enters (a starting model, or its crossover from its parents)."""
+        info = trial.user_attrs["breed"]
+        member = Member(id=info["id"], scores=[float(s) for r in self.resources for s in trial.user_attrs["item_scores"][r]],
+                        mean=float(trial.values[0]), trial=list(key), parents=list(info["parents"]))
         beat = self.cfg.archive.beat_parents and info["kind"] == "child"
-        self.archive.offer(member, weights, must_beat=info["parent_means"] if beat else ())
+        self.archive.offer(member, weights if weights is not None else (lambda: self._weights_of(info["id"])),
+                           must_beat=info["parent_means"] if beat else ())
+
+    def _wait_for_start(self) -> None:
+        """A helper: until every starting model is offered, or the primary breeds children already."""
+        deadline = time.monotonic() + 60 * self.cfg.helper_wait_minutes
+        while True:
+            offered = {m.id for m in self.archive.members} | set(self.archive.evicted)
+            main = self._study(self.cfg.study_name)
+            if set(self.initial) <= offered or main.get_trials(deepcopy=False):
+                return
+            if time.monotonic() > deadline:
+                raise ValueError(f"helper=true: the primary did not score the {len(self.initial)} starting models "
+                                 f"within {self.cfg.helper_wait_minutes:g} min (helper_wait_minutes)")
+            time.sleep(1.0)
+            self._settle()
 
     # -- weights ----------------------------------------------------------------------------------
 
@@ -207,8 +309,18 @@ class BreedSearch(Search):
         return {name: pool.base[name] + sum(float(wi) * (pool.sources[s][name] - pool.base[name])
                                             for wi, s in zip(w, pool.source_names)) for name in self.names}
 
+    def _weights_of(self, model_id: str) -> dict[str, torch.Tensor]:
+        """Any scored model's weights: a member's from its file, a starting model's from the pool, a
+        child's by its crossover again, from its parents' (made the same way if they left)."""
+        if any(m.id == model_id for m in self.archive.members):
+            return self.archive.weights(model_id)
+        if model_id in self.initial:
+            return self._initial_weights(model_id)
+        node = self.nodes[model_id]
+        return self._crossover(node, node["trial"])
+
     def _crossover(self, info: dict[str, Any], number: int) -> dict[str, torch.Tensor]:
-        parent_a, parent_b = (self.archive.weights(p) for p in info["parents"])
+        parent_a, parent_b = (self._weights_of(p) for p in info["parents"])
         seed = zlib.crc32(f"{self.cfg.seed}/{number}".encode())
         if info["crossover"] == "della":
             return della_crossover(self.pool, parent_a, parent_b, info["della"], seed=seed)
@@ -218,8 +330,12 @@ class BreedSearch(Search):
     # -- results ----------------------------------------------------------------------------------
 
     def best(self, study: optuna.Study) -> Best:
-        """The champion (the best search-split score ever offered), from whichever phase it came."""
+        """The champion (the best search-split score ever offered), from whichever phase it came,
+        once the trials the helpers finished last are offered too."""
+        self._settle()
         champion = self.archive.champion
+        print(f"archive {', '.join(f'{m.id} {m.mean:.3f}' for m in self.archive.members)}; "
+              f"champion {champion.id} {champion.mean:.3f}")
         phase, number = champion.trial
         [trial] = [t for s in self.phases.studies if s.study_name == phase
                    for t in s.get_trials(deepcopy=False) if t.number == number]

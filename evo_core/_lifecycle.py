@@ -296,7 +296,7 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
             # primary killed in between finds that run again by its key, rather than starting a second
             main.set_user_attr("mlflow_run_key", uuid.uuid4().hex)
         run_id, run_key = main.user_attrs.get("mlflow_run_id"), main.user_attrs["mlflow_run_key"]
-    run_id = tracker.start(run_id=run_id, key=run_key,
+    run_id = tracker.start(run_id=run_id, key=run_key, join=cfg.helper,
                            run_name=f"{cfg.study_name}-seed{cfg.seed}",
                            params={"config": resolved, "seed": cfg.seed, "storage": mask_secrets(storage), **signature})
     if not cfg.helper:  # a new run when the store moved; a helper's own store must not redirect its primary's

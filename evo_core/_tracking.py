@@ -98,12 +98,24 @@ class Tracker:
         self.client, self.experiment_id = open_store(self.uri, open_experiment)
         self.run_id: str | None = None
 
-    def start(self, *, run_id: str | None, run_name: str, params: dict[str, object], key: str | None = None) -> str:
+    def start(self, *, run_id: str | None, run_name: str, params: dict[str, object], key: str | None = None,
+              join: bool = False) -> str:
         """Start the study's parent run, or reopen `run_id` when the study resumes; a `run_id` this
         store does not hold (the study's MLflow store moved) starts a new run tagged with it. A new
         run is tagged with `key` (the study's), and without a `run_id` the run of that key is reopened:
-        the run of a primary killed before it could store the run's id on the study."""
+        the run of a primary killed before it could store the run's id on the study. `join` (a
+        helper): log into `run_id` as it is, its status left to the primary (a helper started after
+        the primary finished must not mark the run RUNNING again)."""
         from mlflow.exceptions import MlflowException
+
+        if join and run_id is not None:
+            try:
+                self.client.get_run(run_id)
+                self.run_id = run_id
+                return run_id
+            except MlflowException as err:  # not in this store: a run of its own, as below
+                if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
 
         if run_id is None and key is not None:
             found = self.client.search_runs([self.experiment_id], f"tags.evo_run_key = '{key}'", max_results=1)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from evo_breed import Archive, place_for, split_slerp
+from evo_breed._offers import offer_key, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("en_math", "ja_qa")
@@ -61,20 +62,27 @@ def state(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "run" / "archive" / "state.json").read_text())
 
 
+def offer_log(tmp_path: Path) -> list[tuple[str, int]]:
+    """The study's offers, in the order recorded (evo_breed/_offers.py)."""
+    return read_log(optuna.load_study(study_name=STUDIES[1], storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}"))
+
+
 def replayed(tmp_path: Path, *, capacity: int = 5, alpha: float = 1.0) -> tuple[list[str], str]:
-    """The archive that offering every COMPLETE trial once, in order, gives: (member ids, champion)."""
+    """The archive that offering every trial of the study's offer log, in its order, gives:
+    (member ids, champion)."""
     ids, rows, champion = [], [], (None, -1.0)
-    for name in STUDIES:
-        for t in trials(tmp_path, name):
-            scores = np.array([s for r in RESOURCES for s in t.user_attrs["item_scores"][r]], dtype=float)
-            slot = place_for(np.array(rows).reshape(len(rows), -1), scores, alpha=alpha, capacity=capacity) if rows else 0
-            member = t.user_attrs["breed"]["id"]
-            if slot is not None and slot == len(rows):
-                ids.append(member), rows.append(scores)
-            elif slot is not None:
-                ids[slot], rows[slot] = member, scores
-            if t.values[0] > champion[1]:
-                champion = (member, t.values[0])
+    complete = {(name, t.number): t for name in STUDIES for t in trials(tmp_path, name)}
+    for key in offer_log(tmp_path):
+        t = complete[key]
+        scores = np.array([s for r in RESOURCES for s in t.user_attrs["item_scores"][r]], dtype=float)
+        slot = place_for(np.array(rows).reshape(len(rows), -1), scores, alpha=alpha, capacity=capacity) if rows else 0
+        member = t.user_attrs["breed"]["id"]
+        if slot is not None and slot == len(rows):
+            ids.append(member), rows.append(scores)
+        elif slot is not None:
+            ids[slot], rows[slot] = member, scores
+        if t.values[0] > champion[1]:
+            champion = (member, t.values[0])
     return ids, champion[0]
 
 
@@ -83,6 +91,8 @@ def check_archive(tmp_path: Path, *, n_trials: int, capacity: int = 5) -> None:
     saved = state(tmp_path)
     offered = {name: sorted(numbers) for name, numbers in saved["offered"].items()}
     assert offered == {name: [t.number for t in trials(tmp_path, name)] for name in STUDIES}
+    log = offer_log(tmp_path)
+    assert len(log) == len(set(log)) and set(log) == {(n, k) for n, numbers in offered.items() for k in numbers}
     ids, champion = replayed(tmp_path, capacity=capacity)
     assert [m["id"] for m in saved["members"]] == ids and saved["champion"]["id"] == champion
     # a trial killed while running FAILs and counts as finished: the budget is spent, not exceeded
@@ -230,7 +240,8 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
 
 
 @pytest.mark.parametrize("override, message", [
-    ("helper=true", "evo_breed runs one worker"),
+    ("helper=true tracking.storage=mysql://evo@db-host/optuna", "helper=true: evo_breed serialises its workers' "
+                                                               "offers with a lock on a SQLite or PostgreSQL"),
     ("archive.selection=roulette", "archive.selection must be one of proportional, tournament"),
     ("n_trials=8", "n_trials (8) must exceed the 8 evaluations of the starting population"),
     ("sampler.kind=cmaes", "sampler.kind must stay random"),
@@ -250,7 +261,8 @@ def test_real_model_experiment_without_models_fails_fast(tmp_path, run_cli, erro
     ("+objective.options.tasks.ja_qa.split=3", "task 'ja_qa' needs name, search, test"),
 ])
 def test_bad_settings_are_one_line(tmp_path, cli_error, override, message):
-    line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
+    line = cli_error("evo_breed", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}",
+                     *override.split())
     assert message in line, line
     # refused before the study and the MLflow run exist (archive.resources: once the objective is built)
     assert not (tmp_path / "run" / "study.db").exists() and not (tmp_path / "mlruns").exists()
@@ -274,15 +286,17 @@ def test_della_on_sources_with_no_common_base_is_one_line(tmp_path, cli_error):
 
 @pytest.mark.slow
 def test_a_child_scored_but_not_offered_before_a_kill_is_recomputed_exactly(tmp_path, run_cli):
-    """The kill window between a child's COMPLETE and its offer, made on purpose: the state is put
-    back to before the last offer (its file gone, as if the process died holding the weights); the
-    same command then offers it from the study, recomputing the crossover (with mutation) from its
-    parents: the same weights and the same archive as the uninterrupted run."""
+    """The kill window between a child's COMPLETE and its offer, made on purpose: the study's offer
+    log and the archive's state are put back to before the last offer (its file gone, as if the
+    process died holding the weights); the same command then offers it from the study, recomputing
+    the crossover (with mutation) from its parents: the same weights, the same archive, the same log
+    as the uninterrupted run."""
     args = cli_args(tmp_path, "n_trials=8", "archive.pop_size=20", "crossover.mutation_std=0.01")
     run_cli("evo_breed", *args)
     root = tmp_path / "run" / "archive"
-    done = state(tmp_path)
+    done, log = state(tmp_path), offer_log(tmp_path)
     last = max(trials(tmp_path, STUDIES[1]), key=lambda t: t.number)
+    assert log[-1] == (STUDIES[1], last.number)
     child = last.user_attrs["breed"]["id"]
     weights = load_file(root / "members" / f"{child}.safetensors")
 
@@ -293,8 +307,32 @@ def test_a_child_scored_but_not_offered_before_a_kill_is_recomputed_exactly(tmp_
     before["champion"] = next(m for m in before["members"] if m["mean"] == best["mean"])
     (root / "state.json").write_text(json.dumps(before))
     (root / "members" / f"{child}.safetensors").unlink()
+    with contextlib.closing(sqlite3.connect(tmp_path / "run" / "study.db")) as con, con:
+        assert con.execute("delete from study_user_attributes where key = ?", (offer_key(len(log) - 1),)).rowcount == 1
 
-    run_cli("evo_breed", *args)  # nothing left to run: the offer is replayed
-    assert state(tmp_path) == done
+    run_cli("evo_breed", *args)  # nothing left to run: the offer is made again
+    assert state(tmp_path) == done and offer_log(tmp_path) == log
     again = load_file(root / "members" / f"{child}.safetensors")
     assert all(torch.equal(again[k], weights[k]) for k in weights)
+
+
+@pytest.mark.slow
+def test_a_replica_behind_the_log_catches_up_by_replaying_it(tmp_path, run_cli):
+    """A worker killed between recording its offer and updating its replica: the replica is
+    behind the log; the same command replays the log, making the child's weights again."""
+    args = cli_args(tmp_path, "n_trials=7", "archive.pop_size=20", "crossover.mutation_std=0.01")
+    run_cli("evo_breed", *args)
+    root = tmp_path / "run" / "archive"
+    done = state(tmp_path)
+    last = max(trials(tmp_path, STUDIES[1]), key=lambda t: t.number)
+    child = last.user_attrs["breed"]["id"]
+    weights = load_file(root / "members" / f"{child}.safetensors")
+    before = json.loads(json.dumps(done))
+    before["members"] = [m for m in before["members"] if m["id"] != child]
+    before["offered"][STUDIES[1]].remove(last.number)
+    (root / "state.json").write_text(json.dumps(before))
+    (root / "members" / f"{child}.safetensors").unlink()
+
+    run_cli("evo_breed", *args)
+    assert state(tmp_path) == done
+    assert all(torch.equal(load_file(root / "members" / f"{child}.safetensors")[k], weights[k]) for k in weights)

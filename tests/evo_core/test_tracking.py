@@ -40,6 +40,17 @@ def test_a_primary_killed_before_storing_its_run_id_reopens_that_run(tmp_path):
     assert again.start(run_id=None, key="k2", run_name="s", params={}) != first
 
 
+def test_a_helper_joining_a_finished_run_leaves_it_finished(tmp_path):
+    primary = Tracker(mlruns_dir=tmp_path, experiment="x")
+    run_id = primary.start(run_id=None, run_name="s", params={})
+    primary.finish()
+    helper = Tracker(mlruns_dir=tmp_path, experiment="x")  # a helper started (again) after the primary's end
+    assert helper.start(run_id=run_id, run_name="s", params={}, join=True) == run_id
+    assert helper.client.get_run(run_id).info.status == "FINISHED"
+    assert primary.start(run_id=run_id, run_name="s", params={}) == run_id  # a primary resuming reopens it
+    assert primary.client.get_run(run_id).info.status == "RUNNING"
+
+
 def test_a_trial_logged_half_or_twice_ends_with_one_run(tmp_path):
     # what a worker whose MLflow server went away mid-call can leave: a nested run created but never
     # finished (RUNNING, no params), or a call tried again after the server had done it (a second run)

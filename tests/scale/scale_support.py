@@ -1,15 +1,19 @@
-"""Helpers of the scale-out tests: trial counts straight from PostgreSQL, headless Chromium (page
-DOM, visible text, screenshots) and optuna-dashboard on loopback. A missing Chromium FAILS the
+"""Helpers of the scale-out tests: trial counts straight from PostgreSQL, 1 primary + N helpers of
+any search killed and restarted (run_workers) and their MLflow runs checked against the study,
+headless Chromium (page DOM, visible text, screenshots) and optuna-dashboard on loopback. A missing Chromium FAILS the
 test with one line naming the fix (`make test` installs it: make system-deps)."""
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,3 +234,87 @@ def basic_auth_proxy(upstream: str, user: str, password: str):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---- one study, 1 primary + N helpers, each with its own run dir, killed with SIGKILL and restarted ----
+
+@dataclass
+class WorkerRun:
+    root: Path
+    outputs: dict[str, str]  # worker name -> its output (a killed worker's and its restart's apart)
+    killed: list[str]        # what each kill hit, as the summary prints it
+    seconds: float
+
+
+def start_worker(module: str, root: Path, name: str, args: list[str]) -> subprocess.Popen:
+    """A worker as a user starts it on its own machine: `python -m <module>` with its own run dir
+    (root/name), output to root/name.log; `args` name the shared servers and the search."""
+    log = open(root / f"{name}.log", "a")
+    return subprocess.Popen([sys.executable, "-m", module, f"run_dir={root / name}", *args], cwd=REPO_ROOT,
+                            stdout=log, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+
+
+def trials_run(root: Path, name: str) -> int:
+    """Trials worker `name` has finished, from its progress lines."""
+    return sum(line.startswith("trial ") for line in (root / f"{name}.log").read_text().splitlines())
+
+
+def run_workers(module: str, root: Path, args: list[str], *, helpers: int, victims: list[tuple[str, int]],
+                seed: int) -> WorkerRun:
+    """1 primary + `helpers` helpers started at once; then each victim in turn ("helper": one drawn
+    at random, or "primary") is killed with SIGKILL at a random instant within 1.5 s after it has
+    finished `n` more trials of its own, and started again with the same command; every worker
+    must end with exit code 0."""
+    rng, began = random.Random(seed), time.monotonic()
+    helper = ["helper=true", "helper_wait_minutes=60"]
+    procs = {"primary": start_worker(module, root, "primary", args)}
+    procs |= {f"helper{i}": start_worker(module, root, f"helper{i}", [*args, *helper]) for i in range(1, helpers + 1)}
+    killed = []
+    for kind, n in victims:
+        victim = rng.choice([p for p in procs if p.startswith("helper")]) if kind == "helper" else "primary"
+        target = trials_run(root, victim) + n
+        while trials_run(root, victim) < target:  # no worker may fail meanwhile (helpers may end cleanly)
+            assert procs[victim].poll() is None and all(p.poll() in (None, 0) for p in procs.values()), \
+                {name: (p.poll(), (root / f"{name}.log").read_text()[-2000:]) for name, p in procs.items()}
+            time.sleep(0.5)
+        time.sleep(rng.uniform(0, 1.5))
+        assert procs[victim].poll() is None, f"{victim} ended before its kill"
+        procs[victim].send_signal(signal.SIGKILL)
+        procs[victim].wait()
+        killed.append(f"{victim} after {trials_run(root, victim)} trials of its own")
+        procs[f"{victim}-restart"] = start_worker(module, root, f"{victim}-restart",
+                                                  [*args, *([] if victim == "primary" else helper)])
+        del procs[victim]
+    for name, proc in procs.items():
+        assert proc.wait() == 0, f"{name} failed:\n{(root / f'{name}.log').read_text()[-3000:]}"
+    return WorkerRun(root=root, outputs={p.stem: p.read_text() for p in root.glob("*.log")}, killed=killed,
+                     seconds=time.monotonic() - began)
+
+
+def check_mlflow_counts(uri: str, experiment: str, run_name: str, storage: str, phases: tuple[str, ...]) -> str:
+    """One parent run named `run_name`, FINISHED, and one nested run per finished trial of each
+    phase (Optuna's and MLflow's counts equal, trial by trial, none logged twice); -> a summary."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=5000)
+    runs = [r for r in runs if r.info.run_name == run_name or r.data.tags.get("study") in phases]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    parent = parents[0]
+    assert parent.info.status == "FINISHED", parent.info.status
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(nested) == len(runs) - 1
+    names = [r.info.run_name for r in nested]
+    assert len(set(names)) == len(names), f"a trial was logged twice: {sorted(names)}"
+    for name in phases:
+        logged = sorted(r.info.run_name for r in nested if r.data.tags["study"] == name)
+        study = optuna.load_study(study_name=name, storage=storage)
+        assert logged == [f"{name}/trial-{t.number:04d}" for t in study.trials if t.state.is_finished()], name
+    for run in nested:
+        if run.data.tags["state"] == "FAIL":
+            assert run.data.tags.get("fail_reason"), run.info.run_name
+    return f"1 parent run, {len(nested)} nested runs (" + ", ".join(
+        f"{state} {n}" for state, n in Counter(r.data.tags["state"] for r in nested).items()) + ")"

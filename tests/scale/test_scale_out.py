@@ -11,10 +11,8 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,8 @@ import pytest
 from optuna.trial import TrialState
 
 from evo_core._optuna_compat import study_id
-from scale_support import REPO_ROOT, count_trials, dump_until, optuna_dashboard, screenshot
+from scale_support import (REPO_ROOT, check_mlflow_counts, dump_until, optuna_dashboard, run_workers, screenshot,
+                           start_worker)
 
 N_TRIALS, HELPERS, KILLS = 18, 3, 2  # room for the primary's next trial after a helper's kill
 STUDY = "toy_ja_math"
@@ -55,56 +54,24 @@ class ScaleOut:
         return client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=5000)
 
 
-def start(scale: ScaleOut, name: str, *extra: str) -> subprocess.Popen:
-    """A worker as a user starts it on its own machine: its own run dir, the shared servers."""
-    log = open(scale.root / f"{name}.log", "a")
-    args = [f"run_dir={scale.root / name}", f"tracking.storage={scale.storage}", f"tracking.uri={scale.uri}",
-            f"tracking.experiment={EXPERIMENT}", f"n_trials={N_TRIALS}", *SMALL, *extra]
-    return subprocess.Popen([sys.executable, "-m", "evo_ps", *args], cwd=REPO_ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-
-
-def wait_for(procs: dict, victim: str, condition) -> None:
-    """Poll until `condition()`; the victim must still be running, and no worker may have failed
-    (another may have ended cleanly: helpers stop once the study has its trials)."""
-    while not condition():
-        assert procs[victim].poll() is None and all(p.poll() in (None, 0) for p in procs.values()), \
-            {n: p.poll() for n, p in procs.items()}
-        time.sleep(0.5)
+def worker_args(scale: ScaleOut, *extra: str) -> list[str]:
+    return [f"tracking.storage={scale.storage}", f"tracking.uri={scale.uri}", f"tracking.experiment={EXPERIMENT}",
+            f"n_trials={N_TRIALS}", *SMALL, *extra]
 
 
 @pytest.fixture(scope="module")
 def scale_out(servers, tmp_path_factory) -> ScaleOut:
     scale = ScaleOut(storage=servers.database("scale_out"), uri=servers.mlflow_uri,
                      root=tmp_path_factory.mktemp("scale_out"))
-    rng, began = random.Random(13), time.monotonic()
-    helper = ["helper=true", "helper_wait_minutes=60"]
-    # all four at once on the empty database and the fresh MLflow experiment
-    procs = {"primary": start(scale, "primary")}
-    procs |= {f"helper{i}": start(scale, f"helper{i}", *helper) for i in range(1, HELPERS + 1)}
-    created = lambda: count_trials(scale.storage, PHASES)  # noqa: E731
-    trials_run = lambda name: sum(line.startswith("trial ") for line in  # noqa: E731
-                                  (scale.root / f"{name}.log").read_text().splitlines())
-    # kill 1: a random helper during or right after its 1st or 2nd trial; kill 2: the primary (the
-    # run's owner) during or right after its next trial; both by SIGKILL, at a random instant within the next 1.5 s
-    for victim in (rng.choice([n for n in procs if n != "primary"]), "primary"):
-        target = trials_run(victim) + (rng.randint(1, 2) if victim != "primary" else 1)
-        wait_for(procs, victim, lambda: trials_run(victim) >= target)
-        time.sleep(rng.uniform(0, 1.5))
-        assert procs[victim].poll() is None, f"{victim} ended before its kill"
-        procs[victim].send_signal(signal.SIGKILL)
-        procs[victim].wait()
-        scale.killed.append(f"{victim} after {trials_run(victim)} trials of its own, {created()} in the study")
-        new = f"{victim}-restart"
-        procs[new] = start(scale, new, *([] if victim == "primary" else helper))
-        del procs[victim]
-    for name, proc in procs.items():
-        assert proc.wait() == 0, f"{name} failed:\n{(scale.root / f'{name}.log').read_text()[-3000:]}"
-    scale.outputs = {p.stem: p.read_text() for p in scale.root.glob("*.log")}
-    scale.seconds = time.monotonic() - began
+    # all four at once on the empty database and the fresh MLflow experiment; kill 1: a random
+    # helper during or right after its 1st or 2nd trial; kill 2: the primary (the run's owner)
+    # during or right after its next trial
+    run = run_workers("evo_ps", scale.root, worker_args(scale), helpers=HELPERS, seed=13,
+                      victims=[("helper", random.Random(13).randint(1, 2)), ("primary", 1)])
+    scale.outputs, scale.killed, scale.seconds = run.outputs, run.killed, run.seconds
     # a second study on the same servers (another seed) for the comparison views
-    proc = start(scale, "seed1", "seed=1", f"study_name={STUDY}_seed1", "n_trials=3")
+    proc = start_worker("evo_ps", scale.root, "seed1",
+                        worker_args(scale, "seed=1", f"study_name={STUDY}_seed1", "n_trials=3"))
     assert proc.wait() == 0, (scale.root / "seed1.log").read_text()[-3000:]
     (scale.root / "summary.json").write_text(json.dumps({"killed": scale.killed, "seconds": scale.seconds}))
     return scale
@@ -141,27 +108,12 @@ def test_the_scaled_study_counts_every_trial_once(scale_out):
 @pytest.mark.slow
 def test_optuna_and_mlflow_agree_and_the_result_is_written_once(scale_out):
     s = scale_out
-    runs = [r for r in s.runs() if r.info.run_name == f"{STUDY}-seed0" or r.data.tags.get("study") in PHASES]
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1, [r.info.run_name for r in parents]
-    parent = parents[0]
-    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(nested) == len(runs) - 1
-    names = [r.info.run_name for r in nested]
-    assert len(set(names)) == len(names), f"a trial was logged twice: {sorted(names)}"
-    for name in PHASES:
-        logged = sorted(r.info.run_name for r in nested if r.data.tags["study"] == name)
-        finished = [f"{name}/trial-{t.number:04d}" for t in s.study(name).trials if t.state.is_finished()]
-        assert logged == finished, name  # Optuna's and MLflow's counts are equal, trial by trial
-    print(f"\nmlflow: 1 parent run, {len(nested)} nested runs (" + ", ".join(
-        f"{state} {n}" for state, n in Counter(r.data.tags["state"] for r in nested).items()) + ")")
-    for run in nested:
-        if run.data.tags["state"] == "FAIL":
-            assert run.data.tags.get("fail_reason"), run.info.run_name
+    print("\nmlflow: " + check_mlflow_counts(s.uri, EXPERIMENT, f"{STUDY}-seed0", s.storage, PHASES))
+    [parent] = [r for r in s.runs() if r.info.run_name == f"{STUDY}-seed0" and "mlflow.parentRunId" not in r.data.tags]
 
     # the final table and the model: once, by the primary, in its run dir and in its run
     client = s.client()
-    assert parent.info.status == "FINISHED" and "test.best_merge.acc_ja" in parent.data.metrics
+    assert "test.best_merge.acc_ja" in parent.data.metrics
     assert len(client.get_metric_history(parent.info.run_id, "test.best_merge.acc_ja")) == 1
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"test_table.md", "history.png"} <= artifacts, artifacts
