@@ -89,6 +89,15 @@ class EvaluationConfig:
 
 
 @dataclass
+class CacheConfig:
+    """What a study keeps for the next one (evo_core/_row_cache.py): the test-table rows of unchanged
+    models (base, sources), reused across studies and seeds."""
+
+    test_rows: bool = True  # false: score every row every time, and leave the cache alone
+    dir: Optional[str] = None  # null: $EVO_CACHE_DIR, else $XDG_CACHE_HOME/evomerge (~/.cache/evomerge)
+
+
+@dataclass
 class StudyConfig:
     """What every search's top-level config has besides its own groups."""
 
@@ -96,6 +105,7 @@ class StudyConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     imports: list[str] = field(default_factory=list)  # modules that register objectives, methods, sources
     study_name: str = "???"
     seed: int = 0
