@@ -140,6 +140,13 @@ class StudyConfig:
              f"sampler.sigma0 must be > 0; got {self.sampler.sigma0}"),
             (self.sampler.popsize is None or self.sampler.popsize >= 2,
              f"sampler.popsize must be >= 2; got {self.sampler.popsize}"),
+            # CMA-ES recombines the best half of a generation: with 2-3 candidates that is one, its
+            # rank-mu update has no weight (cmaes divides by that zero, in warnings) and only the
+            # best candidate steers it: no search the paper's settings describe
+            (self.sampler.kind != "cmaes" or self.sampler.popsize is None or self.sampler.popsize >= 4,
+             f"sampler.popsize must be >= 4 with sampler.kind=cmaes (it recombines the best half: with "
+             f"{self.sampler.popsize} that is one candidate, and cmaes divides by zero in its weights); got "
+             f"{self.sampler.popsize}; null takes 4 + 3 ln(n) for n searched values"),
         ]
         ev = self.evaluation
         checks += [

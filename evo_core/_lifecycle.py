@@ -286,6 +286,7 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
         raise ValueError(f"evaluation.kind=racing scores items in blocks, but objective {cfg.objective.name!r} cannot "
                          f"score a subset (it needs n_items(split) and score_items(..., items=)); use "
                          f"evaluation.kind=full")
+    racing_note(cfg.evaluation, objective.n_items("search"))
     names = [m.name for m in objective.metrics]
     if cfg.objective.fitness not in names:
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
@@ -350,7 +351,7 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     sets = {split: split.partition(".")[2] for split in table_splits(cfg.objective.test)}
     tables: dict[str, dict[str, dict[str, float]]] = {split: {} for split in sets}
     sizes = {}
-    rows = test_row_cache(cfg, search)
+    rows = table_row_cache(cfg, search)
     specs = table_splits(cfg.objective.test)
     for name, model, extra in search.table_models(best.trial):
         unchanged = search.unchanged_model(name) if rows.enabled else None
@@ -390,7 +391,16 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     return table
 
 
-def test_row_cache(cfg: Any, search: Search) -> TableRowCache:
+def racing_note(evaluation: Any, n_search: int | None) -> None:
+    """One line when racing cannot stop any candidate early: the whole search split fits in its first block."""
+    if evaluation.kind == "racing" and n_search is not None and n_search <= evaluation.first_block:
+        print(f"note    evaluation=racing changes nothing here: the search split has {n_search} items and "
+              f"evaluation.first_block={evaluation.first_block}, so every candidate is scored on all of them; "
+              f"set evaluation.first_block below {n_search} (racing saves most with blocks of about a fifth of "
+              f"the split) or use evaluation=full", flush=True)
+
+
+def table_row_cache(cfg: Any, search: Search) -> TableRowCache:
     """The row cache of this study's objective and prompting tokenizer (`cache` in the config)."""
     enabled = cfg.cache.test_rows
     return TableRowCache(enabled=enabled, directory=cfg.cache.dir, objective=dataclasses.asdict(cfg.objective),
