@@ -562,7 +562,8 @@ def study_costs(ours: dict, summary: dict) -> None:
     for key, peer in summary["peers"].items():
         wall, cpu = peer["fixed"] + n * peer["mean"], peer["fixed_cpu"] + n * peer["cpu"]
         print(f"per study, {n} trials: {TAGS[key]} {LABELS[key]}: {wall:.0f} s wall, {cpu:.0f} s CPU "
-              f"(fixed {peer['fixed']:.1f} s + {n} x {peer['mean']:.2f} s); ratio {TAGS[key]}/ours = "
+              f"(fixed {peer['fixed']:.1f} s wall / {peer['fixed_cpu']:.1f} s CPU + {n} x {peer['mean']:.2f} s wall / "
+              f"{peer['cpu']:.3f} s CPU); ratio {TAGS[key]}/ours = "
               f"{wall / ours['wall']:.2f}x wall, {cpu / ours['cpu']:.2f}x CPU")
 
 
