@@ -35,8 +35,8 @@ All loops get the same zoo models, the same prompts (the zoo objective's search 
       "as shipped" gets all but the batch size. Its outputs are taken from HFLM.generate_until (it
       runs lm-eval with log_samples=False), its merge time is up to its call of lm-eval.
 The per-layer parameters of trial t are drawn with seed t around a centre (see trial_values); the
-merge seed is t too. Trial 0 is a warm-up (not in the means). Differences of (b) from mergekit-evolve: float32 instead of its
-bfloat16 (the pool's dtype; needed for equal outputs), no ray actor hop (in its favour),
+merge seed is t too. Trial 0 is a warm-up (not in the means). Differences of (b) from
+mergekit-evolve: float32 instead of its bfloat16 (the pool's dtype; needed for equal outputs), no ray actor hop (in its favour),
 log_samples=True (to compare outputs item by item; mergekit-evolve passes False; milliseconds).
 Progress bars that lm-eval forces on (generate_until) go to stderr.
 Densities: at 1 dare_ties is deterministic and the float32 loops must give the same outputs; below 1 the
@@ -421,8 +421,9 @@ def run_config(*, ours: OursLoop, peers: dict[str, Any], space, density: float |
         diff = {k: max(abs(r[OURS][k] - r[key][k]) for r in rows) for k in ("acc", "acc_ja")}
         same = sum(sum(x == y for x, y in zip(r[OURS]["outputs"], r[key]["outputs"])) for r in rows)
         print(f"{tag} {LABELS[key]}: {mean_b:.3f} s wall, {cpu_b:.3f} s CPU; ratio {tag}/(a) = "
-              f"{mean_b / mean_a:.1f}x wall, {cpu_b / cpu_a:.1f}x CPU (merge {mean(key, 'merge') / mean(OURS, 'merge'):.0f}x, "
-              f"eval {mean(key, 'eval') / mean(OURS, 'eval'):.1f}x, generation alone {mean(key, 'gen') / mean(OURS, 'gen'):.1f}x)")
+              f"{mean_b / mean_a:.1f}x wall, {cpu_b / cpu_a:.1f}x CPU "
+              f"(merge {mean(key, 'merge') / mean(OURS, 'merge'):.0f}x, eval {mean(key, 'eval') / mean(OURS, 'eval'):.1f}x, "
+              f"generation alone {mean(key, 'gen') / mean(OURS, 'gen'):.1f}x)")
         # Amdahl: every loop generates the same tokens with the same model, so no merge or eval
         # overhead of ours can bring (a) below its generation time
         print(f"    ceiling: with a free merge and free scoring, {tag}/(a) could reach at most {tag} / (a)'s "

@@ -57,7 +57,8 @@ def test_loops_agree_exactly_at_density_1(tiny_zoo, tmp_path):
 def test_mergekit_evolve_in_memory_evaluator_runs_and_agrees_in_fp32(tiny_zoo, tmp_path):
     """mergekit 0.1.5's InMemoryMergeEvaluator, with the bench's run-time changes, runs in every
     variant; in float32 and batched it gives our very outputs, and the installed mergekit is untouched."""
-    files = [importlib.util.find_spec(name).origin for name in ("mergekit.evo.actors", "mergekit.io.tasks")]  # unimported
+    # found, not imported (actors.py imports ray)
+    files = [importlib.util.find_spec(name).origin for name in ("mergekit.evo.actors", "mergekit.io.tasks")]
     installed = {file: Path(file).read_bytes() for file in files}
     proc = bench("--zoo", str(tiny_zoo), "--trials", "1", "--limit", "6", "--densities", "1", "--peers",
                  "in_memory_shipped", "in_memory_bf16", "in_memory_fp32", tmp_path=tmp_path)

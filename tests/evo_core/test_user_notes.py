@@ -27,7 +27,8 @@ def test_all_zero_trials_get_one_note_after_the_threshold(capsys):
     lines = run_trials([0.0] * (ZERO_NOTE_TRIALS + 5), capsys)
     notes = [i for i, line in enumerate(lines) if line.startswith(NOTE)]
     assert len(notes) == 1, lines
-    assert lines[notes[0] - 1].startswith(f"trial {ZERO_NOTE_TRIALS - 1:4d} ({ZERO_NOTE_TRIALS}/")  # right after trial N
+    # right after trial N
+    assert lines[notes[0] - 1].startswith(f"trial {ZERO_NOTE_TRIALS - 1:4d} ({ZERO_NOTE_TRIALS}/")
     assert f"after {ZERO_NOTE_TRIALS} trials" in lines[notes[0]] and "samples/" in lines[notes[0]]
 
 
@@ -58,5 +59,6 @@ def test_cmaes_popsize_below_4_is_refused(kind, popsize, ok):
     if ok:
         cfg.check()
     else:
-        with pytest.raises(ValueError, match=rf"^sampler.popsize must be >= 4 with sampler.kind=cmaes .* got {popsize};"):
+        with pytest.raises(ValueError, match=rf"^sampler.popsize must be >= 4 with sampler.kind=cmaes .* "
+                                             rf"got {popsize};"):
             cfg.check()
