@@ -51,10 +51,11 @@ Top to bottom: import the config's `imports` (they register objectives, methods,
 the servers of `tracking` probed (evo_core/_probes.py: down, wrong password, no such database) ->
 a primary takes the study's primary lock, held to its end (_primary.py: a second primary is
 refused) -> the objective's data (a bad split fails in seconds, before the models) ->
-load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
-joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
-the objective scores it item by item, MLflow logs it, the search is told) -> a helper stops here;
-the primary waits for the helpers' running trials (of every phase), and logs the trials no
+load (announced and timed: `load    models ...`) -> storage, the main study's signature (a
+changed search refuses to resume), MLflow (a helper joins its primary's run) -> the search's
+phases (per trial: the search makes a candidate model, the objective scores it item by item,
+MLflow logs it, the search is told) -> a helper stops here; the primary waits for the helpers'
+running trials (of every phase), and logs the trials no
 callback saw -> the search's best: its test table next to the search's baselines, one table per
 test set (`objective.test` is one split spec, the split "test", or named sets {name: spec}, the
 splits "test.<name>": table_splits), each row announced and timed (`table   ...` lines, with the
@@ -292,7 +293,9 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
                          f"{cfg.objective.name!r}; known: {', '.join(names)}")
     search.check_objective(objective)
-    search.load(tokenizer)
+    # loading and hashing the models: minutes at 7B, so announced and timed like the table's rows
+    with progress_lines("load", "models", every=PROGRESS_SECONDS):
+        search.load(tokenizer)
 
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
