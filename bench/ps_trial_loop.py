@@ -1,10 +1,18 @@
-"""Per-trial wall time of our parameter-space loop vs a mergekit-evolve-style loop, side by side.
+"""Per-trial (and per-study) cost of our parameter-space loop vs mergekit-evolve's loops, side by side.
 
     .venv/bin/python bench/ps_trial_loop.py                        # zoo/models, dare_ties at density 1 and 0.5
     .venv/bin/python bench/ps_trial_loop.py --method task_arithmetic --trials 5 --limit 150
-    .venv/bin/python bench/ps_trial_loop.py --zoo /tmp/zoo_smoke --trials 1 --limit 8 --densities 1
+    .venv/bin/python bench/ps_trial_loop.py --zoo ZOO_DIR --trials 1 --limit 8 --densities 1
+    .venv/bin/python bench/ps_trial_loop.py --trials 3 --limit 150 --densities 1 \
+        --peers on_disk in_memory_shipped in_memory_bf16 in_memory_fp32 --study   # docs/benchmarks.md
 
-Both loops get the same zoo models, the same prompts (the zoo objective's search split, first
+--peers picks mergekit-evolve's loops to run beside ours (default: on_disk): (b) on_disk, and its
+in-memory evaluator (c) as shipped (bf16, lm-eval batch 1), (d) bf16 batched, (e) fp32 batched, its
+best on CPU. Each row prints wall and CPU seconds (this process's, so a loaded machine shows in wall
+only). --study also runs `python -m evo_ps` whole (the demo, or the overrides given) and prints each
+peer's cost at that study's trial count (its fixed cost + trials x its mean trial) against ours.
+
+All loops get the same zoo models, the same prompts (the zoo objective's search split, first
 --limit items), the same generation settings and the same per-layer merge parameters per trial:
   (a) ours, exactly what evo_ps/__main__.py does per trial: the pool loaded once, then
       InMemoryMerger.apply(space.tensor_params(values), seed) + objective.score(pool.model, "search")
@@ -18,13 +26,20 @@ Both loops get the same zoo models, the same prompts (the zoo objective's search
       acc_ja itself, in the task's process_results, with the objectives' own answer extractor and
       fastText detector. The TaskManager (task index) is built once, as mergekit-evolve does.
       Its "eval" is simple_evaluate + deleting the dir; "gen" is the part inside HFLM.generate_until
-      (measured by wrapping that method: the only monkeypatch, timing only).
+      (measured by wrapping that method: timing only);
+  (c)-(e) mergekit-evolve's InMemoryMergeEvaluator (mergekit/evo/actors.py), called as its strategy
+      calls it, evaluate_genotype per trial, with the four changes it needs to run here applied at
+      run time, nothing installed edited: ray and vllm stubbed, its planner's pydantic field
+      re-declared, the batch size it drops given to its HFLM, and the rotary frequencies its forced
+      bf16 rounds recomputed (mergekit_evolve_in_memory_evaluator, MergekitEvolveInMemoryLoop); (c)
+      "as shipped" gets all but the batch size. Its outputs are taken from HFLM.generate_until (it
+      runs lm-eval with log_samples=False), its merge time is up to its call of lm-eval.
 The per-layer parameters of trial t are drawn with seed t around a centre (see trial_values); the
-merge seed is t too. Trial 0 is a warm-up (not in the means). Differences from mergekit-evolve: float32 instead of its
-bfloat16 (the pool's dtype; needed for equal outputs), no ray actor hop (in its favour),
+merge seed is t too. Trial 0 is a warm-up (not in the means). Differences of (b) from
+mergekit-evolve: float32 instead of its bfloat16 (the pool's dtype; needed for equal outputs), no ray actor hop (in its favour),
 log_samples=True (to compare outputs item by item; mergekit-evolve passes False; milliseconds).
 Progress bars that lm-eval forces on (generate_until) go to stderr.
-Densities: at 1 dare_ties is deterministic and both loops must give the same outputs; below 1 the
+Densities: at 1 dare_ties is deterministic and the float32 loops must give the same outputs; below 1 the
 random drops come from different generators, so fitness agrees only within sampling noise: the
 "mask noise" line shows our fitness over --noise-seeds more merge seeds of each trial's values.
 Printed per config: each trial's merge / eval / total seconds and (acc, acc_ja) for both loops and
@@ -46,10 +61,13 @@ import logging  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
@@ -71,6 +89,16 @@ OBJECTIVE_CONF = ROOT / "conf" / "objective" / "zoo_ja_math.yaml"
 POOL_CONF = ROOT / "conf" / "pool" / "zoo.yaml"
 DEFAULT_ZOO = ROOT / "zoo" / "models"
 JITTER = 0.25  # per-value spread of the trial parameters around their centre (see trial_values)
+
+# the loops, by --peers name: ours, and mergekit-evolve's evaluators (module docstring)
+OURS = "ours"
+TAGS = {OURS: "(a)", "on_disk": "(b)", "in_memory_shipped": "(c)", "in_memory_bf16": "(d)", "in_memory_fp32": "(e)"}
+LABELS = {OURS: "ours (evo_ps)",
+          "on_disk": "on-disk: run_merge + lm-eval, fp32",
+          "in_memory_shipped": "in-memory as shipped: bf16, batch 1",
+          "in_memory_bf16": "in-memory, bf16, batched",
+          "in_memory_fp32": "in-memory, fp32, batched"}
+PEERS = [name for name in TAGS if name != OURS]
 
 
 def objective_settings(limit: int) -> dict:
@@ -117,7 +145,7 @@ class OursLoop:
         self.merger = InMemoryMerger(pool=pool, method=method)
 
     def trial(self, tensor_params, seed: int) -> dict:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         self.merger.apply(tensor_params, seed=seed)
         merged = time.perf_counter()
         outputs = self.objective.generate(self.pool.model, "search")
@@ -125,7 +153,49 @@ class OursLoop:
         metrics = self.objective.score_outputs(outputs, "search")
         done = time.perf_counter()
         return {**metrics, "outputs": outputs, "merge": merged - started, "eval": done - merged,
-                "gen": generated - merged, "total": done - started}
+                "gen": generated - merged, "total": done - started, "cpu": time.process_time() - cpu}
+
+
+def time_lm_eval_generation() -> dict:
+    """Wrap HFLM.generate_until (once) to add its seconds to the returned dict's "seconds" (a loop
+    zeroes it per trial) and keep its answers in "outputs": the generation inside lm-eval (the rest
+    of "eval" is loading, task building, scoring), and the outputs of mergekit-evolve's in-memory
+    evaluator, which runs lm-eval with log_samples=False. It changes nothing lm-eval does."""
+    import lm_eval.models.huggingface
+
+    hflm = lm_eval.models.huggingface.HFLM
+    if not hasattr(hflm.generate_until, "record"):
+        generate_until, record = hflm.generate_until, {"seconds": 0.0, "outputs": []}
+
+        def timed_generate_until(lm, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                record["outputs"] = generate_until(lm, *args, **kwargs)  # in request order: one per item
+                return record["outputs"]
+            finally:
+                record["seconds"] += time.perf_counter() - start
+
+        timed_generate_until.record = record
+        hflm.generate_until = timed_generate_until
+    return hflm.generate_until.record
+
+
+def bench_task_manager(settings: dict):
+    """lm-eval's task index with bench/lm_eval_task, built once per study as mergekit-evolve's
+    strategy does (TaskManager(include_path=...))."""
+    import lm_eval.tasks
+
+    return lm_eval.tasks.TaskManager(
+        include_path=str(TASK_DIR),
+        metadata={"split": settings["search"], "prompt_template": settings["prompt_template"]})
+
+
+def lm_eval_outputs(results: dict) -> dict:
+    """acc, acc_ja and the outputs in item order from simple_evaluate's results (log_samples=True)."""
+    samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
+    metrics = results["results"][TASK]
+    return {"acc": metrics["acc,none"], "acc_ja": metrics["acc_ja,none"],
+            "outputs": [s["filtered_resps"][0] for s in samples]}
 
 
 class MergekitEvolveLoop:
@@ -133,32 +203,14 @@ class MergekitEvolveLoop:
 
     def __init__(self, *, method, base: str, sources: dict[str, str], settings: dict, batch_size: int,
                  workdir: str | None):
-        import lm_eval.models.huggingface
-        import lm_eval.tasks
-
-        # time the generation inside lm-eval (the rest of "eval" is loading, task building, scoring)
-        self.generate_seconds = 0.0
-        hflm = lm_eval.models.huggingface.HFLM
-        generate_until = getattr(hflm.generate_until, "__wrapped__", hflm.generate_until)  # wrap once
-
-        def timed_generate_until(lm, *args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return generate_until(lm, *args, **kwargs)
-            finally:
-                self.generate_seconds += time.perf_counter() - start
-
-        timed_generate_until.__wrapped__ = generate_until
-        hflm.generate_until = timed_generate_until
-
+        started, cpu = time.perf_counter(), time.process_time()
+        self.generation = time_lm_eval_generation()
         self.method, self.base, self.sources = method, base, sources
         self.batch_size, self.workdir = batch_size, workdir
         self.gen_kwargs = {"until": list(settings["stop_strings"]), "max_gen_toks": settings["max_new_tokens"],
                            "do_sample": False}
-        # built once per study, as mergekit-evolve's strategy does (TaskManager(include_path=...))
-        self.task_manager = lm_eval.tasks.TaskManager(
-            include_path=str(TASK_DIR),
-            metadata={"split": settings["search"], "prompt_template": settings["prompt_template"]})
+        self.task_manager = bench_task_manager(settings)
+        self.setup_seconds, self.setup_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     def trial(self, tensor_params, seed: int) -> dict:
         import lm_eval
@@ -166,8 +218,8 @@ class MergekitEvolveLoop:
         from mergekit.merge import run_merge
         from mergekit.options import MergeOptions
 
-        self.generate_seconds = 0.0
-        started = time.perf_counter()
+        self.generation["seconds"] = 0.0
+        started, cpu = time.perf_counter(), time.process_time()
         text = mergekit_yaml(method=self.method, tensor_params=tensor_params, base=self.base,
                              sources=self.sources, dtype="float32")
         out = tempfile.mkdtemp(prefix="merged", dir=self.workdir)
@@ -185,80 +237,243 @@ class MergekitEvolveLoop:
         finally:
             shutil.rmtree(out)
         done = time.perf_counter()
-        samples = sorted(results["samples"][TASK], key=lambda s: s["doc_id"])
-        metrics = results["results"][TASK]
+        return {**lm_eval_outputs(results), "merge": merged - started, "eval": done - merged,
+                "gen": self.generation["seconds"], "total": done - started, "cpu": time.process_time() - cpu}
+
+
+def mergekit_evolve_in_memory_evaluator():
+    """mergekit 0.1.5's InMemoryMergeEvaluator (mergekit/evo/actors.py), made to import and run here
+    by the changes it needs, applied in this process at run time (nothing installed is edited):
+    1. `ray` and `vllm` are not installed (nor needed on one CPU): a stub `ray` whose `remote` leaves
+       the class as it is (the actor hop is skipped, in its favour), and a stub
+       `lm_eval.models.vllm_causallms` (actors.py names its VLLM class in an annotation; vllm=False
+       never builds one);
+    2. its planner's `ReturnTensor.tensor_task: Task[torch.Tensor]` makes pydantic try to build the
+       abstract generic on every tensor ("Can't instantiate abstract class Task[Tensor]"): the field
+       is re-declared as plain `Task`, as mergekit's own TensorWriterTask declares it, and rebuilt.
+    The other two changes are per evaluator (MergekitEvolveInMemoryLoop)."""
+    import importlib.util
+
+    import lm_eval.models
+
+    if "ray" not in sys.modules and importlib.util.find_spec("ray") is None:
+        def remote(*args, **kwargs):  # @ray.remote and @ray.remote(num_cpus=...): the thing itself
+            return args[0] if len(args) == 1 and callable(args[0]) and not kwargs else (lambda thing: thing)
+
+        ray = sys.modules["ray"] = types.ModuleType("ray")
+        ray.remote = remote
+        ray.util = sys.modules["ray.util"] = types.ModuleType("ray.util")
+        for name in ("queue", "scheduling_strategies"):
+            setattr(ray.util, name, types.ModuleType(f"ray.util.{name}"))
+            sys.modules[f"ray.util.{name}"] = getattr(ray.util, name)
+    if importlib.util.find_spec("vllm") is None and not hasattr(lm_eval.models, "vllm_causallms"):
+        stub = sys.modules["lm_eval.models.vllm_causallms"] = types.ModuleType("lm_eval.models.vllm_causallms")
+        stub.VLLM = type("VLLM", (), {})
+        lm_eval.models.vllm_causallms = stub
+
+    import mergekit.evo.actors
+    from mergekit.graph import Task
+    from mergekit.io.tasks import ReturnTensor
+
+    if ReturnTensor.model_fields["tensor_task"].annotation is not Task:
+        ReturnTensor.model_fields["tensor_task"].annotation = Task
+        ReturnTensor.model_rebuild(force=True)
+    return mergekit.evo.actors.InMemoryMergeEvaluator
+
+
+def restore_rotary_frequencies(model) -> int:
+    """Recompute every rotary embedding's frequency buffers in float32 (returns how many). The
+    evaluator builds its model with `.bfloat16()`, which rounds these non-persistent buffers too, and
+    no merge ever writes them back: positions drift from the models' own (as loaded from disk)."""
+    count = 0
+    for module in model.modules():
+        if isinstance(getattr(module, "inv_freq", None), torch.Tensor) and hasattr(module, "config"):
+            fresh = type(module)(config=module.config)
+            for name in ("inv_freq", "original_inv_freq"):
+                if hasattr(module, name):
+                    setattr(module, name, getattr(fresh, name).to(module.inv_freq.device))
+            count += 1
+    return count
+
+
+class MergekitEvolveInMemoryLoop:
+    """(c)-(e): mergekit-evolve's InMemoryMergeEvaluator: one live model, the merge planned and run
+    by mergekit's executor into its parameters, lm-eval's simple_evaluate on its HFLM. Its genotype
+    decoding is bypassed: the evaluator gets the mergekit config of our values (evo_ps.mergekit_yaml,
+    what its genome would build from its own genotype), so every loop merges the same recipe. The
+    two changes beyond mergekit_evolve_in_memory_evaluator's, applied to the evaluator's model when
+    it builds it: the generation batch (it passes batch_size to simple_evaluate, which ignores it for
+    a ready LM object, so its HFLM runs batch 1), skipped for "as shipped"; and the rotary
+    frequencies restore_rotary_frequencies recomputes. dtype float32 also turns the model it forces
+    to bf16 back to float32 (the merge itself is written in the config's dtype)."""
+
+    def __init__(self, *, method, base: str, sources: dict[str, str], settings: dict, dtype: str,
+                 batch_size: int | None):
+        started, cpu = time.perf_counter(), time.process_time()
+        from mergekit.evo.config import EvolMergeConfiguration
+        from mergekit.evo.genome import METHOD_PARAM_MAPS, ModelGenome
+        from mergekit.options import MergeOptions
+
+        if method.name not in METHOD_PARAM_MAPS:
+            raise ValueError(f"mergekit-evolve's genome has no merge method {method.name!r} (it knows "
+                             f"{', '.join(METHOD_PARAM_MAPS)}): pick another --method or --peers on_disk")
+        evaluator_class = mergekit_evolve_in_memory_evaluator()
+        self.generation = time_lm_eval_generation()
+        self.method, self.base, self.sources, self.dtype = method, base, sources, dtype
+        # a mergekit-evolve config for this task; no chat template (the zoo's tokenizer has none,
+        # and the other loops run lm-eval without one); the generation settings are the task yaml's
+        config = EvolMergeConfiguration.model_validate({
+            "genome": {"models": list(sources.values()), "base_model": base, "merge_method": method.name,
+                       "layer_granularity": 1},
+            "tasks": [{"name": TASK, "metric": "acc_ja,none"}],
+            "apply_chat_template": False, "fewshot_as_multiturn": False})
+        evaluator = evaluator_class(config, ModelGenome(config.genome),
+                                    MergeOptions(out_shard_size=1_000_000_000_000, quiet=True),
+                                    batch_size=batch_size, task_manager=bench_task_manager(settings))
+        evaluator.genome.genotype_merge_config = lambda merge_config: merge_config  # our recipe (docstring)
+        init_model, ready = evaluator._maybe_init_model, []
+
+        def init_and_adjust(merge_config):
+            init_model(merge_config)
+            if ready and ready[-1] is evaluator.model:
+                return
+            lm = evaluator.model
+            if dtype == "float32":
+                lm.model.float()
+            restore_rotary_frequencies(lm.model)
+            if batch_size is not None:
+                lm.batch_size_per_gpu = batch_size
+            ready.append(lm)
+
+        evaluator._maybe_init_model = init_and_adjust
+        # where its merge ends and lm-eval starts (timing only): the module-level function it calls
+        import mergekit.evo.actors as actors
+
+        if not hasattr(actors._eval_model, "started"):  # wrapped once, shared by every evaluator
+            eval_model = actors._eval_model
+
+            def timed_eval_model(*args, **kwargs):
+                timed_eval_model.started[0] = time.perf_counter()
+                return eval_model(*args, **kwargs)
+
+            timed_eval_model.started = [None]
+            actors._eval_model = timed_eval_model
+        self.eval_started = actors._eval_model.started
+        self.evaluator = evaluator
+        self.setup_seconds, self.setup_cpu = time.perf_counter() - started, time.process_time() - cpu
+
+    def trial(self, tensor_params, seed: int) -> dict:
+        import transformers
+        from mergekit.config import MergeConfiguration
+
+        self.generation["seconds"] = 0.0
+        started, cpu = time.perf_counter(), time.process_time()
+        text = mergekit_yaml(method=self.method, tensor_params=tensor_params, base=self.base,
+                             sources=self.sources, dtype=self.dtype)
+        merge_config = MergeConfiguration.model_validate(yaml.safe_load(text))
+        # the in-memory path never seeds its random drops (run_merge seeds from MergeOptions): seeded
+        # here as the on-disk loop is, so that every loop's trial t draws with seed t
+        transformers.set_seed(seed)
+        self.eval_started[0] = None
+        result = self.evaluator.evaluate_genotype(merge_config)
+        done = time.perf_counter()
+        metrics = result["results"][TASK]
         return {"acc": metrics["acc,none"], "acc_ja": metrics["acc_ja,none"],
-                "outputs": [s["filtered_resps"][0] for s in samples],
-                "merge": merged - started, "eval": done - merged, "gen": self.generate_seconds,
-                "total": done - started}
+                "outputs": list(self.generation["outputs"]), "merge": self.eval_started[0] - started,
+                "eval": done - self.eval_started[0], "gen": self.generation["seconds"], "total": done - started,
+                "cpu": time.process_time() - cpu}
 
 
-def run_config(*, ours: OursLoop, theirs: MergekitEvolveLoop, space, density: float | None, trials: int,
+def run_config(*, ours: OursLoop, peers: dict[str, Any], space, density: float | None, trials: int,
                batch_size: int, repeats: int, noise_seeds: int) -> dict:
-    """Warm-up + `trials` timed trials of both loops on the same values; prints the table, returns a summary."""
+    """Warm-up + `trials` timed trials of every loop on the same values; prints the table, returns a summary."""
     method, pool, objective = space.method, ours.pool, ours.objective
     n = len(objective.items("search"))
     label = method.name + (f" density={density:g}" if density is not None else "")
     print(f"\n== {label}: {len(space.params)} searched values per trial, {n} prompts, batch {batch_size}, "
           f"{torch.get_num_threads()} torch thread(s) ==")
-    print(f"{'':>9} | {'(a) ours: seconds':<27} {'fitness':>13} | {'(b) mergekit + lm-eval: seconds':<27} "
-          f"{'fitness':>13} |")
-    print(f"{'trial':>9} | {'merge':>6} {'eval':>6} {'(gen)':>6} {'total':>6} {'acc':>6} {'acc_ja':>6} | "
-          f"{'merge':>6} {'eval':>6} {'(gen)':>6} {'total':>6} {'acc':>6} {'acc_ja':>6} | same outputs")
+    print(f"{'trial':>9} | {'loop':<40} | {'merge':>6} {'eval':>6} {'(gen)':>6} {'total':>6} {'cpu':>6} | "
+          f"{'acc':>6} {'acc_ja':>6} | same outputs as (a)")
+    loops = {OURS: ours, **peers}
     rows = []
     for trial in range(trials + 1):  # trial 0: warm-up
         params = space.tensor_params(trial_values(space, trial, density))
-        a, b = ours.trial(params, seed=trial), theirs.trial(params, seed=trial)
-        same = sum(x == y for x, y in zip(a["outputs"], b["outputs"]))
-        rows.append({"a": a, "b": b, "same": same})
+        row = {key: loop.trial(params, seed=trial) for key, loop in loops.items()}
+        rows.append(row)
         name = f"{trial} warm-up" if trial == 0 else str(trial)
-        cells = [f"{r['merge']:6.3f} {r['eval']:6.3f} {r['gen']:6.3f} {r['total']:6.3f} {r['acc']:6.3f} {r['acc_ja']:6.3f}"
-                 for r in (a, b)]
-        print(f"{name:>9} | {cells[0]} | {cells[1]} | {same}/{n}")
+        for key, r in row.items():
+            same = sum(x == y for x, y in zip(row[OURS]["outputs"], r["outputs"]))
+            print(f"{name:>9} | {LABELS[key]:<40} | {r['merge']:6.3f} {r['eval']:6.3f} {r['gen']:6.3f} "
+                  f"{r['total']:6.3f} {r['cpu']:6.3f} | {r['acc']:6.3f} {r['acc_ja']:6.3f} | {same}/{n}")
+            name = ""
 
     timed_rows = rows[1:]
 
     def mean(loop: str, key: str) -> float:
         return statistics.mean(r[loop][key] for r in timed_rows)
 
-    mean_a, mean_b = mean("a", "total"), mean("b", "total")
-    diff = {k: max(abs(r["a"][k] - r["b"][k]) for r in rows) for k in ("acc", "acc_ja")}
-    same = sum(r["same"] for r in rows)
-    print(f"per trial, mean of trials 1-{trials}: (a) ours {mean_a:.3f} s, (b) mergekit-evolve style {mean_b:.3f} s; "
-          f"ratio (b)/(a) = {mean_b / mean_a:.1f}x (merge {mean('b', 'merge') / mean('a', 'merge'):.0f}x, "
-          f"eval {mean('b', 'eval') / mean('a', 'eval'):.1f}x, generation alone {mean('b', 'gen') / mean('a', 'gen'):.1f}x)")
-    # Amdahl: both loops generate the same tokens with the same model, so no merge or eval overhead
-    # of ours can bring (a) below its generation time
-    print(f"ceiling: with a free merge and free scoring, (b)/(a) could reach at most (b) / (a)'s generation "
-          f"= {mean_b / mean('a', 'gen'):.1f}x")
-    print(f"fitness, all {len(rows)} trials: max |acc diff| {diff['acc']:.3f}, max |acc_ja diff| {diff['acc_ja']:.3f}; "
-          f"identical outputs {same}/{n * len(rows)}")
+    summary = {"label": label, "rows": rows, "n": n, "trials": trials, "peers": {}}
+    mean_a, cpu_a = mean(OURS, "total"), mean(OURS, "cpu")
+    print(f"per trial, mean of trials 1-{trials}: (a) ours {mean_a:.3f} s wall, {cpu_a:.3f} s CPU")
+    for key in peers:
+        tag = TAGS[key]
+        mean_b, cpu_b = mean(key, "total"), mean(key, "cpu")
+        diff = {k: max(abs(r[OURS][k] - r[key][k]) for r in rows) for k in ("acc", "acc_ja")}
+        same = sum(sum(x == y for x, y in zip(r[OURS]["outputs"], r[key]["outputs"])) for r in rows)
+        print(f"{tag} {LABELS[key]}: {mean_b:.3f} s wall, {cpu_b:.3f} s CPU; ratio {tag}/(a) = "
+              f"{mean_b / mean_a:.1f}x wall, {cpu_b / cpu_a:.1f}x CPU "
+              f"(merge {mean(key, 'merge') / mean(OURS, 'merge'):.0f}x, eval {mean(key, 'eval') / mean(OURS, 'eval'):.1f}x, "
+              f"generation alone {mean(key, 'gen') / mean(OURS, 'gen'):.1f}x)")
+        # Amdahl: every loop generates the same tokens with the same model, so no merge or eval
+        # overhead of ours can bring (a) below its generation time
+        print(f"    ceiling: with a free merge and free scoring, {tag}/(a) could reach at most {tag} / (a)'s "
+              f"generation = {mean_b / mean(OURS, 'gen'):.1f}x")
+        print(f"    fitness, all {len(rows)} trials: max |acc diff| {diff['acc']:.3f}, max |acc_ja diff| "
+              f"{diff['acc_ja']:.3f}; identical outputs {same}/{n * len(rows)}")
+        # what the peer pays once per study beyond its trials: building it, and its first trial's
+        # extra (model init, lm-eval's first task build) over a timed trial's
+        fixed = peers[key].setup_seconds + rows[0][key]["total"] - mean_b
+        fixed_cpu = peers[key].setup_cpu + rows[0][key]["cpu"] - cpu_b
+        summary["peers"][key] = {"mean": mean_b, "cpu": cpu_b, "fixed": fixed, "fixed_cpu": fixed_cpu, "same": same,
+                                 "diff": diff}
+    summary |= {"mean_a": mean_a, "cpu_a": cpu_a}
 
     if method.sparsify in ("random", "della") and density < 1 and noise_seeds:
-        # the two loops draw different drop masks: how far apart do masks alone put our own fitness?
-        spans = {"acc": [], "acc_ja": []}
+        # the loops draw different drop masks: how far apart do masks alone put our own fitness?
+        spans = {key: {"acc": [], "acc_ja": []} for key in peers}
         for trial, row in enumerate(rows):
             params = space.tensor_params(trial_values(space, trial, density))
-            scores = [row["a"]] + [ours.trial(params, seed=1000 * (trial + 1) + k) for k in range(noise_seeds)]
-            for key, span in spans.items():
-                span.append(f"[{min(r[key] for r in scores):.2f}-{max(r[key] for r in scores):.2f}] {row['b'][key]:.2f}")
-        for key, span in spans.items():
-            print(f"mask noise, {key}: (a) over {noise_seeds + 1} merge seeds [min-max] vs (b), per trial: {', '.join(span)}")
+            scores = [row[OURS]] + [ours.trial(params, seed=1000 * (trial + 1) + k) for k in range(noise_seeds)]
+            for key in peers:
+                for metric, span in spans[key].items():
+                    span.append(f"[{min(r[metric] for r in scores):.2f}-{max(r[metric] for r in scores):.2f}] "
+                                f"{row[key][metric]:.2f}")
+        for key in peers:
+            for metric, span in spans[key].items():
+                print(f"mask noise, {metric}: (a) over {noise_seeds + 1} merge seeds [min-max] vs {TAGS[key]}, "
+                      f"per trial: {', '.join(span)}")
 
     params = space.tensor_params(trial_values(space, 1, density))
     merge_ms = timed(lambda: ours.merger.apply(params, seed=1), repeats)
     copy_ms = copy_bound_ms(ours.merger, pool.live_params(), repeats)
-    run_merge_ms = 1e3 * mean("b", "merge")
-    print(f"merge only: ours {merge_ms:.2f} ms/apply vs torch copy of the same bytes {copy_ms:.2f} ms "
-          f"(ratio {merge_ms / copy_ms:.2f}); (b) merge step (config + run_merge to disk) {run_merge_ms:.0f} ms "
-          f"({run_merge_ms / merge_ms:.0f}x ours)")
-    return {"label": label, "rows": rows, "mean_a": mean_a, "mean_b": mean_b, "diff": diff, "same": same,
-            "n": n, "merge_ms": merge_ms, "copy_ms": copy_ms}
+    line = (f"merge only: ours {merge_ms:.2f} ms/apply vs torch copy of the same bytes {copy_ms:.2f} ms "
+            f"(ratio {merge_ms / copy_ms:.2f})")
+    for key in peers:
+        peer_ms = 1e3 * mean(key, "merge")
+        line += f"; {TAGS[key]} merge step {peer_ms:.0f} ms ({peer_ms / merge_ms:.0f}x ours)"
+    print(line)
+    return summary | {"merge_ms": merge_ms, "copy_ms": copy_ms}
 
 
 def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: int, batch_size: int | None,
-        threads: int, workdir: str | None, noise_seeds: int = 4, repeats: int = 5) -> list[dict]:
-    """One config per density (one config for methods without density); each config's summary."""
+        threads: int, workdir: str | None, noise_seeds: int = 4, repeats: int = 5, peers: list[str] = ("on_disk",),
+        study: list[str] | None = None) -> list[dict]:
+    """One config per density (one config for methods without density); each config's summary. With
+    `study` (overrides for `python -m evo_ps`, possibly none), that study is run too and each peer's
+    study cost is scaled from its per-trial and fixed cost to the same number of trials."""
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown or not peers:
+        raise ValueError(f"--peers: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(PEERS)}")
     if trials < 1 or limit < 1 or (batch_size is not None and batch_size < 1):
         raise ValueError(f"--trials, --limit and --batch-size must be >= 1; got {trials}, {limit}, {batch_size}")
     if noise_seeds < 0:
@@ -291,11 +506,66 @@ def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: i
         stop_strings=settings["stop_strings"], batch_size=batch_size,
         language_detector=settings["language_detector"])
     ours = OursLoop(pool=pool, method=merge, objective=objective)
-    theirs = MergekitEvolveLoop(method=merge, base=base, sources=sources, settings=settings,
-                                batch_size=batch_size, workdir=workdir)
-    return [run_config(ours=ours, theirs=theirs, space=space, density=density, trials=trials,
-                       batch_size=batch_size, repeats=repeats, noise_seeds=noise_seeds)
-            for density in densities]
+    loops = {}
+    for name in PEERS:  # in table order
+        if name == "on_disk" and name in peers:
+            loops[name] = MergekitEvolveLoop(method=merge, base=base, sources=sources, settings=settings,
+                                             batch_size=batch_size, workdir=workdir)
+        elif name in peers:
+            loops[name] = MergekitEvolveInMemoryLoop(
+                method=merge, base=base, sources=sources, settings=settings,
+                dtype="float32" if name == "in_memory_fp32" else "bfloat16",
+                batch_size=None if name == "in_memory_shipped" else batch_size)
+    summaries = [run_config(ours=ours, peers=loops, space=space, density=density, trials=trials,
+                            batch_size=batch_size, repeats=repeats, noise_seeds=noise_seeds)
+                 for density in densities]
+    if study is not None:
+        study_costs(our_study(study, workdir=workdir), summaries[0])
+    return summaries
+
+
+def our_study(overrides: list[str], *, workdir: str | None) -> dict:
+    """`python -m evo_ps <overrides>` run whole in a fresh run dir (deleted after): its wall and CPU
+    seconds (the child's user + system) and its number of finished trials, all phases."""
+    import resource
+
+    import optuna
+
+    with tempfile.TemporaryDirectory(prefix="study", dir=workdir) as run_dir:
+        command = [sys.executable, "-m", "evo_ps", *overrides, f"run_dir={run_dir}",
+                   f"tracking.mlruns_dir={run_dir}/mlruns"]
+        print(f"\n== whole study: python -m evo_ps {' '.join(overrides)} (run dir and MLflow store in a temp dir) ==",
+              flush=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode:
+            raise RuntimeError(f"the study failed: {proc.stderr.strip().splitlines()[-1:]}")
+        storage = f"sqlite:///{run_dir}/study.db"
+        trials = sum(len([t for t in optuna.load_study(study_name=summary.study_name, storage=storage).trials
+                          if t.state.is_finished()])
+                     for summary in optuna.get_all_study_summaries(storage))
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # the base and source rows come from the user's row cache when an earlier study scored them
+    cached = proc.stdout.count(": cached, not scored again")
+    print(f"ours: {trials} trials in {wall:.1f} s wall, {cpu:.1f} s CPU (start-up, test table, export and logging "
+          f"included; test-table rows read from the row cache: {cached})")
+    return {"wall": wall, "cpu": cpu, "trials": trials, "cached_rows": cached}
+
+
+def study_costs(ours: dict, summary: dict) -> None:
+    """Each peer's study at our study's trial count: its fixed cost + trials x its mean trial, against
+    ours as run. The peers' figure leaves out what ours includes beyond trials (a test table, an
+    export): mergekit-evolve has no test table, and its export (one run_merge) is one on-disk merge."""
+    n = ours["trials"]
+    for key, peer in summary["peers"].items():
+        wall, cpu = peer["fixed"] + n * peer["mean"], peer["fixed_cpu"] + n * peer["cpu"]
+        print(f"per study, {n} trials: {TAGS[key]} {LABELS[key]}: {wall:.0f} s wall, {cpu:.0f} s CPU "
+              f"(fixed {peer['fixed']:.1f} s wall / {peer['fixed_cpu']:.1f} s CPU + {n} x {peer['mean']:.2f} s wall / "
+              f"{peer['cpu']:.3f} s CPU); ratio {TAGS[key]}/ours = "
+              f"{wall / ours['wall']:.2f}x wall, {cpu / ours['cpu']:.2f}x CPU")
 
 
 def main() -> None:
@@ -312,12 +582,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (evo_ps's default: 1)")
     parser.add_argument("--noise-seeds", type=int, default=4,
                         help="random drops (density < 1): re-merge each trial with this many more seeds (ours)")
+    parser.add_argument("--peers", nargs="+", default=["on_disk"], choices=PEERS,
+                        help="mergekit-evolve loops beside ours (module docstring); all: " + " ".join(PEERS))
+    parser.add_argument("--study", nargs="*", default=None, metavar="OVERRIDE",
+                        help="also run `python -m evo_ps OVERRIDE...` whole (no overrides: the demo) and print "
+                             "each peer's cost at its trial count")
     parser.add_argument("--workdir", default=None, help="where mergekit writes each trial's model (default: system temp)")
     args = parser.parse_args()
     try:
         run(zoo=args.zoo, method=args.method, densities=args.densities, trials=args.trials, limit=args.limit,
-            batch_size=args.batch_size, threads=args.threads, workdir=args.workdir, noise_seeds=args.noise_seeds)
-    except (ValueError, FileNotFoundError) as err:
+            batch_size=args.batch_size, threads=args.threads, workdir=args.workdir, noise_seeds=args.noise_seeds,
+            peers=args.peers, study=args.study)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
         sys.exit(f"error: {err}")
 
 

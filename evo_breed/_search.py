@@ -349,6 +349,13 @@ class BreedSearch(Search):
         use_weights(pool.model, self.archive.weights("champion"))
         yield "champion", pool.model, {}
 
+    def unchanged_model(self, name: str) -> str | None:
+        """The base and source rows: their weights, dtype and device."""
+        pool = self.pool
+        if name not in (pool.base_name, *pool.source_names):
+            return None
+        return f"{self.model_hashes[name]} as {self.cfg.pool.dtype} on {self.cfg.pool.device}"
+
     def lineage(self) -> dict[str, dict[str, Any]]:
         """Every scored model of the run: id -> its trial, parents, split, w, search score, entered."""
         entered = {m.id for m in self.archive.members} | set(self.archive.evicted)

@@ -89,6 +89,15 @@ class EvaluationConfig:
 
 
 @dataclass
+class CacheConfig:
+    """What a study keeps for the next one (evo_core/_row_cache.py): the test-table rows of unchanged
+    models (base, sources), reused across studies and seeds."""
+
+    test_rows: bool = True  # false: score every row every time, and leave the cache alone
+    dir: Optional[str] = None  # null: $EVO_CACHE_DIR, else $XDG_CACHE_HOME/evomerge (~/.cache/evomerge)
+
+
+@dataclass
 class StudyConfig:
     """What every search's top-level config has besides its own groups."""
 
@@ -96,6 +105,7 @@ class StudyConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     imports: list[str] = field(default_factory=list)  # modules that register objectives, methods, sources
     study_name: str = "???"
     seed: int = 0
@@ -130,6 +140,13 @@ class StudyConfig:
              f"sampler.sigma0 must be > 0; got {self.sampler.sigma0}"),
             (self.sampler.popsize is None or self.sampler.popsize >= 2,
              f"sampler.popsize must be >= 2; got {self.sampler.popsize}"),
+            # CMA-ES recombines the best half of a generation: with 2-3 candidates that is one, its
+            # rank-mu update has no weight (cmaes divides by that zero, in warnings) and only the
+            # best candidate steers it: no search the paper's settings describe
+            (self.sampler.kind != "cmaes" or self.sampler.popsize is None or self.sampler.popsize >= 4,
+             f"sampler.popsize must be >= 4 with sampler.kind=cmaes (it recombines the best half: with "
+             f"{self.sampler.popsize} that is one candidate, and cmaes divides by zero in its weights); got "
+             f"{self.sampler.popsize}; null takes 4 + 3 ln(n) for n searched values"),
         ]
         ev = self.evaluation
         checks += [

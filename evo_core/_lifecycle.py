@@ -11,6 +11,8 @@
         def on_scored(self, scored): ...              # optional (default: nothing): each scored trial, once
         def best(self, study) -> Best:                # optional (default: best_trial(study)): what it reports
         def table_models(self, best):                 # (row name, model, extra columns) for the test table, best last
+        def unchanged_model(self, name) -> str | None:   # optional: a row's model is a fixed input (base,
+                                                      # a source): its content key; its row is cached
         def export(self, best, study, table) -> list[Path]:   # best model, card, plots: MLflow artifacts
                                                       # (table: row -> metric -> value; with named test
                                                       # sets, rows "<set>/<row>" of every set)
@@ -35,6 +37,11 @@ What each member may rely on, and nothing else:
 - `table_models(best.trial)` yields the test table's rows, the best last (its test outputs are the
   samples kept); a row's model need only be right while it is scored (rows may share one live
   model). No later step relies on what it leaves behind.
+- `unchanged_model(name)`: for a row of table_models whose model is the same in every run (the
+  base, a source), a key of its content (model_fingerprint, plus what else the search loads it
+  with: dtype, device, ...); None (the default) for a row to score every time. Such rows' scores
+  are kept across studies and seeds (evo_core/_row_cache.py, `cache.test_rows`), so the search
+  must not yield them differently for the same key.
 - `export(best.trial, study, table)` builds or loads the best model itself (PS merges it again,
   DFS sets its path, breeding loads the champion's weights), so it works after `load` alone.
 A search subclasses `Search` for the optional members' defaults; run_study refuses, in one line,
@@ -44,10 +51,11 @@ Top to bottom: import the config's `imports` (they register objectives, methods,
 the servers of `tracking` probed (evo_core/_probes.py: down, wrong password, no such database) ->
 a primary takes the study's primary lock, held to its end (_primary.py: a second primary is
 refused) -> the objective's data (a bad split fails in seconds, before the models) ->
-load -> storage, the main study's signature (a changed search refuses to resume), MLflow (a helper
-joins its primary's run) -> the search's phases (per trial: the search makes a candidate model,
-the objective scores it item by item, MLflow logs it, the search is told) -> a helper stops here;
-the primary waits for the helpers' running trials (of every phase), and logs the trials no
+load (announced and timed: `load    models ...`) -> storage, the main study's signature (a
+changed search refuses to resume), MLflow (a helper joins its primary's run) -> the search's
+phases (per trial: the search makes a candidate model, the objective scores it item by item,
+MLflow logs it, the search is told) -> a helper stops here; the primary waits for the helpers'
+running trials (of every phase), and logs the trials no
 callback saw -> the search's best: its test table next to the search's baselines, one table per
 test set (`objective.test` is one split spec, the split "test", or named sets {name: spec}, the
 splits "test.<name>": table_splits), each row announced and timed (`table   ...` lines, with the
@@ -81,6 +89,8 @@ from ._primary import primary_lock
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
 from ._racing import race_trials
+from ._row_cache import TableRowCache
+from ._fingerprint import model_fingerprint
 from ._secrets import mask_secrets, storage_url_with_env_password
 from ._study import (SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials, start_point,
                      wait_for_workers)
@@ -143,11 +153,16 @@ class Search(Protocol):
 
     def table_models(self, best: FrozenTrial) -> Iterable[tuple[str, Any, dict[str, float]]]: ...
 
+    def unchanged_model(self, name: str) -> str | None:
+        """A content key of table row `name`'s model when it is a fixed input (module docstring);
+        by default None: every row is scored every time."""
+        return None
+
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]: ...
 
 
 REQUIRED_MEMBERS = ("check", "load", "signature", "search", "table_models", "export")
-OPTIONAL_MEMBERS = ("check_objective", "on_scored", "best")  # Search has their defaults
+OPTIONAL_MEMBERS = ("check_objective", "on_scored", "best", "unchanged_model")  # Search has their defaults
 
 
 def missing_members(search: Any) -> list[str]:
@@ -272,12 +287,15 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
         raise ValueError(f"evaluation.kind=racing scores items in blocks, but objective {cfg.objective.name!r} cannot "
                          f"score a subset (it needs n_items(split) and score_items(..., items=)); use "
                          f"evaluation.kind=full")
+    racing_note(cfg.evaluation, objective.n_items("search"))
     names = [m.name for m in objective.metrics]
     if cfg.objective.fitness not in names:
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
                          f"{cfg.objective.name!r}; known: {', '.join(names)}")
     search.check_objective(objective)
-    search.load(tokenizer)
+    # loading and hashing the models: minutes at 7B, so announced and timed like the table's rows
+    with progress_lines("load", "models", every=PROGRESS_SECONDS):
+        search.load(tokenizer)
 
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
@@ -336,10 +354,22 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     sets = {split: split.partition(".")[2] for split in table_splits(cfg.objective.test)}
     tables: dict[str, dict[str, dict[str, float]]] = {split: {} for split in sets}
     sizes = {}
+    rows = table_row_cache(cfg, search)
+    specs = table_splits(cfg.objective.test)
     for name, model, extra in search.table_models(best.trial):
+        unchanged = search.unchanged_model(name) if rows.enabled else None
         for split in sets:
-            with progress_lines("table", f"{name} on {split}", every=PROGRESS_SECONDS):
-                scores = objective.aggregate(objective.score_items(model, split))
+            key = unchanged and rows.key(model=unchanged, split=split, spec=specs[split],
+                                         n_items=objective.n_items(split))
+            item_scores = rows.get(key) if key else None
+            if item_scores is None:
+                with progress_lines("table", f"{name} on {split}", every=PROGRESS_SECONDS):
+                    item_scores = objective.score_items(model, split)
+                if key:
+                    rows.put(key, item_scores, label=f"{name} on {split}")
+            else:
+                print(f"table   {name} on {split}: cached, not scored again ({rows.path(key)})", flush=True)
+            scores = objective.aggregate(item_scores)
             sizes[split] = scores.pop("n")
             tables[split][name] = scores | extra
     markdowns = {split: tracker.log_table(table, prefix=split) for split, table in tables.items()}
@@ -362,6 +392,22 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
               f"{markdowns[split]}")
     print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")
     return table
+
+
+def racing_note(evaluation: Any, n_search: int | None) -> None:
+    """One line when racing cannot stop any candidate early: the whole search split fits in its first block."""
+    if evaluation.kind == "racing" and n_search is not None and n_search <= evaluation.first_block:
+        print(f"note    evaluation=racing changes nothing here: the search split has {n_search} items and "
+              f"evaluation.first_block={evaluation.first_block}, so every candidate is scored on all of them; "
+              f"set evaluation.first_block below {n_search} (racing saves most with blocks of about a fifth of "
+              f"the split) or use evaluation=full", flush=True)
+
+
+def table_row_cache(cfg: Any, search: Search) -> TableRowCache:
+    """The row cache of this study's objective and prompting tokenizer (`cache` in the config)."""
+    enabled = cfg.cache.test_rows
+    return TableRowCache(enabled=enabled, directory=cfg.cache.dir, objective=dataclasses.asdict(cfg.objective),
+                        tokenizer=model_fingerprint(search.tokenizer_path) if enabled else "")
 
 
 def tables_as_json(tables: dict[str, dict[str, dict[str, float]]], sets: dict[str, str]) -> dict[str, Any]:

@@ -14,11 +14,18 @@ from optuna.trial import FrozenTrial
 from ._study import best_trial
 
 
+# after this many finished trials of a phase with none above 0, one note says what that usually means
+ZERO_NOTE_TRIALS = 20
+
+
 class Progress:
-    """Optuna callback printing `trial 12/120  acc_ja 0.340  best 0.367 (#7)  merge 0.05s eval 2.1s`."""
+    """Optuna callback printing `trial 12/120  acc_ja 0.340  best 0.367 (#7)  merge 0.05s eval 2.1s`,
+    and once, when ZERO_NOTE_TRIALS trials have finished and none scored above 0, a note: on a real
+    model that is nearly always the prompt or the answer format, not the search."""
 
     def __init__(self, *, n_trials: int, fitness: str):
         self.n_trials, self.fitness = n_trials, fitness
+        self.noted_zeros = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
@@ -30,6 +37,12 @@ class Progress:
         best = best_trial(study)  # the first objective for multi-objective studies
         print(f"trial {trial.number:4d} ({done}/{self.n_trials})  {self.fitness} {trial.values[0]:.3f}  "
               f"best {best.values[0]:.3f} (#{best.number})  {timing}", flush=True)
+        if not self.noted_zeros and done >= ZERO_NOTE_TRIALS and best.values[0] <= 0:
+            self.noted_zeros = True
+            print(f"note    no trial has scored above 0 on {self.fitness} after {done} trials: the merges may not "
+                  f"answer in the form the objective reads (prompt template, chat_template, answer extraction, "
+                  f"language). Run n_trials=1 and read the base and source rows of the test table and samples/ "
+                  f"(docs/faults.md)", flush=True)
 
 
 # -- progress inside a long scoring call --------------------------------------------------------

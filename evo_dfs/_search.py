@@ -118,6 +118,12 @@ class DFSSearch(Search):
         self.path_model.set_path(path.layers, path.scales)
         yield "best_path", self.path_model, {"layers": len(path.layers)}
 
+    def unchanged_model(self, name: str) -> str | None:
+        """The source rows: each source model as loaded, dtype and device."""
+        if name not in self.models:
+            return None
+        return f"{self.model_hashes[name]} as {self.cfg.pool.dtype} on {self.cfg.pool.device}"
+
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]:
         cfg, run_dir, path = self.cfg, Path(self.cfg.run_dir), self._path_of(best)
         self.path_model.set_path(path.layers, path.scales)  # the path exported is the best trial's, set here

@@ -111,6 +111,15 @@ class PSSearch(Search):
             yield "best_uniform", pool.model, {}
         yield "best_merge", self._best_merge(best), {}
 
+    def unchanged_model(self, name: str) -> str | None:
+        """The base and source rows: their weights, in the live model (its architecture: a VLM's
+        language model or the text base), dtype and device."""
+        pool = self.pool
+        if name not in (pool.base_name, *pool.source_names):
+            return None
+        return (f"{self.model_hashes[name]} in {self.model_hashes[pool.live_name]} as {self.cfg.pool.dtype} "
+                f"on {self.cfg.pool.device}")
+
     def export(self, best: FrozenTrial, study: optuna.Study, table: dict[str, dict[str, float]]) -> list[Path]:
         cfg, pool = self.cfg, self.pool
         run_dir, model_dir = Path(cfg.run_dir), Path(cfg.run_dir) / "best_model"

@@ -45,6 +45,14 @@ def tiny_config(vocab_size: int) -> Qwen3Config:
     )
 
 
+@pytest.fixture(autouse=True)
+def own_row_cache(tmp_path_factory, monkeypatch):
+    """Each test its own empty test-row cache (evo_core/_row_cache.py): none reads rows another test
+    (or the user's runs) scored, and none writes into the user's cache. In-process runs read the
+    variable when they run, and subprocesses inherit it."""
+    monkeypatch.setenv("EVO_CACHE_DIR", str(tmp_path_factory.mktemp("evo_cache")))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")

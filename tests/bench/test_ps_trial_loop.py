@@ -53,6 +53,26 @@ def test_loops_agree_exactly_at_density_1(tiny_zoo, tmp_path):
     assert not list(tmp_path.iterdir()), "mergekit's per-trial model dirs must be deleted"
 
 
+@pytest.mark.slow
+def test_mergekit_evolve_in_memory_evaluator_runs_and_agrees_in_fp32(tiny_zoo, tmp_path):
+    """mergekit 0.1.5's InMemoryMergeEvaluator, with the bench's run-time changes, runs in every
+    variant; in float32 and batched it gives our very outputs, and the installed mergekit is untouched."""
+    # found, not imported (actors.py imports ray)
+    files = [importlib.util.find_spec(name).origin for name in ("mergekit.evo.actors", "mergekit.io.tasks")]
+    installed = {file: Path(file).read_bytes() for file in files}
+    proc = bench("--zoo", str(tiny_zoo), "--trials", "1", "--limit", "6", "--densities", "1", "--peers",
+                 "in_memory_shipped", "in_memory_bf16", "in_memory_fp32", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for tag, label in (("(c)", "in-memory as shipped: bf16, batch 1"), ("(d)", "in-memory, bf16, batched"),
+                       ("(e)", "in-memory, fp32, batched")):
+        assert re.search(rf"{re.escape(tag)} {re.escape(label)}: [\d.]+ s wall, [\d.]+ s CPU; ratio", out), out
+    fp32 = out[out.index("(e) in-memory, fp32, batched:"):]
+    assert "max |acc diff| 0.000, max |acc_ja diff| 0.000; identical outputs 12/12" in fp32, out
+    assert "(b) on-disk" not in out
+    assert {f: Path(f).read_bytes() for f in installed} == installed
+
+
 def run_kwargs(zoo: Path, **overrides) -> dict:
     return {"zoo": zoo, "method": "dare_ties", "densities": [1.0], "trials": 1, "limit": 4, "batch_size": None,
             "threads": 1, "workdir": None, **overrides}
@@ -68,6 +88,7 @@ def test_bad_density_fails_before_any_trial(ps_trial_loop, tiny_zoo, capsys):
     ({"trials": 0}, "must be >= 1"),
     ({"method": "slerp"}, "slerp merges exactly 2 models"),
     ({"method": "nope"}, "unknown merge method 'nope'"),
+    ({"peers": ["on_disk", "in_memory_gpu"]}, "--peers: unknown in_memory_gpu; known: on_disk, in_memory_shipped"),
 ])
 def test_bad_arguments_fail_with_one_line(ps_trial_loop, tiny_zoo, overrides, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -178,7 +178,7 @@ def test_a_search_names_its_own_best(plugins, tmp_path, tiny_model_dirs, capsys)
 
 
 def test_a_search_missing_a_member_is_refused_in_one_line(plugins, tmp_path, tiny_model_dirs):
-    class NoExport:  # duck-typed, without subclassing Search: no check_objective, on_scored, best, export
+    class NoExport:  # duck-typed, not a Search: no check_objective, on_scored, best, unchanged_model, export
         tokenizer_path = str(tiny_model_dirs["base"])
         check = load = signature = search = table_models = lambda self, *args: None
 
@@ -187,9 +187,8 @@ def test_a_search_missing_a_member_is_refused_in_one_line(plugins, tmp_path, tin
         check = load = signature = search = table_models = lambda self, *args: None
 
     cfg = interpolation_config(plugins, tmp_path, tiny_model_dirs)
-    with pytest.raises(ValueError, match=r"^search NoExport has no check_objective, on_scored, best, export: a search "
-                                         r"implements "
-                                         r"evo_core.Search \(subclass it"):
+    with pytest.raises(ValueError, match=r"^search NoExport has no check_objective, on_scored, best, unchanged_model, "
+                                         r"export: a search implements evo_core.Search \(subclass it"):
         run_study(cfg, NoExport(), resolved="")
     with pytest.raises(ValueError, match=r"^search ForgotExport has no export: "):
         run_study(cfg, ForgotExport(), resolved="")

@@ -332,6 +332,8 @@ def test_bad_input_from_the_command_line_is_one_line(tmp_path, run_cli, error_li
     ("sampler.sigma0=-1", "sigma0"),
     ("sampler.kind=nosuch", "unknown sampler 'nosuch'; known: cmaes, nsga2, random, tpe"),
     ("sampler.popsize=1", "sampler.popsize must be >= 2; got 1"),
+    ("sampler.popsize=3", "sampler.popsize must be >= 4 with sampler.kind=cmaes (it recombines the best half: with 3 "
+                          "that is one candidate, and cmaes divides by zero in its weights); got 3"),
     ("merge.method=nosuch", "unknown merge method 'nosuch'; known: breadcrumbs,"),
     ("+objective.options.answer_pattern=x", "objective 'mgsm_ja' has no option answer_pattern"),
     ("evaluation.kind=halving", "evaluation.kind must be full or racing; got 'halving'"),
