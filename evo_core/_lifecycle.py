@@ -80,6 +80,7 @@ from ._probes import probe_servers
 from ._primary import primary_lock
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
+from ._fidelity import screen_trials
 from ._racing import race_trials
 from ._secrets import mask_secrets, storage_url_with_env_password
 from ._study import (SAMPLERS, ParamSpec, best_trial, make_sampler, open_study, paper_popsize, run_trials, start_point,
@@ -207,13 +208,26 @@ class Phases:
             return {**metrics, **extra, **work, "eval_seconds": time.perf_counter() - started,
                     "item_scores": scores}
 
+        def screen(values: dict[str, float], number: int, items: range) -> dict[str, Any]:
+            model, _ = candidate(values, number)
+            per_item = self.objective.likelihood_items(model, "search", list(items))
+            work = self.objective.last_work
+            return {"cheap_value": sum(per_item) / len(per_item),
+                    "cheap_tokens": work.get("likelihood_tokens", 0)}
+
         timeout = cfg.timeout_minutes and 60 * cfg.timeout_minutes
         on_trial = [Progress(n_trials=n_trials, fitness=self.fitness[0]), tell, self.tracker.log_trial]
         ev = cfg.evaluation
-        if ev.kind == "racing":
-            if not params or cfg.sampler.kind != "cmaes" or sampler_given:
-                raise ValueError(f"evaluation.kind=racing races the lifecycle's CMA-ES generations; study {name!r} "
-                                 f"is searched by its own sampler: use evaluation.kind=full")
+        if ev.kind != "full" and (not params or cfg.sampler.kind != "cmaes" or sampler_given):
+            raise ValueError(f"evaluation.kind={ev.kind} scores the lifecycle's CMA-ES generations; study {name!r} "
+                             f"is searched by its own sampler: use evaluation.kind=full")
+        if ev.kind == "multi_fidelity":
+            screen_trials(study, space=params, evaluate=evaluate, screen=screen, fitness=self.fitness,
+                          n_trials=n_trials, popsize=cfg.sampler.popsize or paper_popsize(len(params)),
+                          promote=ev.promote, cheap=ev.cheap, cheap_items=ev.cheap_items,
+                          n_items=self.objective.n_items("search"), min_correlation=ev.min_correlation,
+                          min_pairs=ev.min_pairs, timeout=timeout, on_trial=on_trial)
+        elif ev.kind == "racing":
             race_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
                         popsize=cfg.sampler.popsize or paper_popsize(len(params)), first_block=ev.first_block,
                         block=ev.block, z=ev.z, tolerance=ev.tolerance, n_items=self.objective.n_items("search"),
@@ -268,10 +282,14 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
     processor = (AutoProcessor.from_pretrained(search.tokenizer_path)
                  if vision_language_sources({"prompting model": search.tokenizer_path}) else None)
     objective = build_objective(cfg.objective, tokenizer, processor=processor)
-    if cfg.evaluation.kind == "racing" and objective.n_items("search") is None:
-        raise ValueError(f"evaluation.kind=racing scores items in blocks, but objective {cfg.objective.name!r} cannot "
-                         f"score a subset (it needs n_items(split) and score_items(..., items=)); use "
-                         f"evaluation.kind=full")
+    if cfg.evaluation.kind != "full" and objective.n_items("search") is None:
+        raise ValueError(f"evaluation.kind={cfg.evaluation.kind} scores subsets of items, but objective "
+                         f"{cfg.objective.name!r} cannot score a subset (it needs n_items(split) and "
+                         f"score_items(..., items=)); use evaluation.kind=full")
+    if (cfg.evaluation.kind == "multi_fidelity" and cfg.evaluation.cheap == "likelihood"
+            and objective.likelihood_items is None):
+        raise ValueError(f"evaluation.cheap=likelihood needs the likelihood of reference answers, which objective "
+                         f"{cfg.objective.name!r} does not give (likelihood_items); use evaluation.cheap=subset")
     names = [m.name for m in objective.metrics]
     if cfg.objective.fitness not in names:
         raise ValueError(f"objective.fitness {cfg.objective.fitness!r} is not a metric of objective "
@@ -282,7 +300,7 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
     # how trials were scored is part of what their values mean: a racing study resumes as one
-    evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind == "racing" else {"kind": "full"}
+    evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind != "full" else {"kind": "full"}
     signature = search.signature() | {"evaluation": evaluation}
     check_signature(main, signature, mask_secrets(storage))
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri,
