@@ -210,9 +210,17 @@ class LiveModelLM(TemplateLM):
     # -- log-likelihoods -----------------------------------------------------------------------
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """TemplateLM's tokenization (module docstring), each distinct string encoded once."""
+        """TemplateLM's tokenization (module docstring, token_pairs), then the model."""
+        pairs = self.token_pairs([request.args for request in requests])
+        return self._loglikelihood_tokens([(request.args, context, continuation)
+                                           for request, (context, continuation) in zip(requests, pairs)],
+                                          disable_tqdm=disable_tqdm)
+
+    def token_pairs(self, strings: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(context ids, continuation ids) of (context, continuation) strings as TemplateLM splits
+        them (module docstring), each distinct string encoded once."""
         pairs: list[tuple[str | None, str]] = []  # (None: an empty context, continuation)
-        for context, continuation in (request.args for request in requests):
+        for context, continuation in strings:
             # trailing spaces of the context belong to the continuation (word-boundary tokens)
             kept = context.rstrip()
             pairs.append((kept, context[len(kept):] + continuation) if context else (None, continuation))
@@ -220,8 +228,8 @@ class LiveModelLM(TemplateLM):
         ids = dict(zip(texts, self._encode_all(texts)))
         empty_context = sorted({k for c, k in pairs if c is None})
         bare = dict(zip(empty_context, self._encode_all(empty_context, add_special_tokens=False)))
-        token_requests = []
-        for request, (context, continuation) in zip(requests, pairs):
+        out = []
+        for context, continuation in pairs:
             if context is not None:
                 context_ids = ids[context]
                 continuation_ids = ids[context + continuation][len(context_ids):]
@@ -229,8 +237,8 @@ class LiveModelLM(TemplateLM):
                 whole = bare[continuation]
                 context_ids, continuation_ids = (([self.prefix_token_id], whole) if whole[0] != self.prefix_token_id
                                                  else (whole[:1], whole[1:]))
-            token_requests.append((request.args, context_ids, continuation_ids))
-        return self._loglikelihood_tokens(token_requests, disable_tqdm=disable_tqdm)
+            out.append((context_ids, continuation_ids))
+        return out
 
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str] | None, list[int], list[int]]],
                               disable_tqdm: bool = False, image_features: Sequence[torch.Tensor] | None = None,

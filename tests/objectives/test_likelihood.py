@@ -104,3 +104,31 @@ def test_image_items_score_with_their_image_features(tiny_vlm_dirs):
                                       pixel_values=enc["pixel_values"])
         assert value == pytest.approx(expected, abs=ATOL)
     assert values[0] != pytest.approx(values[1], abs=1e-6), "the same question of another image scores apart"
+
+
+def test_lm_eval_generate_until_targets_score_as_a_plain_forward_pass(tok, tiny_model):
+    # the zoo's generate_until task: each doc's context (as lm-eval builds it) and its target after
+    # the task's target_delimiter, tokenized as lm-eval splits a log-likelihood request
+    from tests.objectives.test_lm_eval_objective import build as build_lm_eval
+
+    objective = build_lm_eval(tok, [{"name": "zoo_ja_math", "metric": "exact_match,ja_answer"}], limit=5, batch_size=4)
+    values = objective.likelihood_items(tiny_model, "search")
+    assert len(values) == 5 and objective.last_work["likelihood_answer_tokens"] > 0
+    task = objective._splits["search"][0].task
+    for (ti, d), value in zip(objective._items("search"), values):
+        doc = task.eval_docs[d]
+        context = task.doc_to_text(doc)  # zero-shot: the context is the doc's text
+        target = " " + str(task.doc_to_target(doc))
+        context_ids = tok(context)["input_ids"]
+        reference = tok(context + target)["input_ids"][len(context_ids):]
+        assert value == pytest.approx(plain_mean_logprob(tiny_model, context_ids, reference), abs=ATOL)
+    assert objective.likelihood_items(tiny_model, "search", [4, 1]) == pytest.approx([values[4], values[1]], abs=ATOL)
+
+
+def test_lm_eval_choice_tasks_are_refused_for_the_likelihood(tok, tiny_model):
+    from tests.objectives.test_lm_eval_objective import build as build_lm_eval
+
+    objective = build_lm_eval(tok, [{"name": "zoo_en_math_choice", "metric": "acc"}], limit=3)
+    with pytest.raises(ValueError, match="scores the targets of generate_until tasks; lm-eval task "
+                                         "'zoo_en_math_choice' is multiple_choice"):
+        objective.likelihood_items(tiny_model, "search")
