@@ -6,8 +6,9 @@
     python -m bench.multi_fidelity --out FILE            # the table as JSON (bench/results.py's way)
 
 Each study is the command a user types, in its own run dir under outputs/bench_fidelity/:
-  zoo_mf    python -m evo_ps seed=S evaluation=multi_fidelity                         (conf/evaluation/multi_fidelity.yaml)
-  vqa_mf    python -m evo_ps +experiment=toy_ja_vqa seed=S evaluation=multi_fidelity
+  zoo_mf    python -m evo_ps seed=S evaluation=multi_fidelity         (conf/evaluation/multi_fidelity.yaml: cheap=subset)
+  vqa_mf    python -m evo_ps +experiment=toy_ja_vqa seed=S evaluation=multi_fidelity evaluation.cheap=likelihood
+  zoo_mf_likelihood   python -m evo_ps seed=S evaluation=multi_fidelity evaluation.cheap=likelihood
   zoo_full  python -m evo_ps seed=S          (= make demo)
   vqa_full  python -m evo_ps +experiment=toy_ja_vqa seed=S
 A full arm that was not run here is read from the project's stored runs of the same command
@@ -36,7 +37,9 @@ DATA = ROOT / "docs" / "results"
 SEEDS = (0, 1, 2)
 VQA = ("+experiment=toy_ja_vqa",)
 ARMS = {"zoo_full": (), "zoo_mf": ("evaluation=multi_fidelity",), "vqa_full": VQA,
-        "vqa_mf": (*VQA, "evaluation=multi_fidelity")}
+        "vqa_mf": (*VQA, "evaluation=multi_fidelity", "evaluation.cheap=likelihood"),
+        # the zoo screened by the likelihood of its answer phrase: what docs/cheaper-fitness.md measured first
+        "zoo_mf_likelihood": ("evaluation=multi_fidelity", "evaluation.cheap=likelihood")}
 METRIC = {"zoo": "acc_ja", "vqa": "rougeL_ja"}
 
 
@@ -95,8 +98,8 @@ def render(table: dict) -> str:
              "| wall min | test metric % | cheap-vs-full Spearman per phase (pairs) |", "|---" * 7 + "|"]
     summary = []
     for task in ("zoo", "vqa"):
-        rows = {arm: [studies.get(f"{task}_{arm}_seed{s}") for s in SEEDS] for arm in ("full", "mf")}
-        for arm in ("full", "mf"):
+        rows = {arm: [studies.get(f"{task}_{arm}_seed{s}") for s in SEEDS] for arm in ("full", "mf", "mf_likelihood")}
+        for arm in rows:
             for seed, st in zip(SEEDS, rows[arm]):
                 if st is None:
                     continue
@@ -108,6 +111,13 @@ def render(table: dict) -> str:
                 lines.append(f"| {task} {arm}{mark}, seed {seed} | {st['trials']} ({st['full_trials']}) | "
                              f"{st['generated_tokens']:,.0f} | {positions:,.0f} | {wall} | {100 * st['test']:.1f} | {corr} |")
         if not all(rows["full"]) or not all(rows["mf"]):
+            for seed, full, mf in zip(SEEDS, rows["full"], rows["mf"]):
+                if full and mf:
+                    summary.append(
+                        f"- {task}, seed {seed} only: full / multi_fidelity: generated tokens "
+                        f"**{full['generated_tokens'] / mf['generated_tokens']:.2f}x**, model positions **"
+                        f"{full['forward_tokens'] / (mf['forward_tokens'] + mf['cheap_tokens']):.2f}x**; test "
+                        f"{METRIC[task]} {100 * mf['test']:.1f} vs {100 * full['test']:.1f}.")
             continue
         full_test = [100 * s["test"] for s in rows["full"]]
         mf_test = [100 * s["test"] for s in rows["mf"]]
@@ -137,10 +147,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", default=["zoo_mf", "vqa_mf"], choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--reuse", action="store_true", help="read finished runs instead of running them again")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="with --reuse: leave out the studies that have no finished run (said per study)")
     parser.add_argument("--out", type=Path, help="write the table as JSON here")
     parser.add_argument("--docs", action="store_true", help="write docs/results/multi_fidelity.json and its block")
     args = parser.parse_args(argv)
-    studies = {f"{arm}_seed{seed}": run_study(arm, seed, args.reuse) for arm in args.arms for seed in args.seeds}
+    studies = {}
+    for arm in args.arms:
+        for seed in args.seeds:
+            if args.reuse and args.finished_only and not (OUT / f"{arm}_seed{seed}" / "test_table.json").is_file():
+                print(f"missing {arm} seed {seed}: no finished run, left out", flush=True)
+                continue
+            studies[f"{arm}_seed{seed}"] = run_study(arm, seed, args.reuse)
     for task in ("zoo", "vqa"):
         for seed in args.seeds:
             if f"{task}_full_seed{seed}" not in studies:

@@ -80,7 +80,7 @@ class EvaluationConfig:
     confidence: float = 0.9  # two-sided level of the intervals of paired differences the decisions use
     tolerance: float = 0.05  # a mean difference this small does not keep a candidate racing
     # multi_fidelity: a cheap fidelity screens a generation, the best `promote` are evaluated in full
-    cheap: str = "likelihood"  # likelihood (of the reference answers, no generation) | subset (generated)
+    cheap: str = "subset"  # likelihood (of the reference answers, no generation) | subset (generated)
     cheap_items: int = 30  # the first search items the cheap fidelity scores
     promote: int = 2  # candidates per generation evaluated in full (at least one)
     min_correlation: float = 0.3  # below this cheap-vs-full Spearman, the rest of the study is full evaluation

@@ -27,8 +27,8 @@ What each member may rely on, and nothing else:
 - `on_scored(scored: Scored)`: the loop tells the search each COMPLETE trial of a phase once, in
   order: when the phase starts, every trial the study already holds (an earlier run's, before a
   resume, or another worker's; `earlier=True`), then each trial this process scores, right after
-  it is recorded (full evaluation: before the next candidate is made; racing: after its generation
-  is raced). A failed trial is not told. Breeding keeps its archive this way.
+  it is recorded (full evaluation: before the next candidate is made; racing and multi_fidelity:
+  after its generation is raced or screened). A failed trial is not told. Breeding keeps its archive this way.
 - `best(study) -> Best(trial, label)`: the search's own best, from `trial` (what table_models and
   export get) to `label` (how the final line names it); the default is best_trial(study), "best
   of N trials (trial X)"; breeding's is its champion, from either phase.
@@ -103,7 +103,8 @@ class Scored:
     number: int                          # the trial's number in that study
     values: tuple[float, ...]            # its fitness, one value per objective.fitness key
     item_scores: dict[str, list[float]]  # metric -> its score per item, in split order (the items scored)
-    partial: bool                        # racing stopped it early: item_scores cover the first items only
+    partial: bool                        # racing stopped it early (item_scores cover the first items only),
+                                         # or multi_fidelity screened it out (its value an estimate)
     attrs: dict[str, Any]                # all it recorded: the candidate's extra, metrics, timings
     earlier: bool                        # in the study before this process ran the phase: no model of it in memory
 

@@ -161,7 +161,8 @@ def test_multi_fidelity_study_end_to_end(tmp_path, run_cli):
     # evaluation=multi_fidelity on the zoo: the likelihood of 8 search items' answers screens each
     # generation, its 2 best are generated on all 20; every trial says which fidelities ran and what
     # they cost (dashboard: user attrs; MLflow: nested-run metrics); the best is fully evaluated
-    proc = run_cli("evo_ps", *cli_args(tmp_path, "evaluation=multi_fidelity", "evaluation.cheap_items=8",
+    proc = run_cli("evo_ps", *cli_args(tmp_path, "evaluation=multi_fidelity", "evaluation.cheap=likelihood",
+                                       "evaluation.cheap_items=8",
                                        "space.warm_start_trials=8", "n_trials=12"))
     assert "| best_merge |" in proc.stdout and "test split (40 items)" in proc.stdout
     trials = [t for name in PHASES for t in study(tmp_path, name).trials]
