@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import objectives
     import zoo  # noqa: F401  (the zoo's data source)
-    from evo_core import vision_language_sources
-    from evo_core._fidelity import spearman
-    from evo_core._paths import register_resolvers
+    from evo_core import register_resolvers, spearman, vision_language_sources
     from evo_ps import PSSearch, validate
 
     torch.set_num_threads(1)

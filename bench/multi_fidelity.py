@@ -59,8 +59,10 @@ def run_study(arm: str, seed: int, reuse: bool) -> dict:
         wall = run_logged(f"{arm} seed {seed}", command, run_dir)
     trials = finished_trials(run_dir)
     full = [t for t in trials if not t.user_attrs.get("partial")]
-    work = {key: sum(t.user_attrs.get(key, 0) for t in trials)
-            for key in ("generated_tokens", "forward_tokens", "cheap_tokens")}
+    work = {key: sum(t.user_attrs.get(key, 0) for t in trials) for key in ("generated_tokens", "forward_tokens")}
+    # the likelihood's prefill positions (a generated subset's are in forward_tokens already)
+    work["cheap_tokens"] = sum(t.user_attrs.get("cheap_tokens", 0) for t in trials
+                               if "likelihood" in t.user_attrs.get("fidelities", ()))
     storage = f"sqlite:///{run_dir / 'study.db'}"
     phases = {s.study_name: s.user_attrs for s in (optuna.load_study(study_name=summary.study_name, storage=storage)
                                                     for summary in optuna.get_all_study_summaries(storage))}
