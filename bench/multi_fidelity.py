@@ -7,7 +7,7 @@
 
 Each study is the command a user types, in its own run dir under outputs/bench_fidelity/:
   zoo_mf    python -m evo_ps seed=S evaluation=multi_fidelity         (conf/evaluation/multi_fidelity.yaml: cheap=subset)
-  vqa_mf    python -m evo_ps +experiment=toy_ja_vqa seed=S evaluation=multi_fidelity evaluation.cheap=likelihood
+  vqa_mf    python -m evo_ps +experiment=toy_ja_vqa seed=S evaluation=multi_fidelity
   zoo_mf_likelihood   python -m evo_ps seed=S evaluation=multi_fidelity evaluation.cheap=likelihood
   zoo_full  python -m evo_ps seed=S          (= make demo)
   vqa_full  python -m evo_ps +experiment=toy_ja_vqa seed=S
@@ -37,7 +37,7 @@ DATA = ROOT / "docs" / "results"
 SEEDS = (0, 1, 2)
 VQA = ("+experiment=toy_ja_vqa",)
 ARMS = {"zoo_full": (), "zoo_mf": ("evaluation=multi_fidelity",), "vqa_full": VQA,
-        "vqa_mf": (*VQA, "evaluation=multi_fidelity", "evaluation.cheap=likelihood"),
+        "vqa_mf": (*VQA, "evaluation=multi_fidelity"),
         # the zoo screened by the likelihood of its answer phrase: what docs/cheaper-fitness.md measured first
         "zoo_mf_likelihood": ("evaluation=multi_fidelity", "evaluation.cheap=likelihood")}
 METRIC = {"zoo": "acc_ja", "vqa": "rougeL_ja"}
