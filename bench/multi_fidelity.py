@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -52,11 +54,16 @@ def run_study(arm: str, seed: int, reuse: bool) -> dict:
     run_dir = OUT / f"{arm}_seed{seed}"
     command = [sys.executable, "-m", "evo_ps", f"seed={seed}", *ARMS[arm], f"run_dir={run_dir}",
                f"tracking.mlruns_dir={run_dir / 'mlruns'}"]
+    ticks = OUT / f"cpu_{arm}_seed{seed}.ticks"  # a run started by hand: its CPU sampled from /proc while it ran
     if reuse and (run_dir / "test_table.json").is_file():
         wall = log_seconds(run_dir / "output.log")
+        cpu = int(ticks.read_text()) / os.sysconf("SC_CLK_TCK") if ticks.is_file() else None
         print(f"reuse   {arm} seed {seed}: {run_dir} ({wall / 60:.1f} min)", flush=True)
     else:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         wall = run_logged(f"{arm} seed {seed}", command, run_dir)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     trials = finished_trials(run_dir)
     full = [t for t in trials if not t.user_attrs.get("partial")]
     work = {key: sum(t.user_attrs.get(key, 0) for t in trials) for key in ("generated_tokens", "forward_tokens")}
@@ -68,6 +75,7 @@ def run_study(arm: str, seed: int, reuse: bool) -> dict:
                                                     for summary in optuna.get_all_study_summaries(storage))}
     table = json.loads((run_dir / "test_table.json").read_text())
     return {**work, "trials": len(trials), "full_trials": len(full), "wall_seconds": round(wall, 1),
+            "cpu_seconds": None if cpu is None else round(cpu, 1),
             "test": table["best_merge"][METRIC[arm.split("_")[0]]],
             # per fully evaluated trial: what a full-evaluation study of the same trials would spend each
             "forward_per_full_trial": statistics.mean(t.user_attrs.get("forward_tokens", 0) for t in full),
@@ -97,7 +105,7 @@ def stored_full(task: str, seed: int, mf: dict | None) -> dict | None:
 def render(table: dict) -> str:
     studies = table["studies"]
     lines = ["| study | trials (fully evaluated) | generated tokens | model positions (generation + likelihood) "
-             "| wall min | test metric % | cheap-vs-full Spearman per phase (pairs) |", "|---" * 7 + "|"]
+             "| wall min | CPU min | test metric % | cheap-vs-full Spearman per phase (pairs) |", "|---" * 8 + "|"]
     summary = []
     for task in ("zoo", "vqa"):
         rows = {arm: [studies.get(f"{task}_{arm}_seed{s}") for s in SEEDS] for arm in ("full", "mf", "mf_likelihood")}
@@ -109,9 +117,10 @@ def render(table: dict) -> str:
                 corr = "; ".join(f"{c:.2f} ({n}){' fell back' if fb else ''}" for c, n, fb in st.get("correlation", {}).values()
                                  if c is not None) or "-"
                 wall = "-" if st["wall_seconds"] is None else f"{st['wall_seconds'] / 60:.1f}"
+                cpu = "-" if st.get("cpu_seconds") is None else f"{st['cpu_seconds'] / 60:.1f}"
                 mark = "" if "source" not in st else " (stored)"
                 lines.append(f"| {task} {arm}{mark}, seed {seed} | {st['trials']} ({st['full_trials']}) | "
-                             f"{st['generated_tokens']:,.0f} | {positions:,.0f} | {wall} | {100 * st['test']:.1f} | {corr} |")
+                             f"{st['generated_tokens']:,.0f} | {positions:,.0f} | {wall} | {cpu} | {100 * st['test']:.1f} | {corr} |")
         if not all(rows["full"]) or not all(rows["mf"]):
             for seed, full, mf in zip(SEEDS, rows["full"], rows["mf"]):
                 if full and mf:
