@@ -114,7 +114,9 @@ def render(table: dict) -> str:
                 if st is None:
                     continue
                 positions = st["forward_tokens"] + st["cheap_tokens"]
-                corr = "; ".join(f"{c:.2f} ({n}){' fell back' if fb else ''}" for c, n, fb in st.get("correlation", {}).values()
+                corr = "; ".join(f"{'warm start' if name.endswith('-uniform') else 'per layer'} {c:.2f} ({n})"
+                                 f"{' fell back' if fb else ''}"
+                                 for name, (c, n, fb) in sorted(st.get("correlation", {}).items(), reverse=True)
                                  if c is not None) or "-"
                 wall = "-" if st["wall_seconds"] is None else f"{st['wall_seconds'] / 60:.1f}"
                 cpu = "-" if st.get("cpu_seconds") is None else f"{st['cpu_seconds'] / 60:.1f}"
@@ -145,7 +147,8 @@ def render(table: dict) -> str:
             f"generation-equivalent compute (model positions) **{'met' if pos >= 4 else 'not met'}**; within one "
             f"standard error **{'met' if abs(delta) <= se or delta > 0 else 'not met'}**.")
         walls = [s["wall_seconds"] for s in rows["full"] + rows["mf"]]
-        if all(w is not None for w in walls):
+        # a stored full run ran on another day's machine: its wall is not comparable
+        if all(w is not None for w in walls) and not any("source" in s for s in rows["full"]):
             summary.append(f"- {task}: wall, means: full {statistics.mean(walls[:3]) / 60:.1f} min, multi_fidelity "
                            f"{statistics.mean(walls[3:]) / 60:.1f} min.")
     sources = sorted({s["source"] for s in studies.values() if "source" in s})
