@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.adaptive_eval import render as adaptive_eval
 from bench.breed_vs_cmaes import render as breed_vs_cmaes
+from bench.multi_fidelity import render as multi_fidelity
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
 from zoo.vlm_report import markdown as zoo_vlm_markdown
@@ -79,6 +80,8 @@ RUNS = {
                                                  "docs/results/breed_vs_cmaes.json"), study=False),
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
     "toy_lm_eval": Run("evo_ps", ("+experiment=toy_lm_eval",)),
+    # 6 multi-fidelity studies inside (zoo and toy_ja_vqa x 3 seeds); the full rows from the stored full studies
+    "multi_fidelity": Run("bench.multi_fidelity", study=False),
     "zoo_lm_eval_report": Run("zoo.build_lm_eval_tasks", ("--report",), study=False),
 }
 
@@ -152,6 +155,7 @@ BLOCKS = {
     "toy_lm_eval_demo": table_block("toy_lm_eval", "score", "zoo_en_math_choice.acc", "zoo_ja_qa_choice.acc",
                                     "zoo_tally_choice.acc"),
     "zoo_lm_eval_report": Block(("zoo_lm_eval_report",), lambda t: zoo_markdown(t["zoo_lm_eval_report"])),
+    "multi_fidelity": Block(("multi_fidelity",), lambda t: multi_fidelity(t["multi_fidelity"])),
 }
 
 

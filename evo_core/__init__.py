@@ -22,6 +22,7 @@ from ._plots import plot_history
 from ._pool import ModelPool, load_models, load_pool, use_weights
 from ._progress import Progress, report_progress
 from ._publish import name_models_in_configs, published_name
+from ._fidelity import spearman
 from ._racing import race
 from ._registry import Registry
 from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
@@ -36,7 +37,7 @@ __all__ = [
     "GenomeSpace", "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler",
     "make_objective", "markdown_table", "mean_scores", "Metric", "name_models_in_configs", "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveDefaults",
     "objective_options", "ObjectiveConfig", "OBJECTIVES", "open_study", "pack_genome", "paper_popsize", "ParamSpec",
-    "Phases", "plot_history", "Progress", "project_path", "PROJECT_ROOT", "published_name", "race", "read_test_tables", "register_resolvers", "Registry",
+    "Phases", "plot_history", "Progress", "project_path", "PROJECT_ROOT", "published_name", "race", "read_test_tables", "spearman", "register_resolvers", "Registry",
     "report_progress", "require_models", "run_cli", "run_study", "run_trials", "SamplerConfig", "SAMPLERS", "Scored", "Search", "sqlite_url_in",
     "start_point", "StudyConfig", "table_splits", "Tracker", "TrackingConfig", "typed_config", "unpack_genome", "use_weights",
     "vision_language_sources", "wait_for_workers", "with_defaults",

@@ -74,11 +74,17 @@ class EvaluationConfig:
     racing: a CMA-ES generation races over blocks of items, and a candidate stops once it is
     surely in or surely out of the mu selected (the leader always runs every item)."""
 
-    kind: str = "full"  # full | racing
+    kind: str = "full"  # full | racing | multi_fidelity (evo_core/_fidelity.py)
     first_block: int = 30  # items every candidate of a generation is scored on
     block: int = 30  # items added per round for the candidates still racing
     confidence: float = 0.9  # two-sided level of the intervals of paired differences the decisions use
     tolerance: float = 0.05  # a mean difference this small does not keep a candidate racing
+    # multi_fidelity: a cheap fidelity screens a generation, the best `promote` are evaluated in full
+    cheap: str = "subset"  # likelihood (of the reference answers, no generation) | subset (generated)
+    cheap_items: int = 30  # the first search items the cheap fidelity scores
+    promote: int = 2  # candidates per generation evaluated in full (at least one)
+    min_correlation: float = 0.3  # below this cheap-vs-full Spearman, the rest of the study is full evaluation
+    min_pairs: int = 8  # trials with both fidelities before the correlation is trusted either way
 
     @property
     def z(self) -> float:
@@ -150,17 +156,23 @@ class StudyConfig:
         ]
         ev = self.evaluation
         checks += [
-            (ev.kind in ("full", "racing"), f"evaluation.kind must be full or racing; got {ev.kind!r}"),
+            (ev.kind in ("full", "racing", "multi_fidelity"),
+             f"evaluation.kind must be full, racing or multi_fidelity; got {ev.kind!r}"),
+            (ev.cheap in ("likelihood", "subset"), f"evaluation.cheap must be likelihood or subset; got {ev.cheap!r}"),
+            (ev.cheap_items >= 1 and ev.promote >= 1 and ev.min_pairs >= 2,
+             f"evaluation.cheap_items and evaluation.promote must be >= 1, evaluation.min_pairs >= 2; got "
+             f"{ev.cheap_items}, {ev.promote}, {ev.min_pairs}"),
+            (-1 <= ev.min_correlation <= 1, f"evaluation.min_correlation must be in [-1, 1]; got {ev.min_correlation}"),
             (ev.first_block >= 2 and ev.block >= 1,  # a spread needs two items
              f"evaluation.first_block must be >= 2 and evaluation.block >= 1; got {ev.first_block}, {ev.block}"),
             (0 <= ev.tolerance < 1, f"evaluation.tolerance must be in [0, 1); got {ev.tolerance}"),
             (0 < ev.confidence < 1, f"evaluation.confidence must be in (0, 1); got {ev.confidence}"),
-            (ev.kind != "racing" or self.sampler.kind == "cmaes",
-             f"evaluation.kind=racing races CMA-ES generations; sampler.kind is {self.sampler.kind!r} (use cmaes, "
-             f"or evaluation.kind=full)"),
-            # a generation is raced inside one process: a second worker would ask its own
-            (ev.kind != "racing" or not self.helper,
-             "evaluation.kind=racing runs one worker (a generation is raced in one process); drop helper=true "
+            (ev.kind == "full" or self.sampler.kind == "cmaes",
+             f"evaluation.kind={ev.kind} scores whole CMA-ES generations; sampler.kind is {self.sampler.kind!r} (use "
+             f"cmaes, or evaluation.kind=full)"),
+            # a generation is scored inside one process: a second worker would ask its own
+            (ev.kind == "full" or not self.helper,
+             f"evaluation.kind={ev.kind} runs one worker (a generation is scored in one process); drop helper=true "
              "or use evaluation.kind=full"),
         ]
         for ok, message in checks:

@@ -29,8 +29,8 @@ What each member may rely on, and nothing else:
 - `on_scored(scored: Scored)`: the loop tells the search each COMPLETE trial of a phase once, in
   order: when the phase starts, every trial the study already holds (an earlier run's, before a
   resume, or another worker's; `earlier=True`), then each trial this process scores, right after
-  it is recorded (full evaluation: before the next candidate is made; racing: after its generation
-  is raced). A failed trial is not told. Breeding keeps its archive this way.
+  it is recorded (full evaluation: before the next candidate is made; racing and multi_fidelity:
+  after its generation is raced or screened). A failed trial is not told. Breeding keeps its archive this way.
 - `best(study) -> Best(trial, label)`: the search's own best, from `trial` (what table_models and
   export get) to `label` (how the final line names it); the default is best_trial(study), "best
   of N trials (trial X)"; breeding's is its champion, from either phase.
@@ -88,6 +88,7 @@ from ._probes import probe_servers
 from ._primary import primary_lock
 from ._vlm import vision_language_sources
 from ._progress import Progress, progress_lines
+from ._fidelity import screen_trials
 from ._racing import race_trials
 from ._row_cache import TableRowCache
 from ._fingerprint import model_fingerprint
@@ -112,7 +113,8 @@ class Scored:
     number: int                          # the trial's number in that study
     values: tuple[float, ...]            # its fitness, one value per objective.fitness key
     item_scores: dict[str, list[float]]  # metric -> its score per item, in split order (the items scored)
-    partial: bool                        # racing stopped it early: item_scores cover the first items only
+    partial: bool                        # racing stopped it early (item_scores cover the first items only),
+                                         # or multi_fidelity screened it out (its value an estimate)
     attrs: dict[str, Any]                # all it recorded: the candidate's extra, metrics, timings
     earlier: bool                        # in the study before this process ran the phase: no model of it in memory
 
@@ -222,13 +224,26 @@ class Phases:
             return {**metrics, **extra, **work, "eval_seconds": time.perf_counter() - started,
                     "item_scores": scores}
 
+        def screen(values: dict[str, float], number: int, items: range) -> dict[str, Any]:
+            model, _ = candidate(values, number)
+            per_item = self.objective.likelihood_items(model, "search", list(items))
+            work = self.objective.last_work
+            return {"cheap_value": sum(per_item) / len(per_item),
+                    "cheap_tokens": work.get("likelihood_tokens", 0)}
+
         timeout = cfg.timeout_minutes and 60 * cfg.timeout_minutes
         on_trial = [Progress(n_trials=n_trials, fitness=self.fitness[0]), tell, self.tracker.log_trial]
         ev = cfg.evaluation
-        if ev.kind == "racing":
-            if not params or cfg.sampler.kind != "cmaes" or sampler_given:
-                raise ValueError(f"evaluation.kind=racing races the lifecycle's CMA-ES generations; study {name!r} "
-                                 f"is searched by its own sampler: use evaluation.kind=full")
+        if ev.kind != "full" and (not params or cfg.sampler.kind != "cmaes" or sampler_given):
+            raise ValueError(f"evaluation.kind={ev.kind} scores the lifecycle's CMA-ES generations; study {name!r} "
+                             f"is searched by its own sampler: use evaluation.kind=full")
+        if ev.kind == "multi_fidelity":
+            screen_trials(study, space=params, evaluate=evaluate, screen=screen, fitness=self.fitness,
+                          n_trials=n_trials, popsize=cfg.sampler.popsize or paper_popsize(len(params)),
+                          promote=ev.promote, cheap=ev.cheap, cheap_items=ev.cheap_items,
+                          n_items=self.objective.n_items("search"), min_correlation=ev.min_correlation,
+                          min_pairs=ev.min_pairs, timeout=timeout, on_trial=on_trial)
+        elif ev.kind == "racing":
             race_trials(study, space=params, evaluate=evaluate, fitness=self.fitness, n_trials=n_trials,
                         popsize=cfg.sampler.popsize or paper_popsize(len(params)), first_block=ev.first_block,
                         block=ev.block, z=ev.z, tolerance=ev.tolerance, n_items=self.objective.n_items("search"),
@@ -283,10 +298,14 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
     processor = (AutoProcessor.from_pretrained(search.tokenizer_path)
                  if vision_language_sources({"prompting model": search.tokenizer_path}) else None)
     objective = build_objective(cfg.objective, tokenizer, processor=processor)
-    if cfg.evaluation.kind == "racing" and objective.n_items("search") is None:
-        raise ValueError(f"evaluation.kind=racing scores items in blocks, but objective {cfg.objective.name!r} cannot "
-                         f"score a subset (it needs n_items(split) and score_items(..., items=)); use "
-                         f"evaluation.kind=full")
+    if cfg.evaluation.kind != "full" and objective.n_items("search") is None:
+        raise ValueError(f"evaluation.kind={cfg.evaluation.kind} scores subsets of items, but objective "
+                         f"{cfg.objective.name!r} cannot score a subset (it needs n_items(split) and "
+                         f"score_items(..., items=)); use evaluation.kind=full")
+    if (cfg.evaluation.kind == "multi_fidelity" and cfg.evaluation.cheap == "likelihood"
+            and objective.likelihood_items is None):
+        raise ValueError(f"evaluation.cheap=likelihood needs the likelihood of reference answers, which objective "
+                         f"{cfg.objective.name!r} does not give (likelihood_items); use evaluation.cheap=subset")
     racing_note(cfg.evaluation, objective.n_items("search"))
     names = [m.name for m in objective.metrics]
     if cfg.objective.fitness not in names:
@@ -300,7 +319,7 @@ def _run_checked(cfg: Any, search: Search, *, run_dir: Path, storage: str,
     main = open_study(name=cfg.study_name, storage_url=storage, sampler=optuna.samplers.RandomSampler(),
                       directions=directions)  # a handle on the main study's user attributes
     # how trials were scored is part of what their values mean: a racing study resumes as one
-    evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind == "racing" else {"kind": "full"}
+    evaluation = dataclasses.asdict(cfg.evaluation) if cfg.evaluation.kind != "full" else {"kind": "full"}
     signature = search.signature() | {"evaluation": evaluation}
     check_signature(main, signature, mask_secrets(storage))
     tracker = Tracker(mlruns_dir=cfg.tracking.mlruns_dir, experiment=cfg.tracking.experiment, uri=cfg.tracking.uri,

@@ -17,6 +17,9 @@ The optional members, declared with their defaults by `ObjectiveDefaults` (subcl
                                        # order: what evaluation.kind=racing needs
     aggregate(item_scores) -> dict     # a whole split's metrics plus "n" (default: mean_scores)
     last_work: Mapping[str, int]       # what the last score_items spent, logged per trial ({})
+    likelihood_items(model, split, items=None) -> list[float]   # None (default): no likelihood
+                                       # fidelity. Per item, the mean log-probability per token of
+                                       # its reference answer(s), prefill only: evaluation.cheap=likelihood
     write_samples(split, out_dir, *, n=24) -> list[Path]   # the last outputs, as artifacts (none)
 
 An objective's own settings (a generative one's prompt template, generation settings, ...) are
@@ -71,6 +74,11 @@ class ObjectiveDefaults:
     # what the last score_items spent (items, generated tokens, ...), logged with each trial
     last_work: Mapping[str, int] = MappingProxyType({})
 
+    # likelihood_items(model, split, items=None) -> list[float]: per item, the mean log-probability
+    # per token of its reference answer(s), teacher-forced (prefill only), what
+    # evaluation.cheap=likelihood screens with; None: this objective has no such fidelity
+    likelihood_items = None
+
     def n_items(self, split: str) -> int | None:
         """A split's item count; None: this objective cannot score a subset of a split. An objective
         that gives a count promises `score_items(model, split, items=)` (what racing needs)."""
@@ -85,7 +93,7 @@ class ObjectiveDefaults:
         return []
 
 
-OPTIONAL_MEMBERS = ("last_work", "n_items", "aggregate", "write_samples")
+OPTIONAL_MEMBERS = ("last_work", "n_items", "aggregate", "write_samples", "likelihood_items")
 _DEFAULTS = ObjectiveDefaults()
 
 

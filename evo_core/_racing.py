@@ -133,12 +133,40 @@ def race_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     `n_trials` finished trials (or `timeout` seconds pass, checked between generations).
     `evaluate(params, number, items)` returns the metrics of one candidate on those items."""
     assert len(fitness) == 1, "racing ranks one objective"
+
+    def race_generation(trials: list[optuna.Trial], params: dict[int, dict[str, float]]) -> None:
+        blocks: dict[int, list[dict[str, Any]]] = {trial.number: [] for trial in trials}
+
+        def score(number: int, items: range) -> list[float]:
+            started = time.perf_counter()
+            metrics = evaluate(params[number], number, items)
+            blocks[number].append({**metrics, "trial_seconds": time.perf_counter() - started})
+            return list(metrics["item_scores"][fitness[0]])
+
+        verdicts = race([t.number for t in trials], score=score, n_items=n_items, first_block=first_block,
+                        block=block, mu=popsize // 2, z=z, tolerance=tolerance)
+        for trial in trials:
+            tell(study, trial, blocks[trial.number], verdicts[trial.number], fitness, n_items)
+
+    generation_trials(study, space=space, n_trials=n_trials, popsize=popsize, timeout=timeout, on_trial=on_trial,
+                      label="racing", run_generation=race_generation)
+
+
+def generation_trials(study: optuna.Study, *, space: Sequence[ParamSpec], n_trials: int, popsize: int,
+                      timeout: float | None, on_trial: Sequence[Callable[[optuna.Study, FrozenTrial], None]],
+                      label: str,
+                      run_generation: Callable[[list[optuna.Trial], dict[int, dict[str, float]]], None]) -> None:
+    """The loop racing and multi-fidelity evaluation share: whole CMA-ES generations asked (the
+    retries of a killed run's trials first, in their generation), each handed to
+    `run_generation(trials, params by number)` (which tells every trial) while its trials
+    heartbeat, then the `on_trial` callbacks, until the study holds `n_trials` finished trials
+    (or `timeout` seconds pass, checked between generations)."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     deadline = None if timeout is None else time.monotonic() + timeout
     # a killed run's trials are RUNNING until their heartbeat goes stale: wait for that, so they are
     # failed and enqueued again at their points (RetryAtItsPoint) before this run asks its first
     wait_for_workers(study, on_wait=lambda running: print(
-        f"racing: waiting for {running} trial(s) of a stopped run to be failed and retried (30 s)", flush=True))
+        f"{label}: waiting for {running} trial(s) of a stopped run to be failed and retried (30 s)", flush=True))
     while (done := counted(study)) < n_trials and (deadline is None or time.monotonic() < deadline):
         # CMA-ES samples only once a trial is complete (before, Optuna's sampler draws at random):
         # the start point runs alone first, as it does in run_trials
@@ -151,21 +179,10 @@ def race_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
             params[trial.number] = suggest_all(study, trial, space)
             trial.set_user_attr("worker", worker)
             rejoin_generation(study, trial)
-        blocks: dict[int, list[dict[str, Any]]] = {trial.number: [] for trial in trials}
-
-        def score(number: int, items: range) -> list[float]:
-            started = time.perf_counter()
-            metrics = evaluate(params[number], number, items)
-            blocks[number].append({**metrics, "trial_seconds": time.perf_counter() - started})
-            return list(metrics["item_scores"][fitness[0]])
-
-        with contextlib.ExitStack() as beats:  # each trial heartbeats while its generation races
+        with contextlib.ExitStack() as beats:  # each trial heartbeats while its generation is scored
             for trial in trials:
                 beats.enter_context(heartbeat_thread(study, trial))
-            verdicts = race([t.number for t in trials], score=score, n_items=n_items, first_block=first_block,
-                            block=block, mu=popsize // 2, z=z, tolerance=tolerance)
-            for trial in trials:
-                tell(study, trial, blocks[trial.number], verdicts[trial.number], fitness, n_items)
+            run_generation(trials, params)
         for trial in trials:
             frozen = stored_trial(study, trial)
             for callback in on_trial:

@@ -69,8 +69,8 @@ class DFSConfig(StudyConfig):
             (space.encoding != "genome" or sampler.kind == "cmaes",
              f"space.encoding=genome drives CMA-ES itself; it needs sampler=cmaes, not {sampler.kind!r}"),
             # racing steers the lifecycle's own CMA-ES; genome mode brings its own (else refused mid-study)
-            (space.encoding != "genome" or self.evaluation.kind != "racing",
-             "space.encoding=genome runs its own CMA-ES, which evaluation.kind=racing cannot race; use "
+            (space.encoding != "genome" or self.evaluation.kind == "full",
+             f"space.encoding=genome runs its own CMA-ES, which evaluation.kind={self.evaluation.kind} cannot steer; use "
              "space.encoding=params or evaluation.kind=full"),
             (set(self.minimize) <= set(MINIMIZABLE),
              f"minimize: unknown {sorted(set(self.minimize) - set(MINIMIZABLE))}; known: {', '.join(MINIMIZABLE)}"),

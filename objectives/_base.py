@@ -61,6 +61,7 @@ from ._data import Item, check_disjoint, load_split
 from ._generator import Generator
 from ._judges import AnswerJudge, Judge
 from ._language import language_detector as load_detector
+from ._likelihood import reference_logprobs
 from ._prepared import PreparedSplit, Prompts, item_fields, prepare_split
 from ._prompts import resolve_template
 
@@ -97,6 +98,7 @@ class GenerativeObjective(ObjectiveDefaults):
         generation_backend: str | None = None,
         decoding: Mapping[str, Any] | None = None,
         processor: Any = None,
+        reference_template: str = " {answer}",
     ):
         # cheap argument checks first, before any data is read
         if not splits:
@@ -105,6 +107,9 @@ class GenerativeObjective(ObjectiveDefaults):
             raise ValueError("objective.options.chat_template=true but the tokenizer has no chat template")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if "{answer}" not in reference_template:
+            raise ValueError(f"reference_template {reference_template!r} must contain {{answer}}")
+        self.reference_template = reference_template
         self.generator = Generator(
             tokenizer=tokenizer, max_new_tokens=self.default_max_new_tokens if max_new_tokens is None else max_new_tokens,
             stop_strings=self.default_stop_strings if stop_strings is None else stop_strings, decoding=decoding,
@@ -121,6 +126,10 @@ class GenerativeObjective(ObjectiveDefaults):
                                             batch_size=batch_size) for name, split_items in items.items()}
         for name, split in self._splits.items():
             self.judge.prepare(name, split.golds)
+        # the likelihood fidelity's reference answers, tokenized once (hot-path rule)
+        self._references = {name: [self._reference_ids(item_fields(item)[1]) for item in split.items]
+                            for name, split in self._splits.items()}
+        self.likelihood_work: dict[str, int] = {}  # what the last likelihood_items spent
         self._last_outputs: dict[str, list[str]] = {}  # split -> the outputs its last score judged
 
     # -- what a registered objective defines ------------------------------------------------
@@ -180,6 +189,27 @@ class GenerativeObjective(ObjectiveDefaults):
         if items is None:  # the samples written at the end are a whole split's
             self._last_outputs[split] = outputs
         return self.item_scores(outputs, split, items)
+
+    def likelihood_items(self, model: Any, split: str, items: Sequence[int] | None = None) -> list[float]:
+        """Per item (of the split, or `items`, in that order): the mean log-probability per token of
+        its reference answer(s) (`reference_template` filled with the item's answer; a list of
+        answers: their mean) after its prompt, teacher-forced, prefill only (_likelihood.py)."""
+        data = self._split(split)
+        index = data.index(items)
+        if items is not None:
+            data.subset_batches(items)  # the same checks of the indices as a generated subset's
+        features = self.image_features(model, split) if data.pixels is not None else None
+        values, self.likelihood_work = reference_logprobs(
+            model, self.tokenizer, contexts=[data.prompt_ids[i] for i in index],
+            references=[self._references[split][i] for i in index], batch_size=data.batch_size,
+            image_features=None if features is None else [features[i] for i in index])
+        self.generator.last_work = dict(self.likelihood_work)  # last_work: what the last scoring spent, either way
+        return values
+
+    def _reference_ids(self, answer: Any) -> list[list[int]]:
+        answers = answer if isinstance(answer, (list, tuple)) else [answer]
+        return [self.tokenizer(self.reference_template.replace("{answer}", str(a)), add_special_tokens=False)["input_ids"]
+                for a in answers]
 
     def write_samples(self, split: str, out_dir: str | Path, *, n: int = 24) -> list[Path]:
         """The last scored outputs of `split` (at the end of a study: the best merge's on the test

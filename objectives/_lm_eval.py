@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import torch
 import yaml
 
 from evo_core import Metric, ObjectiveDefaults, atomic_write_text, mean_scores
@@ -77,6 +78,12 @@ SPLIT_ROLES = ("validation", "test", "train")  # what a split spec's `split` may
 _CONFIG_SPLIT = {"validation": "validation_split", "test": "test_split", "train": "training_split"}
 # dataset builders of `datasets` that read local files: a task naming one is not on the hub
 _LOCAL_BUILDERS = {"json", "csv", "parquet", "text", "arrow", "pandas", "webdataset", "imagefolder", "audiofolder"}
+
+
+class _NoModel(torch.nn.Module):
+    """A stand-in model for LiveModelLM's tokenization alone (no forward is run)."""
+
+    config = None
 
 
 def live_lm(model: Any, tokenizer: Any, *, batch_size: int = 16) -> Any:
@@ -282,6 +289,8 @@ class LMEvalObjective(ObjectiveDefaults):
         self._lm: tuple[Any, Any] | None = None  # (model, its LM): made once per model object
         self._last: dict[str, list[dict[str, Any]]] = {}  # split -> the last whole-split per-sample records
         self._scored: tuple[Any, str] | None = None  # the last score_items result and its split (aggregate)
+        self._references: dict[str, tuple[list, list]] = {}  # split -> likelihood contexts and targets (ids)
+        self.last_work: dict[str, int] = {}  # what the last likelihood_items spent
 
     # -- construction -----------------------------------------------------------------------------------
     @staticmethod
@@ -449,6 +458,7 @@ class LMEvalObjective(ObjectiveDefaults):
         """Per metric, per item (module docstring: the scaling that makes means lm-eval's numbers)."""
         from lm_eval.evaluator import evaluate
 
+        self.last_work = {}  # lm-eval reports no token counts; a likelihood call's are not this call's
         order = self._items(split)
         chosen = [order[i] for i in (range(len(order)) if items is None else items)]
         split_tasks = self._splits[split]
@@ -486,6 +496,47 @@ class LMEvalObjective(ObjectiveDefaults):
             self._last[split] = records
             self._scored = (scores, split)
         return scores
+
+    def likelihood_items(self, model: Any, split: str, items: Sequence[int] | None = None) -> list[float]:
+        """Per item (of the split, or `items`): the mean log-probability per token of its task's
+        target(s) (doc_to_target, after the task's target_delimiter) after its few-shot context,
+        tokenized as lm-eval splits a log-likelihood request (_likelihood.py). generate_until tasks
+        only: what they score is text the target stands for."""
+        from ._likelihood import reference_logprobs
+
+        order = self._items(split)
+        if split not in self._references:
+            self._references[split] = self._likelihood_requests(split)
+        contexts, references = self._references[split]
+        index = range(len(order)) if items is None else items
+        values, self.last_work = reference_logprobs(model, self.tokenizer, contexts=[contexts[i] for i in index],
+                                                    references=[references[i] for i in index],
+                                                    batch_size=self.batch_size)
+        return values
+
+    def _likelihood_requests(self, split: str) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Each item's context ids and target ids, built once per split (the few-shot examples drawn once)."""
+        split_tasks = self._splits[split]
+        for t in split_tasks:
+            if t.task.OUTPUT_TYPE != "generate_until":
+                raise ValueError(f"evaluation.cheap=likelihood scores the targets of generate_until tasks; lm-eval task "
+                                 f"{t.spec.name!r} is {t.task.OUTPUT_TYPE}: use evaluation.cheap=subset")
+        if self.apply_chat_template:
+            raise ValueError("evaluation.cheap=likelihood does not build chat-template contexts "
+                             "(objective.options.apply_chat_template=true): use evaluation.cheap=subset")
+        lm = LiveModelLM(model=_NoModel(), tokenizer=self.tokenizer, max_length=1)  # its tokenization only
+        contexts, references = [], []
+        for ti, d in self._items(split):
+            task = split_tasks[ti].task
+            doc = task.eval_docs[d]
+            context = task.fewshot_context(doc, task.get_config("num_fewshot") or 0)
+            targets = task.doc_to_target(doc)
+            targets = targets if isinstance(targets, list) else [targets]
+            delimiter = task.get_config("target_delimiter") or " "
+            pairs = lm.token_pairs([(context, delimiter + str(target)) for target in targets])
+            contexts.append(pairs[0][0])
+            references.append([continuation for _, continuation in pairs])
+        return contexts, references
 
     def score(self, model: Any, split: str) -> dict[str, float | int]:
         return self.aggregate(self.score_items(model, split))

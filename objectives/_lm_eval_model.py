@@ -70,8 +70,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text, resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from ._generation import (CACHE_ARG, Decoding, GenerationWork, _accepts_logits_to_keep, _device, decoding_backend,
-                          pad_token_id, plan_batches)
+from ._generation import (CACHE_ARG, Decoding, GenerationWork, _accepts_logits_to_keep, _device, _embed_with_images,
+                          decoding_backend, pad_token_id, plan_batches)
 
 DEFAULT_MAX_GEN_TOKS = 256  # HFLM's
 # generation_kwargs that only matter when sampling: with do_sample false HF generate ignores them too
@@ -98,12 +98,16 @@ class LiveModelLM(TemplateLM):
     pack_choices: score an item's choices in its context's row with a 4-D mask (one forward per
     batch, no KV copies); None (default): where the model reads such a mask as given
     (reads_choice_mask), else from copies of the context's KV cache; False: always the latter.
+    max_padding: None (default): batches of batch_size requests; a share (0.1): a batch also closes
+    before its padding would pass that share of its positions (rows are sorted by length, so the
+    cost stays the tokens' own: the likelihood fidelity's rows differ in length, _likelihood.py).
     """
 
     def __init__(self, *, model: Any, tokenizer: Any, batch_size: int = 32, max_length: int | None = None,
                  max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, generation_backend: str | None = None,
                  decoding: Mapping[str, Any] | Decoding | None = None, add_bos_token: bool | None = None,
-                 prefix_token_id: int | None = None, pack_choices: bool | None = None) -> None:
+                 prefix_token_id: int | None = None, pack_choices: bool | None = None,
+                 max_padding: float | None = None) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("max_gen_toks", max_gen_toks), ("max_length", max_length)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -118,6 +122,7 @@ class LiveModelLM(TemplateLM):
         self.decoding = Decoding.parse(decoding)
         self.generation_backend = generation_backend
         decoding_backend(generation_backend, self.decoding)  # refuses an unknown backend or a mismatch now
+        self.max_padding = max_padding
         self.add_bos_token = add_bos_token
         self.custom_prefix_token_id = prefix_token_id
         self.generation_work = GenerationWork()  # what generate_until spent, summed over calls
@@ -205,9 +210,17 @@ class LiveModelLM(TemplateLM):
     # -- log-likelihoods -----------------------------------------------------------------------
 
     def loglikelihood(self, requests: list, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        """TemplateLM's tokenization (module docstring), each distinct string encoded once."""
+        """TemplateLM's tokenization (module docstring, token_pairs), then the model."""
+        pairs = self.token_pairs([request.args for request in requests])
+        return self._loglikelihood_tokens([(request.args, context, continuation)
+                                           for request, (context, continuation) in zip(requests, pairs)],
+                                          disable_tqdm=disable_tqdm)
+
+    def token_pairs(self, strings: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(context ids, continuation ids) of (context, continuation) strings as TemplateLM splits
+        them (module docstring), each distinct string encoded once."""
         pairs: list[tuple[str | None, str]] = []  # (None: an empty context, continuation)
-        for context, continuation in (request.args for request in requests):
+        for context, continuation in strings:
             # trailing spaces of the context belong to the continuation (word-boundary tokens)
             kept = context.rstrip()
             pairs.append((kept, context[len(kept):] + continuation) if context else (None, continuation))
@@ -215,8 +228,8 @@ class LiveModelLM(TemplateLM):
         ids = dict(zip(texts, self._encode_all(texts)))
         empty_context = sorted({k for c, k in pairs if c is None})
         bare = dict(zip(empty_context, self._encode_all(empty_context, add_special_tokens=False)))
-        token_requests = []
-        for request, (context, continuation) in zip(requests, pairs):
+        out = []
+        for context, continuation in pairs:
             if context is not None:
                 context_ids = ids[context]
                 continuation_ids = ids[context + continuation][len(context_ids):]
@@ -224,13 +237,18 @@ class LiveModelLM(TemplateLM):
                 whole = bare[continuation]
                 context_ids, continuation_ids = (([self.prefix_token_id], whole) if whole[0] != self.prefix_token_id
                                                  else (whole[:1], whole[1:]))
-            token_requests.append((request.args, context_ids, continuation_ids))
-        return self._loglikelihood_tokens(token_requests, disable_tqdm=disable_tqdm)
+            out.append((context_ids, continuation_ids))
+        return out
 
     def _loglikelihood_tokens(self, requests: list[tuple[tuple[str, str] | None, list[int], list[int]]],
-                              disable_tqdm: bool = False, **kwargs: Any) -> list[tuple[float, bool]]:
+                              disable_tqdm: bool = False, image_features: Sequence[torch.Tensor] | None = None,
+                              **kwargs: Any) -> list[tuple[float, bool]]:
+        """image_features (the likelihood fidelity of visual QA, objectives/_likelihood.py): per
+        request, the features of the image its context shows (one row per image token of the
+        context); such a request is its own group (equal tokens, another image)."""
         window = self.max_length
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)  # context tokens the model reads -> requests
+        # context tokens the model reads (and, with images, the request whose image they show) -> requests
+        groups: dict[tuple[tuple[int, ...], int], list[int]] = defaultdict(list)
         for i, (_, context, continuation) in enumerate(requests):
             if not context or not continuation:
                 raise ValueError(f"loglikelihood request {i} has an empty context or continuation after tokenization")
@@ -238,28 +256,33 @@ class LiveModelLM(TemplateLM):
                 raise ValueError(f"loglikelihood request {i}: a continuation of {len(continuation)} tokens does not fit "
                                  f"the model's max_length {window}")
             read = (context + continuation)[-(window + 1):]  # HFLM's left truncation
-            groups[tuple(read[:-len(continuation)])].append(i)
+            groups[(tuple(read[:-len(continuation)]), -1 if image_features is None else i)].append(i)
         # longest contexts first (padding within a batch stays small; memory trouble shows at once)
-        order = sorted(groups, key=lambda prefix: (-len(prefix), prefix))
+        order = sorted(groups, key=lambda key: (-len(key[0]), key))
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         batch: list[tuple[tuple[int, ...], list[int]]] = []
-        rows = 0
-        for prefix in order:
-            members = groups[prefix]
-            if batch and rows + len(members) > self.batch_size:
-                self._score_batch(batch, requests, results)
-                batch, rows = [], 0
-            batch.append((prefix, members))
-            rows += len(members)
+        rows, width, real = 0, 0, 0  # the batch's requests, its longest row, its rows' own tokens
+        for key in order:
+            members = groups[key]
+            length = len(key[0]) + max(len(requests[i][2]) for i in members)
+            # with max_padding, a batch also closes before padding would pass that share of its positions
+            padded = (rows + len(members)) * max(width, length)
+            if batch and (rows + len(members) > self.batch_size or (
+                    self.max_padding is not None and padded - real - len(members) * length > self.max_padding * padded)):
+                self._score_batch(batch, requests, results, image_features)
+                batch, rows, width, real = [], 0, 0, 0
+            batch.append((key[0], members))
+            rows, width, real = rows + len(members), max(width, length), real + len(members) * length
         if batch:
-            self._score_batch(batch, requests, results)
+            self._score_batch(batch, requests, results, image_features)
         for (strings, _, _), answer in zip(requests, results):
             if strings is not None:  # rolling windows come without strings; their documents are cached whole
                 self.cache_hook.add_partial("loglikelihood", strings, answer)
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def _score_batch(self, batch: list[tuple[tuple[int, ...], list[int]]], requests: list, results: list) -> None:
+    def _score_batch(self, batch: list[tuple[tuple[int, ...], list[int]]], requests: list, results: list,
+                     image_features: Sequence[torch.Tensor] | None = None) -> None:
         """Each context of `batch` once, with the tokens all its continuations start with (but for
         each one's last), and the rest of every continuation after it: packed in the context's row
         (one forward) where the model reads a 4-D mask, else from a copy of the context's KV cache."""
@@ -276,7 +299,8 @@ class LiveModelLM(TemplateLM):
         segment_of = [segments.setdefault((g, tuple(c[common[g]:-1])), len(segments))
                       for (g, _), c in zip(members, continuations)]
         forward = self._packed_forward if self._packs else self._cached_forward
-        pool, prefill_end, segment_start = forward(prefills, common, list(segments))
+        features = None if image_features is None else [image_features[group[0]] for _, group in batch]
+        pool, prefill_end, segment_start = forward(prefills, common, list(segments), features)
 
         # where each continuation token's logits are in `pool`: the prefill's last common + 1 positions,
         # then its segment's positions
@@ -297,8 +321,8 @@ class LiveModelLM(TemplateLM):
         for (_, i), logprob, is_greedy in zip(members, picked.tolist(), greedy.tolist()):
             results[i] = (logprob, is_greedy)
 
-    def _packed_forward(self, prefills: list[list[int]], common: list[int],
-                        segments: list[tuple[int, tuple[int, ...]]]) -> tuple[torch.Tensor, list[int], list[int]]:
+    def _packed_forward(self, prefills: list[list[int]], common: list[int], segments: list[tuple[int, tuple[int, ...]]],
+                        features: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[int], list[int]]:
         """One row per context: [padding] prefill, then its segments one after the other, each
         segment attending to the prefill and to itself only (a 4-D mask) and positioned right
         after the prefill, as if it ran alone from the prefill's cache. Returns the logits of every
@@ -343,12 +367,12 @@ class LiveModelLM(TemplateLM):
         dtype = self._dtype
         mask = torch.zeros((rows, 1, width, width), dtype=dtype, device=device).masked_fill(
             ~sees[:, None], torch.finfo(dtype).min)
-        logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
-                            **({"logits_to_keep": keep} if self._logits_to_keep else {})).logits
+        logits = self.model(**self._inputs(input_ids, features), attention_mask=mask, position_ids=position_ids,
+                            use_cache=False, **({"logits_to_keep": keep} if self._logits_to_keep else {})).logits
         return logits[:, -keep:].reshape(-1, logits.shape[-1]), prefill_end, segment_start
 
-    def _cached_forward(self, prefills: list[list[int]], common: list[int],
-                        segments: list[tuple[int, tuple[int, ...]]]) -> tuple[torch.Tensor, list[int], list[int]]:
+    def _cached_forward(self, prefills: list[list[int]], common: list[int], segments: list[tuple[int, tuple[int, ...]]],
+                        features: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[int], list[int]]:
         """The prefills batched (left-padded, their last common + 1 positions' logits kept), then
         every segment as a row of a second forward from a copy of its prefill's KV cache
         (`Cache.reorder_cache`). Returns what _packed_forward returns."""
@@ -360,8 +384,9 @@ class LiveModelLM(TemplateLM):
             input_ids[g, width - len(ids):] = torch.tensor(ids)
             context_mask[g, width - len(ids):] = 1
         input_ids, context_mask = input_ids.to(device), context_mask.to(device)
-        out = self.model(input_ids=input_ids, attention_mask=context_mask, position_ids=_positions(context_mask),
-                         use_cache=True, **({"logits_to_keep": keep} if self._logits_to_keep else {}))
+        out = self.model(**self._inputs(input_ids, features), attention_mask=context_mask,
+                         position_ids=_positions(context_mask), use_cache=True,
+                         **({"logits_to_keep": keep} if self._logits_to_keep else {}))
         # the last `keep` positions of each prefill (left-padded: aligned), those that predict continuation tokens
         prefill_logits = out.logits[:, -keep:]
         vocab = prefill_logits.shape[-1]
@@ -386,6 +411,13 @@ class LiveModelLM(TemplateLM):
                                attention_mask=torch.cat([context_mask[row_context], cont_mask], dim=1)).logits
             pool.append(later.reshape(-1, vocab))
         return torch.cat(pool), prefill_end, segment_start
+
+    def _inputs(self, input_ids: torch.Tensor, features: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """The first forward's token inputs: the ids, or (contexts showing images) their embeddings
+        with the image tokens' rows replaced by the features, row after row (as generation does)."""
+        if features is None:
+            return {"input_ids": input_ids}
+        return {"inputs_embeds": _embed_with_images(self.model, input_ids, torch.cat(features))}
 
     def loglikelihood_rolling(self, requests: list, disable_tqdm: bool = False) -> list[float]:
         windows, owners = [], []

@@ -271,6 +271,7 @@ def test_an_objective_with_only_the_required_members_gets_the_contracts_defaults
     assert objective.split_names() == ["search"] and objective.metrics == Required.metrics
     assert objective.aggregate(objective.score_items(None, "search")) == {"p_gold": 0.5, "n": 2}
     assert objective.n_items("search") is None  # no subsets: racing is refused
+    assert objective.likelihood_items is None  # no likelihood: evaluation.cheap=likelihood is refused
     assert dict(objective.last_work) == {} and objective.write_samples("search", "unused") == []
 
     class Own(Required):  # what an objective defines is kept
@@ -288,7 +289,14 @@ def test_an_objective_with_only_the_required_members_gets_the_contracts_defaults
 
 def test_racing_is_refused_for_an_objective_without_subsets(plugins, tmp_path, tiny_model_dirs):
     cfg = ps_config(tmp_path, tiny_model_dirs, *GOLD_TOKEN_PROBABILITY, "evaluation=racing")
-    with pytest.raises(ValueError, match="evaluation.kind=racing scores items in blocks, but objective "
+    with pytest.raises(ValueError, match="evaluation.kind=racing scores subsets of items, but objective "
+                                         "'gold_token_probability' cannot score a subset"):
+        run_study(cfg, PSSearch(cfg), resolved="")
+
+
+def test_multi_fidelity_is_refused_for_an_objective_without_subsets(plugins, tmp_path, tiny_model_dirs):
+    cfg = ps_config(tmp_path, tiny_model_dirs, *GOLD_TOKEN_PROBABILITY, "evaluation=multi_fidelity")
+    with pytest.raises(ValueError, match="evaluation.kind=multi_fidelity scores subsets of items, but objective "
                                          "'gold_token_probability' cannot score a subset"):
         run_study(cfg, PSSearch(cfg), resolved="")
 

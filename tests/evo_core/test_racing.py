@@ -190,11 +190,11 @@ def config(**overrides):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"evaluation": {"kind": "halving"}}, "evaluation.kind must be full or racing; got 'halving'"),
+    ({"evaluation": {"kind": "halving"}}, "evaluation.kind must be full, racing or multi_fidelity; got 'halving'"),
     ({"evaluation": {"first_block": 1}}, "evaluation.first_block must be >= 2"),
     ({"evaluation": {"confidence": 1.0}}, r"evaluation.confidence must be in \(0, 1\); got 1.0"),
     ({"evaluation": {"tolerance": -0.1}}, r"evaluation.tolerance must be in \[0, 1\)"),
-    ({"sampler": {"kind": "tpe"}}, "races CMA-ES generations; sampler.kind is 'tpe'"),
+    ({"sampler": {"kind": "tpe"}}, "scores whole CMA-ES generations; sampler.kind is 'tpe'"),
     ({"helper": True}, "evaluation.kind=racing runs one worker"),
     ({"evaluation": {"blocks": 3}}, "bad config: .*blocks"),
 ])

@@ -104,7 +104,7 @@ def test_experiments_are_the_dfs_ones():
     ("sampler=nsga2 minimize=[speed]", "minimize: unknown ['speed']"),
     ("sampler=tpe space.encoding=genome", "space.encoding=genome drives CMA-ES itself"),
     ("space.encoding=genome +evaluation=racing", "space.encoding=genome runs its own CMA-ES, which "
-                                                 "evaluation.kind=racing cannot race"),
+                                                 "evaluation.kind=racing cannot steer"),
 ])
 def test_bad_config_is_a_one_line_error(override, message):
     with pytest.raises(ValueError) as err:

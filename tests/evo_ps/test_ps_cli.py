@@ -156,6 +156,39 @@ def test_racing_study_end_to_end(tmp_path, run_cli):
             assert metrics["partial"] == float(t.user_attrs["partial"])
 
 
+@pytest.mark.slow
+def test_multi_fidelity_study_end_to_end(tmp_path, run_cli):
+    # evaluation=multi_fidelity on the zoo: the likelihood of 8 search items' answers screens each
+    # generation, its 2 best are generated on all 20; every trial says which fidelities ran and what
+    # they cost (dashboard: user attrs; MLflow: nested-run metrics); the best is fully evaluated
+    proc = run_cli("evo_ps", *cli_args(tmp_path, "evaluation=multi_fidelity", "evaluation.cheap=likelihood",
+                                       "evaluation.cheap_items=8",
+                                       "space.warm_start_trials=8", "n_trials=12"))
+    assert "| best_merge |" in proc.stdout and "test split (40 items)" in proc.stdout
+    trials = [t for name in PHASES for t in study(tmp_path, name).trials]
+    assert len(trials) == 20 and all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        ran = t.user_attrs["fidelities"]
+        assert ran in (["likelihood"], ["likelihood", "full"]) and t.user_attrs["partial"] == (ran == ["likelihood"])
+        assert t.user_attrs["cheap_tokens"] > 0 and t.user_attrs["cheap_value"] < 0
+        if not t.user_attrs["partial"]:
+            assert t.user_attrs["n"] == 20 and t.user_attrs["generated_tokens"] > 0
+    assert 2 < sum(not t.user_attrs["partial"] for t in trials) < 20
+    for name in PHASES:
+        assert -1 <= study(tmp_path, name).user_attrs["fidelity_correlation"] <= 1
+    best = best_trial(study(tmp_path))
+    assert not best.user_attrs["partial"] and f"(trial {best.number})" in proc.stdout
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id], max_results=100)
+    by_name = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags}
+    for name in PHASES:
+        for t in study(tmp_path, name).trials:
+            metrics = by_name[f"{name}/trial-{t.number:04d}"]
+            assert metrics["cheap_value"] == pytest.approx(t.user_attrs["cheap_value"])
+            assert metrics["cheap_seconds"] > 0 and metrics["partial"] == float(t.user_attrs["partial"])
+
+
 def weights(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     return load_file(model_dir / "model.safetensors")
