@@ -11,7 +11,7 @@ from objectives import SOURCES, Item
 @SOURCES.register("zoo")
 def load_zoo(*, task: str, split: str) -> list[Item] | list[dict]:
     """The embedded zoo's tasks: text ("ja_math", "en_math", "ja_qa", via `zoo.world.task_items`),
-    the LoRA zoo's ("lora_ja_math", "lora_en_math", ..., via `zoo.lora_world.task_items`) and
+    the LoRA zoo's ("lora_add_and_count", "lora_en_add", ..., via `zoo.lora_world.task_items`) and
     visual QA ("ja_vqa", "en_vqa", ..., via `zoo.vqa.task_items`: dicts with an image)."""
     from zoo import world  # looked up at call time so tests can monkeypatch task_items
 
