@@ -7,6 +7,7 @@ import itertools
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 from peft import PeftModel
@@ -133,3 +134,14 @@ def test_a_mix_of_a_targets_own_experts_beats_every_single_expert_by_ten_points(
                  for a, b in itertools.combinations(own, 2)]
         best_single = max(lora_scores[e][target] for e in lora_world.EXPERTS)
         assert max(mixes) >= best_single + 0.1, (target, mixes, best_single)
+
+
+def test_the_lora_target_objective_config_reads_answers_as_the_zoo_does():
+    # conf/objective/zoo_lora_add_and_count.yaml (toy_lora_ps) spells the zoo's answer pattern out
+    import yaml
+
+    from evo_core import project_path
+
+    config = yaml.safe_load(Path(project_path("conf/objective/zoo_lora_add_and_count.yaml")).read_text())
+    assert config["options"]["answer_pattern"] == lora_world.ANSWER_PATTERN
+    assert config["search"]["task"] in lora_world.TARGETS
