@@ -34,7 +34,8 @@ What each member may rely on, and nothing else:
   of N trials (trial X)"; breeding's is its champion, from either phase.
 - `table_models(best.trial)` yields the test table's rows, the best last (its test outputs are the
   samples kept); a row's model need only be right while it is scored (rows may share one live
-  model). No later step relies on what it leaves behind.
+  model). No later step relies on what it leaves behind. A row that is not one model (an ensemble
+  voting per item) yields an object with `score_row(objective, split) -> per-item scores` instead.
 - `export(best.trial, study, table)` builds or loads the best model itself (PS merges it again,
   DFS sets its path, breeding loads the champion's weights), so it works after `load` alone.
 A search subclasses `Search` for the optional members' defaults; run_study refuses, in one line,
@@ -321,7 +322,7 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
     for name, model, extra in search.table_models(best.trial):
         for split in sets:
             with progress_lines("table", f"{name} on {split}", every=PROGRESS_SECONDS):
-                scores = objective.aggregate(objective.score_items(model, split))
+                scores = objective.aggregate(score_row(objective, model, split))
             sizes[split] = scores.pop("n")
             tables[split][name] = scores | extra
     markdowns = {split: tracker.log_table(table, prefix=split) for split, table in tables.items()}
@@ -344,6 +345,14 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
               f"{markdowns[split]}")
     print(f"outputs: {run_dir}   mlflow run: {tracker.run_id}")
     return table
+
+
+def score_row(objective: Objective, model: Any, split: str) -> dict[str, list[float]]:
+    """A test-table row's per-item scores: its model's, or, for a row that is not one model (an
+    ensemble whose members vote per item), what it scores itself with the objective: an object
+    with `score_row(objective, split) -> per-item scores` (evo_genome's ensemble)."""
+    own = getattr(model, "score_row", None)
+    return own(objective, split) if callable(own) else objective.score_items(model, split)
 
 
 def tables_as_json(tables: dict[str, dict[str, dict[str, float]]], sets: dict[str, str]) -> dict[str, Any]:
