@@ -119,6 +119,7 @@ class Evolution:
         self.offspring: list[Member] = []       # scored in the current generation, not yet selected
         self.moved: dict[int, Member] = {}      # succession: population index -> its moved, scored self
         self.pending: list[Pending] = []
+        self.stage = "init"                     # the stage `pending` belongs to
         self.global_best: Member | None = None
         self.global_worst: Member | None = None
         self.evaluations = 0
@@ -146,8 +147,8 @@ class Evolution:
             self.moved[pending.replaces] = member
         else:
             self.offspring.append(member)
-        while not self.pending and not self.done:
-            self._advance(pending.stage)
+        while not self.pending and not self.done:  # a stage may make nobody (no child drawn): on to the next
+            self._advance(self.stage)
 
     # -- the generations ----------------------------------------------------------------------
 
@@ -199,6 +200,7 @@ class Evolution:
             for mutant in mutate(parents, individual_rate=s.individual_mutation_rate, gene_rate=s.gene_mutation_rate,
                                  sigma=s.sigma, rng=rng, labels=labels):
                 made.append((mutant, self._inherited(mutant)))
+        self.stage = "offspring"
         self.pending = [Pending(ind, generation, "offspring", i, e) for i, (ind, e) in enumerate(made)]
 
     def _inherited(self, child: Individual) -> Weights | None:
@@ -223,7 +225,7 @@ class Evolution:
     def _succession_stage(self) -> None:
         s = self.settings
         current_best = max(self.population, key=lambda m: m.fitness)
-        self.pending = []
+        self.stage, self.pending = "succession", []
         for i, member in enumerate(self.population):
             weights, experience = succession(member.weights, member.experience, global_best=self.global_best.weights,
                                              current_best=current_best.weights,
