@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.adaptive_eval import render as adaptive_eval
 from bench.breed_vs_cmaes import render as breed_vs_cmaes
+from bench import genome_table
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
 from zoo.vlm_report import markdown as zoo_vlm_markdown
@@ -74,6 +75,7 @@ RUNS = {
     **{f"vqa_seed{seed}": Run("evo_ps", ("+experiment=toy_ja_vqa", f"seed={seed}")) for seed in (0, 1, 2)},
     "breed_vs_cmaes": Run("bench.breed_vs_cmaes", study=False),  # 9 runs inside (3 searches x 3 seeds)
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
+    **{name: Run("evo_genome", overrides) for name, overrides in genome_table.runs().items()},  # GENOME(+): 19 runs
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -142,6 +144,7 @@ BLOCKS = {
     "vqa_seeds": Block(tuple(f"vqa_seed{s}" for s in (0, 1, 2)), vqa_seeds),
     "breed_vs_cmaes": Block(("breed_vs_cmaes",), lambda t: breed_vs_cmaes(t["breed_vs_cmaes"])),
     "adaptive_eval": Block(("adaptive_eval",), lambda t: adaptive_eval(t["adaptive_eval"])),
+    "genome": Block(tuple(genome_table.runs()), genome_table.render),
 }
 
 

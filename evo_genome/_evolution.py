@@ -5,7 +5,7 @@ what the population becomes once its scores are known. No model, no study: the s
     evolution = Evolution(experts, settings, seed=0)
     while evolution.next() is not None:
         individual = evolution.next()          # weights + origin (generation, stage, slot, operator, parents, t)
-        evolution.scored(individual, fitness)  # -> the population moves on when a stage is complete
+        evolution.scored(individual, fitness, trial=n)  # -> the population moves on when a stage is complete
 
 One generation g >= 1, from the population P (N scored individuals):
   offspring    crossover children and mutants of P (each scored);
@@ -14,8 +14,9 @@ One generation g >= 1, from the population P (N scored individuals):
   succession   GENOME+: each member's experience e and weights w move (e <- ..., w <- w + lambda e)
                towards the global best and the current best, away from the global worst; each
                moved member is scored and replaces itself (the paper's update is unconditional).
-Generation 0 is the initialisation, N interpolations of two experts. An individual is named by the
-trial that scored it ("t17"); an expert by its name.
+Generation 0 is the initialisation, N interpolations of two experts. An individual is named by
+where it was made, "g<generation>.<stage>.<slot>" (e.g. "g2.offspring.1"), the same in a run
+that was killed and resumed (trial numbers are not: a killed trial takes one); an expert by its name.
 
 Every random draw comes from a generator seeded by (seed, generation, stage), and fitness values
 come back as the study stored them, so replaying a study's trials in order rebuilds the exact
@@ -59,12 +60,15 @@ class Settings:
 
 @dataclass
 class Member:
-    """A scored individual: its name (trial "t<n>"), weights, fitness and (GENOME+) experience."""
+    """A scored individual: its name ("g<generation>.<stage>.<slot>"), weights, fitness, (GENOME+)
+    experience, the trial that scored it and its place in the scoring order."""
 
     name: str
     weights: Weights
     fitness: float
     experience: Weights | None = None
+    trial: int | None = None
+    order: int = 0
 
 
 @dataclass
@@ -79,12 +83,16 @@ class Pending:
     replaces: int | None = None  # succession: the population index it moves
 
     @property
+    def name(self) -> str:
+        return f"g{self.generation}.{self.stage}.{self.slot}"
+
+    @property
     def key(self) -> dict[str, Any]:
         return {"generation": self.generation, "stage": self.stage, "slot": self.slot}
 
     def attrs(self) -> dict[str, Any]:
         """What the trial records: where it stands, how it was made (operator, parents, t, ...)."""
-        return {**self.key, **self.individual.origin}
+        return {**self.key, "name": self.name, **self.individual.origin}
 
 
 @dataclass
@@ -133,12 +141,13 @@ class Evolution:
         """The individual the next trial scores; None when the K generations are done."""
         return None if self.done else self.pending[0]
 
-    def scored(self, pending: Pending, name: str, fitness: float) -> None:
-        """`pending` (the head of the queue) was scored as trial `name` with `fitness`."""
+    def scored(self, pending: Pending, fitness: float, *, trial: int | None = None) -> None:
+        """`pending` (the head of the queue) was scored `fitness` (by trial number `trial`)."""
         assert self.pending and self.pending[0] is pending, "individuals are scored in queue order"
         self.pending.pop(0)
         self.evaluations += 1
-        member = Member(name, pending.individual.weights, float(fitness), pending.experience)
+        member = Member(pending.name, pending.individual.weights, float(fitness), pending.experience, trial,
+                        self.evaluations)
         if self.global_best is None or member.fitness > self.global_best.fitness:
             self.global_best = member
         if self.global_worst is None or member.fitness < self.global_worst.fitness:
@@ -249,7 +258,7 @@ class Evolution:
     def top(self, k: int) -> list[Member]:
         """The k best of the final population by validation fitness (ties: the earlier trial)."""
         members = self.final_population() or ([self.global_best] if self.global_best else [])
-        return sorted(members, key=lambda m: (-m.fitness, int(m.name[1:])))[:k]
+        return sorted(members, key=lambda m: (-m.fitness, m.order))[:k]
 
     def expected_evaluations(self) -> float:
         """About how many evaluations K generations take (for the start line)."""

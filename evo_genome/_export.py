@@ -46,7 +46,7 @@ def write_manifest(path: Path, members: list, *, objective: Any, base: str) -> N
     manifest = {
         "version": MANIFEST_VERSION,
         "base": published_name(base),
-        "members": [{"adapter": f"member-{k}", "trial": m.name, "search_fitness": m.fitness}
+        "members": [{"adapter": f"member-{k}", "individual": m.name, "trial": m.trial, "search_fitness": m.fitness}
                     for k, m in enumerate(members, 1)],
         "vote": vote_rule(objective),
         "prompt_template": objective.prompt_template,

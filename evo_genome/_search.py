@@ -7,7 +7,7 @@ B are written into it in place (apply_lora: no reload). Three modes, one study e
   genome   one trial per individual, in the order _evolution.py makes them (initial population,
            then per generation: crossover children and mutants, selection, GENOME+ succession);
            the trial's user attribute `genome` holds its generation, stage, slot, operator, parents
-           (expert names or trials "t<n>") and t. The study stops at n_trials evaluations (the
+           (expert names or earlier individuals' names, "g<generation>.<stage>.<slot>") and t. The study stops at n_trials evaluations (the
            budget) or after genome.iterations generations, whichever comes first.
   experts  one trial per expert, then their uniform average: the best single expert (picked on
            the search split) and the uniform-average baseline, on the same budget.
@@ -95,7 +95,9 @@ class GenomeSearch(Search):
 
     def signature(self) -> dict[str, Any]:
         cfg = self.cfg
-        return {"search": "evo_genome", "mode": cfg.mode, "genome": dataclasses.asdict(cfg.genome), "seed": cfg.seed,
+        # genome.iterations is a stopping rule, as n_trials is: a resumed run may go on for more generations
+        genome = {k: v for k, v in dataclasses.asdict(cfg.genome).items() if k != "iterations"}
+        return {"search": "evo_genome", "mode": cfg.mode, "genome": genome, "seed": cfg.seed,
                 "base": cfg.lora.base, "base_hash": model_fingerprint(cfg.lora.base),
                 "experts": {a.name: hashlib.sha256((a.folder / ADAPTER_WEIGHTS).read_bytes()).hexdigest()
                             for a in self.adapters},
@@ -137,11 +139,16 @@ class GenomeSearch(Search):
 
     def _replay(self) -> int:
         """The study's COMPLETE trials, in order, through the seeded operators: the population after
-        them, exactly. -> the study's finished trial count."""
+        them, exactly. -> the study's finished trial count. A trial still RUNNING is a killed
+        run's (one worker, and the lifecycle's primary lock keeps a second away): it is failed
+        here, so that it is counted (and its individual scored again) at once, not 30 s later
+        when its heartbeat goes stale."""
         try:
             study = optuna.load_study(study_name=self.cfg.study_name, storage=self.phases.storage)
         except KeyError:
             return 0
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            study.tell(trial.number, state=TrialState.FAIL)
         trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         for trial in trials:
             if trial.state != TrialState.COMPLETE:
@@ -151,7 +158,7 @@ class GenomeSearch(Search):
                 raise ValueError(f"study {self.cfg.study_name!r}: trial {trial.number} "
                                  f"({trial.user_attrs.get('genome')}) is not the individual the operators make next "
                                  f"({pending and pending.key}); use another study_name / run_dir")
-            self.evolution.scored(pending, f"t{trial.number}", trial.values[0])
+            self.evolution.scored(pending, trial.values[0], trial=trial.number)
             self.told.add(trial.number)
         return sum(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials)
 
@@ -194,7 +201,7 @@ class GenomeSearch(Search):
         pending = self.evolution.next()
         assert pending is self.scoring and same_key(pending, scored.attrs["genome"]), "trials are scored in order"
         before = len(self.evolution.history)
-        self.evolution.scored(pending, f"t{scored.number}", scored.values[0])
+        self.evolution.scored(pending, scored.values[0], trial=scored.number)
         for stats in self.evolution.history[before:]:
             self._log_generation(stats)
         if self.evolution.done:
@@ -215,11 +222,16 @@ class GenomeSearch(Search):
     # -- results --------------------------------------------------------------------------------
 
     def best(self, study: optuna.Study) -> Best:
+        if self.cfg.mode == "experts":  # the best single expert: the uniform average is a row of its own
+            trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                      if t.user_attrs["expert"] != "uniform average"]
+            trial = max(trials, key=lambda t: (t.values[0], -t.number))
+            return Best(trial, f"best expert {trial.user_attrs['expert']} of {len(trials)} on the search split")
         if self.cfg.mode != "genome":
             return super().best(study)
         best = self.evolution.global_best
-        trial = study.trials[int(best.name[1:])]
-        return Best(trial, f"best individual {best.name} of {self.evolution.evaluations} scored "
+        trial = study.trials[best.trial]
+        return Best(trial, f"best individual {best.name} (trial {best.trial}) of {self.evolution.evaluations} scored "
                            f"({len(self.evolution.history) - 1} generations)")
 
     def best_weights(self, best: FrozenTrial) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ def run(settings: Settings, *, seed: int = 0, budget: int | None = None) -> tupl
         pending = evolution.next()
         f = fitness(pending.individual.weights)
         log.append((pending.attrs(), pending.individual.weights, f))
-        evolution.scored(pending, f"t{len(log) - 1}", f)
+        evolution.scored(pending, f, trial=len(log) - 1)
     return evolution, log
 
 
