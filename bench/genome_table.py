@@ -38,7 +38,7 @@ def run_overrides(arm: str, seed: int) -> tuple[str, ...]:
     return (*ARMS[arm], *BUDGET, f"seed={seed}", "table_baselines=false", f"study_name=genome_{arm}")
 
 
-EXPERTS_RUN = ("+experiment=experts", "+objective.search.limit=100")
+EXPERTS_RUN = ("+experiment=experts", "+objective.search.limit=100", "+objective.test.limit=100")
 
 
 def runs() -> dict[str, tuple[str, ...]]:
