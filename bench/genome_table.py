@@ -20,10 +20,10 @@ from __future__ import annotations
 import statistics
 
 SEEDS = (0, 1, 2)
-# N=6, 100 of the 200 search items and 100 of the 200 test items: the 19 runs in about 40 min on
-# two CPU cores shared with other work (one GENOME+ run at 36 evaluations and 200 test items took
-# 4.8 min wall, 75 s of CPU, at a load average of 15)
-BUDGET = ("n_trials=30", "genome.population=6", "genome.iterations=100", "+objective.search.limit=100",
+# N=6, 50 of the 200 search items, 100 of the 200 test items, 24 evaluations: the 19 runs, three
+# at a time, in about 30 min on two CPU cores shared with other work (one GENOME+ run at 30
+# evaluations of 100 items took 6.8 min of wall time at a load average of 15)
+BUDGET = ("n_trials=24", "genome.population=6", "genome.iterations=100", "+objective.search.limit=50",
           "+objective.test.limit=100")
 ARMS = {
     "plus": (),
@@ -41,7 +41,7 @@ def run_overrides(arm: str, seed: int) -> tuple[str, ...]:
     return (*ARMS[arm], *BUDGET, f"seed={seed}", "table_baselines=false", f"study_name=genome_{arm}")
 
 
-EXPERTS_RUN = ("+experiment=experts", "+objective.search.limit=100", "+objective.test.limit=100")
+EXPERTS_RUN = ("+experiment=experts", "+objective.search.limit=50", "+objective.test.limit=100")
 
 
 def runs() -> dict[str, tuple[str, ...]]:

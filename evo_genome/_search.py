@@ -171,13 +171,13 @@ class GenomeSearch(Search):
                                {"genome": _jsonable(pending.attrs())})
 
     def _expert(self, values: dict[str, float], number: int):
-        done = {t.user_attrs["expert"] for t in self.phases.studies[-1].get_trials(deepcopy=False,
-                                                                                  states=(TrialState.COMPLETE,))}
+        done = {t.user_attrs["expert"]["name"] for t in self.phases.studies[-1].get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,))}
         todo = [name for name in self.rows if name not in done]
         if not todo:
             raise ValueError("every expert is scored already")
         weights = self.uniform if todo[0] == "uniform average" else self.experts[todo[0]]
-        return self._candidate(todo[0], weights, {"expert": todo[0]})
+        return self._candidate(todo[0], weights, {"expert": {"name": todo[0]}})  # a trial's extra: numbers or JSON
 
     def _mixture(self, values: dict[str, float], number: int):
         return self._candidate(f"mixture (trial {number})", self.mix(values), {})
@@ -224,9 +224,9 @@ class GenomeSearch(Search):
     def best(self, study: optuna.Study) -> Best:
         if self.cfg.mode == "experts":  # the best single expert: the uniform average is a row of its own
             trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                      if t.user_attrs["expert"] != "uniform average"]
+                      if t.user_attrs["expert"]["name"] != "uniform average"]
             trial = max(trials, key=lambda t: (t.values[0], -t.number))
-            return Best(trial, f"best expert {trial.user_attrs['expert']} of {len(trials)} on the search split")
+            return Best(trial, f"best expert {trial.user_attrs['expert']['name']} of {len(trials)} on the search split")
         if self.cfg.mode != "genome":
             return super().best(study)
         best = self.evolution.global_best
@@ -239,7 +239,7 @@ class GenomeSearch(Search):
         if self.cfg.mode == "genome":
             return self.evolution.global_best.weights
         if self.cfg.mode == "experts":
-            name = best.user_attrs["expert"]
+            name = best.user_attrs["expert"]["name"]
             return self.uniform if name == "uniform average" else self.experts[name]
         return self.mix(best.params)
 

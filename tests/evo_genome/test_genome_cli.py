@@ -187,3 +187,30 @@ def test_kill_9_mid_generation_loses_nothing_and_scores_nothing_twice(tmp_path, 
     killed = trials(tmp_path, states=("FAIL",))
     assert all("fail_reason" not in t.user_attrs for t in killed) and len(killed) <= 2
     assert (tmp_path / "run" / "best_model" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_baseline_modes_experts_and_lorahub_mixing(tmp_path, run_cli):
+    """mode=experts scores each expert and their uniform average, and reports the best single
+    expert; mode=mixing searches one weight per expert by CMA-ES and exports that mixture."""
+    out = run_cli("evo_genome", "+experiment=experts", *cli_args(tmp_path, run="experts")).stdout
+    study = optuna.load_study(study_name="genome_experts_lora_ja_math",
+                              storage=f"sqlite:///{tmp_path / 'experts' / 'study.db'}")
+    scored = {t.user_attrs["expert"]["name"]: t.values[0] for t in study.trials if t.state.name == "COMPLETE"}
+    assert list(scored) == [*EXPERTS, "uniform average"]
+    best = max(EXPERTS, key=lambda e: (scored[e], -EXPERTS.index(e)))
+    assert f"best expert {best} of 6 on the search split" in out and "| best expert |" in out
+
+    from safetensors.torch import load_file
+
+    from evo_genome import read_adapter
+    run_cli("evo_genome", "+experiment=mixing", "n_trials=4", *cli_args(tmp_path, "table_baselines=false", run="mix"))
+    study = optuna.load_study(study_name="genome_mixing_lora_ja_math", storage=f"sqlite:///{tmp_path / 'mix' / 'study.db'}")
+    assert len(study.trials) == 4 and set(study.trials[0].params) == {f"w_{e}" for e in EXPERTS}
+    assert study.trials[0].params == pytest.approx({f"w_{e}": 1 / 6 for e in EXPERTS})  # from the uniform average
+    best = study.best_trial
+    experts = {e: read_adapter(REPO_ROOT / "zoo" / "models" / "lora" / e).weights for e in EXPERTS}
+    exported = load_file(tmp_path / "mix" / "best_model" / "adapter_model.safetensors")
+    for key, tensor in exported.items():
+        want = sum(best.params[f"w_{e}"] * experts[e][key] for e in EXPERTS)
+        assert (tensor - want).abs().max() < 1e-6, key
