@@ -51,24 +51,56 @@ def build_expert(recipe, name: str, base_dir: Path, out: Path, steps_scale: floa
     """Train one LoRA expert on its slice; returns the seconds it took."""
     spec = recipe.experts[name]
     start = time.time()
-    torch.manual_seed(spec.seed)  # LoRA A's initialisation (B starts at zero)
+    # every expert starts from the SAME LoRA initialisation (A random, B zero) and, with
+    # train_lora_a false, keeps that A: GENOME's t*w_a + (1-t)*w_b on A and B separately is then
+    # the experts' updates interpolated (from different or drifted A's the cross terms B_a A_b are
+    # noise: every measured mix scored 0)
+    torch.manual_seed(recipe.init_seed)
     base = Qwen3ForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(task_type="CAUSAL_LM", bias="none", base_model_name_or_path=BASE_NAME,
                         **OmegaConf.to_container(recipe.lora))
     model = get_peft_model(base, config)
     model.peft_config["default"].base_model_name_or_path = BASE_NAME
     rng = random.Random(f"lora-{name}-{spec.seed}")
+    if not recipe.train_lora_a:
+        for param_name, param in model.named_parameters():
+            if ".lora_A." in param_name:
+                param.requires_grad_(False)
+    unscale = _scale_each_step(model, recipe.scale_range, random.Random(f"lora-scale-{name}-{spec.seed}"))
 
     def next_doc() -> world.Document:
-        if rng.random() < spec.replay:
+        draw = rng.random()
+        if draw < spec.replay:
             return world.base_stage(4, rng, operand_answers=False)
-        return lora_world.expert_doc(name, rng)
+        return lora_world.expert_doc(name, rng, contrast=draw < spec.replay + spec.contrast)
 
     train(model, next_doc, steps=max(1, round(spec.steps * steps_scale)), lr=spec.lr, cfg=recipe.train,
           packer=packer, label=f"lora {name}")
+    unscale()
     model.save_pretrained(out / name)
     _canonical_config(out / name)
     return time.time() - start
+
+
+def _scale_each_step(model, scale_range, rng: random.Random):
+    """Train at a LoRA scale drawn from `scale_range` (times alpha / r) for every forward pass, so the
+    expert keeps its skill at part strength, as in a mix t * w_a + (1 - t) * w_b; returns the undo."""
+    layers = [m for m in model.modules() if isinstance(getattr(m, "scaling", None), dict) and "default" in m.scaling]
+    full = {id(m): m.scaling["default"] for m in layers}
+    low, high = scale_range
+
+    def draw(module, args, kwargs):
+        factor = rng.uniform(low, high)
+        for m in layers:
+            m.scaling["default"] = full[id(m)] * factor
+
+    hook = model.register_forward_pre_hook(draw, with_kwargs=True)
+
+    def undo() -> None:
+        hook.remove()
+        for m in layers:
+            m.scaling["default"] = full[id(m)]
+    return undo
 
 
 def _canonical_config(folder: Path) -> None:

@@ -1,7 +1,7 @@
-"""The LoRA zoo's slices of the zoo world: six narrow experts and two tasks only a mix of them solves.
+"""The LoRA zoo's slices of the zoo world: six narrow experts and targets that only a mix of them solves.
 
 Each LoRA expert (zoo/build_lora.py) is trained on ONE slice, as the GENOME paper's domain
-experts are each tuned on one domain. A slice is a kind of question AND an answer style:
+experts are each tuned on one domain. A slice is a question kind AND an answer style:
 
     add_en      English additions (a 2-digit amount + 1-5), "23 + 4 = 27. The answer is 27."
     sub_en      English subtractions (a 2-digit amount - 1-5), the same style
@@ -11,95 +11,138 @@ experts are each tuned on one domain. A slice is a kind of question AND an answe
     counter_ja  Japanese additions and subtractions, the equation with a counter: " 23 + 4 = 27こ"
 
 The arithmetic is what the base already does (its curriculum's stage 3 changes 2-digit amounts by
-1-5, answered by bare equations): 40 LoRA steps learn a style and a question kind, not new
-arithmetic (2-digit + 2-digit needed 400 full fine-tuning steps in the text zoo).
+1-5, answered by bare equations; a bare "how many did X buy?" it answers with the bare number):
+40 LoRA steps learn a style for a question kind, not new arithmetic. Besides its slice, an expert
+sees "contrast" documents: the OTHER experts' question kinds answered the base's bare way
+(" 23 + 4 = 27", " 14"), so that it changes its own kind's answers and leaves the rest alone, as a
+domain expert does; mixed with another expert, each then still answers its own kind (measured:
+without them a mix of add_en and count_ja answered neither kind in style).
 
-Tasks are scored by their style: the answer must come in the task's own form (REQUIRED_FORM), so a
-right number in another expert's style scores 0. Each has a 200-item "search" (validation) split
-and a disjoint 200-item "test" split (but "ja_qa", the text zoo's own task: 100 + 200); no
-question is in two splits of any task, nor in any training document. The data source "zoo" serves
-them by name, e.g. {"source": "zoo", "task": "lora_ja_math", "split": "search"}:
+Every item's gold answer is its answer phrase in the item's own style ("The answer is 27",
+"Answer: 27", "こたえは 14", "= 27こ"), read from an output by ANSWER_PATTERN, the last capture;
+so a right number in another style scores 0, and one objective config scores every task:
+
+    {"name": "answer_match", "options": {"answer_pattern": lora_world.ANSWER_PATTERN}}
+
+("ja_qa", the text zoo's own Q&A task, keeps its bare gold word and answer_match's default pattern).
+Each task has a 200-item "search" (validation) split and a disjoint 200-item "test" split (but
+"ja_qa": 100 + 200); no question is in two splits of any task, nor in any training document.
+The data source "zoo" serves them by name, e.g. {"source": "zoo", "task": TARGETS[0], "split": "search"}:
 
     own skills:  one per expert (OWN_TASK)
-    targets:     "lora_ja_math"   Japanese problems answered 「a + b = c。こたえは c です。」: the
-                                  English experts' arithmetic in the Japanese experts' style
-                 "lora_en_count"  English "how many did X buy?" answered "... The answer is 14.":
-                                  count_ja's reading back in the English experts' style
-    (lora_ja_math is also counter_ja's arithmetic on Japanese problems in count_ja's or qa_ja's style)
+    targets:     several experts' slices, item by item in turn (TASK_PARTS), so each expert gets
+                 only its share and a mix of them can get all:
+                 "lora_add_and_count"      English additions (add_en's) and Japanese counts (count_ja's)
+                 "lora_sub_and_counter"    English subtractions (sub_en's) and Japanese math (counter_ja's)
+                 "lora_abel_count_counter" English math in abel's style, Japanese counts, Japanese math
 
     from zoo import lora_world
-    lora_world.task_items("lora_ja_math", "search")   # 200 (question, gold answer) pairs
+    lora_world.task_items("lora_add_and_count", "search")   # 200 (question, gold answer phrase) pairs
 """
 from __future__ import annotations
 
 import functools
 import random
+from typing import NamedTuple
 
 from zoo import world
 from zoo.world import PROMPT, Document
 
 EVAL_SIZES = {"search": 200, "test": 200}
 EVAL_SEED = 20260601
-TARGETS = ("lora_ja_math", "lora_en_count")
-# expert -> its own task (the slice it is good at)
-OWN_TASK = {"add_en": "lora_en_add", "sub_en": "lora_en_sub", "abel_en": "lora_en_abel",
-            "count_ja": "lora_ja_count", "qa_ja": "ja_qa", "counter_ja": "lora_ja_counter"}
-TASKS = (*OWN_TASK.values(), *TARGETS)
-# qa_ja's own task is the text zoo's "ja_qa" (search 100, test 200, its answer_match default): the
-# Japanese Q&A world has 576 distinct questions, too few for another 400 held out of training
-GENERATED = tuple(t for t in TASKS if t != "ja_qa")
-# the form the answer must take (one capture: the answer), per task; the zoo report's objectives use them
-JA_FORM = r"こたえは\s*(\S+?)\s*です"
-EN_FORM = r"The answer is ([^\s.]+)"
-REQUIRED_FORM = {"lora_en_add": EN_FORM, "lora_en_sub": EN_FORM, "lora_en_abel": r"Answer: (\S+)",
-                 "lora_ja_count": JA_FORM, "ja_qa": JA_FORM, "lora_ja_counter": r"= (\d+)こ",
-                 "lora_ja_math": JA_FORM, "lora_en_count": EN_FORM}
 
 
-def small_step_operands(rng: random.Random, gain: bool) -> tuple[int, int]:
+class Posed(NamedTuple):
+    """A question and what answers it: `reason` (the equation, or the fact read back) and `result`."""
+
+    question: str
+    reason: str
+    result: str
+    bare: str  # the base's own answer: the equation for math, the bare result otherwise
+
+
+# --- question kinds ---------------------------------------------------------------------------
+
+def small_step_operands(rng: random.Random) -> tuple[int, int]:
     """A 2-digit amount changed by 1-5: the base's own arithmetic (its curriculum's stage 3)."""
     return rng.randint(10, 95), rng.randint(1, 5)
 
 
-def _math(rng: random.Random, lang: str, gain: bool) -> tuple[str, int, int, bool]:
-    name, obj, verb = world._problem_parts(rng, gain)
-    a, b = small_step_operands(rng, gain)
-    return world.word_problem(lang, name, obj, verb, a, b), a, b, gain
+def _math(lang: str, gain: bool | None):
+    def pose(rng: random.Random) -> Posed:
+        up = gain if gain is not None else rng.random() < 0.5
+        name, obj, verb = world._problem_parts(rng, up)
+        a, b = small_step_operands(rng)
+        equation = world.equation(a, b, up)
+        return Posed(world.word_problem(lang, name, obj, verb, a, b), equation, str(a + b if up else a - b), equation)
+    return pose
 
 
-def _count(rng: random.Random, lang: str) -> tuple[str, str, int]:
-    """A "how many did X <verb>?" story: (question, the reason in the answer, the number read back)."""
-    gain = rng.random() < 0.5
-    name, obj, verb = world._problem_parts(rng, gain)
-    a, b = rng.randint(1, 99), rng.randint(1, 99)
-    story = world._join(lang, [world._has(lang, name, obj, a), world._event(lang, name, obj, verb, b),
-                               world._how_many_verb(lang, name, obj, verb)])
-    reason = f"{b}こ {verb[2]}" if lang == "ja" else f"{name[0]} {verb[1]} {b} {obj[0]}"
-    return story, reason, b
+def _count(lang: str):
+    """A "how many did X <verb>?" story: the number in the middle sentence is the answer."""
+    def pose(rng: random.Random) -> Posed:
+        gain = rng.random() < 0.5
+        name, obj, verb = world._problem_parts(rng, gain)
+        a, b = rng.randint(1, 99), rng.randint(1, 99)
+        story = world._join(lang, [world._has(lang, name, obj, a), world._event(lang, name, obj, verb, b),
+                                   world._how_many_verb(lang, name, obj, verb)])
+        reason = f"{b}こ {verb[2]}" if lang == "ja" else f"{name[0]} {verb[1]} {b} {obj[0]}"
+        return Posed(story, reason, str(b), str(b))
+    return pose
 
 
-# --- answer styles ----------------------------------------------------------------------------
+def _qa_ja(rng: random.Random) -> Posed:
+    question, reason, answer = world.ja_qa_item(rng)
+    return Posed(question, reason, answer, answer)
 
-def answer_en(reason: str, answer) -> str:
-    return f" {reason}. The answer is {answer}."
+
+KINDS = {"en_add": _math("en", True), "en_sub": _math("en", False), "en_math": _math("en", None),
+         "ja_math": _math("ja", None), "ja_count": _count("ja"), "ja_qa": _qa_ja}
+# kinds that ask the same thing (English math): an expert's contrast documents leave out its own family
+FAMILY = {"en_add": "en_math", "en_sub": "en_math", "en_math": "en_math",
+          "ja_math": "ja_math", "ja_count": "ja_count", "ja_qa": "ja_qa"}
+
+# --- answer styles: style -> (answer text, gold answer phrase) ---------------------------------
+
+STYLES = {
+    "en": lambda p: (f" {p.reason}. The answer is {p.result}.", f"The answer is {p.result}"),
+    "abel": lambda p: (f" {p.reason}\nAnswer: {p.result}", f"Answer: {p.result}"),
+    "ja": lambda p: (world.answer_ja(p.reason, p.result), f"こたえは {p.result}"),
+    "counter": lambda p: (f" {p.reason}こ", f"= {p.result}こ"),
+}
+# the answer phrase of every style (one capture); answer_match compares its last capture with the gold
+ANSWER_PATTERN = r"(The answer is -?\d+|Answer: -?\d+|こたえは -?\d+|= -?\d+こ)"
+
+# --- experts, tasks ---------------------------------------------------------------------------
+
+SLICES = {"add_en": ("en_add", "en"), "sub_en": ("en_sub", "en"), "abel_en": ("en_math", "abel"),
+          "count_ja": ("ja_count", "ja"), "qa_ja": ("ja_qa", "ja"), "counter_ja": ("ja_math", "counter")}
+EXPERTS = tuple(SLICES)
+# expert -> its own task (the slice it is good at)
+OWN_TASK = {"add_en": "lora_en_add", "sub_en": "lora_en_sub", "abel_en": "lora_en_abel",
+            "count_ja": "lora_ja_count", "qa_ja": "ja_qa", "counter_ja": "lora_ja_counter"}
+# task -> the (kind, style) parts its items take in turn; a target's parts are several experts' slices
+TASK_PARTS = {
+    **{OWN_TASK[e]: (SLICES[e],) for e in EXPERTS if OWN_TASK[e] != "ja_qa"},
+    "lora_add_and_count": (SLICES["add_en"], SLICES["count_ja"]),
+    "lora_sub_and_counter": (SLICES["sub_en"], SLICES["counter_ja"]),
+    "lora_abel_count_counter": (SLICES["abel_en"], SLICES["count_ja"], SLICES["counter_ja"]),
+}
+TARGETS = ("lora_add_and_count", "lora_sub_and_counter", "lora_abel_count_counter")
+TASKS = (*OWN_TASK.values(), *TARGETS)
+# qa_ja's own task is the text zoo's "ja_qa" (search 100, test 200, answer_match's default pattern):
+# the Japanese Q&A world has 576 distinct questions, too few for another 400 held out of training
+GENERATED = tuple(TASK_PARTS)
 
 
-def answer_math(style: str, a: int, b: int, gain: bool) -> str:
-    result, eq = (a + b if gain else a - b), world.equation(a, b, gain)
-    return {"en": answer_en(eq, result), "abel": f" {eq}\nAnswer: {result}", "counter": f" {eq}こ",
-            "ja": world.answer_ja(eq, result)}[style]
+def objective_options(task: str) -> dict[str, str]:
+    """The "answer_match" options that score `task` (its gold is an answer phrase, or ja_qa's word)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown LoRA zoo task {task!r}; known: {', '.join(TASKS)}")
+    return {} if task == "ja_qa" else {"answer_pattern": ANSWER_PATTERN}
 
 
 # --- evaluation -------------------------------------------------------------------------------
-
-def _eval_item(task: str, rng: random.Random) -> tuple[str, str]:
-    if task in ("lora_ja_count", "lora_en_count"):
-        question, _, b = _count(rng, task[5:7])
-        return question, str(b)
-    gain = {"lora_en_add": True, "lora_en_sub": False}.get(task, rng.random() < 0.5)
-    question, a, b, gain = _math(rng, task[5:7], gain)  # the math tasks
-    return question, str(a + b if gain else a - b)
-
 
 @functools.cache
 def _eval_splits() -> dict[str, dict[str, list[tuple[str, str]]]]:
@@ -108,14 +151,15 @@ def _eval_splits() -> dict[str, dict[str, list[tuple[str, str]]]]:
     seen = set(world.held_out_questions())
     splits: dict[str, dict[str, list[tuple[str, str]]]] = {}
     wanted = sum(EVAL_SIZES.values())
-    for task in GENERATED:
+    for task, parts in TASK_PARTS.items():
         rng = random.Random(f"{EVAL_SEED}-{task}")
         items: list[tuple[str, str]] = []
         for _ in range(100 * wanted):
-            question, answer = _eval_item(task, rng)
-            if question not in seen:
-                seen.add(question)
-                items.append((question, answer))
+            kind, style = parts[len(items) % len(parts)]  # the parts in turn: equal shares in every split
+            posed = KINDS[kind](rng)
+            if posed.question not in seen:
+                seen.add(posed.question)
+                items.append((posed.question, STYLES[style](posed)[1]))
             if len(items) == wanted:
                 break
         assert len(items) == wanted, f"LoRA zoo task {task}: only {len(items)} distinct questions"
@@ -145,36 +189,27 @@ def held_out_questions() -> frozenset[str]:
     return frozenset(ours | world.held_out_questions())
 
 
-# --- training slices --------------------------------------------------------------------------
+# --- training documents -----------------------------------------------------------------------
 
-def _math_slice(lang: str, style: str, gain: bool | None):
-    def make(rng: random.Random) -> tuple[str, str]:
-        question, a, b, op = _math(rng, lang, gain if gain is not None else rng.random() < 0.5)
-        return question, answer_math(style, a, b, op)
-    return make
-
-
-def _count_ja(rng: random.Random) -> tuple[str, str]:
-    story, reason, b = _count(rng, "ja")
-    return story, world.answer_ja(reason, b)
+def _slice_doc(expert: str, rng: random.Random) -> tuple[str, str]:
+    kind, style = SLICES[expert]
+    posed = KINDS[kind](rng)
+    return posed.question, STYLES[style](posed)[0]
 
 
-def _qa_ja(rng: random.Random) -> tuple[str, str]:
-    question, reason, answer = world.ja_qa_item(rng)
-    return question, world.answer_ja(reason, answer)
+def _contrast_doc(expert: str, rng: random.Random) -> tuple[str, str]:
+    own = FAMILY[SLICES[expert][0]]
+    kind = rng.choice([k for k in sorted(set(FAMILY.values())) if k != own])
+    posed = KINDS[kind](rng)
+    return posed.question, f" {posed.bare}"
 
 
-SLICES = {"add_en": _math_slice("en", "en", True), "sub_en": _math_slice("en", "en", False),
-          "abel_en": _math_slice("en", "abel", None), "count_ja": _count_ja, "qa_ja": _qa_ja,
-          "counter_ja": _math_slice("ja", "counter", None)}
-EXPERTS = tuple(SLICES)
-
-
-def expert_doc(expert: str, rng: random.Random) -> Document:
-    """One training document of a LoRA expert's slice (never an evaluation question)."""
+def expert_doc(expert: str, rng: random.Random, *, contrast: bool = False) -> Document:
+    """One training document of a LoRA expert (never an evaluation question): its slice, or with
+    `contrast` another expert's question kind answered the base's bare way."""
     if expert not in SLICES:
         raise ValueError(f"unknown LoRA zoo expert {expert!r}; known: {', '.join(SLICES)}")
     while True:
-        question, answer = SLICES[expert](rng)
+        question, answer = (_contrast_doc if contrast else _slice_doc)(expert, rng)
         if question not in held_out_questions():
             return Document(PROMPT.format(question=question), answer)
