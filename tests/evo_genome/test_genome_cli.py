@@ -24,7 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 ZOO_BASE = REPO_ROOT / "zoo" / "models" / "base"
 EXPERTS = ("add_en", "sub_en", "abel_en", "count_ja", "qa_ja", "counter_ja")
 SMALL = ("genome.population=4", "+objective.search.limit=16", "+objective.test.limit=12")
-STUDY = "genome_lora_ja_math"
+STUDY = "genome_lora"
 
 
 def cli_args(tmp_path: Path, *extra: str, run: str = "run") -> list[str]:
@@ -125,7 +125,7 @@ def test_genome_plus_on_the_zoo_end_to_end(tmp_path, run_cli, error_line, machin
     assert [m["adapter"] for m in manifest["members"]] == ["member-1", "member-2", "member-3"]
     assert manifest["vote"]["rule"] == "majority"
     from zoo import lora_world
-    items = lora_world.task_items("lora_ja_math", "test")[:12]
+    items = lora_world.task_items("lora_add_and_count", "test")[:12]
     answered = run_cli("evo_genome.answer", str(ensemble / "manifest.json"), "--base", str(ZOO_BASE),
                        *(q for q, _ in items)).stdout.splitlines()
     assert len(answered) == 12
@@ -194,7 +194,7 @@ def test_the_baseline_modes_experts_and_lorahub_mixing(tmp_path, run_cli):
     """mode=experts scores each expert and their uniform average, and reports the best single
     expert; mode=mixing searches one weight per expert by CMA-ES and exports that mixture."""
     out = run_cli("evo_genome", "+experiment=experts", *cli_args(tmp_path, run="experts")).stdout
-    study = optuna.load_study(study_name="genome_experts_lora_ja_math",
+    study = optuna.load_study(study_name="genome_experts_lora",
                               storage=f"sqlite:///{tmp_path / 'experts' / 'study.db'}")
     scored = {t.user_attrs["expert"]["name"]: t.values[0] for t in study.trials if t.state.name == "COMPLETE"}
     assert list(scored) == [*EXPERTS, "uniform average"]
@@ -205,7 +205,7 @@ def test_the_baseline_modes_experts_and_lorahub_mixing(tmp_path, run_cli):
 
     from evo_genome import read_adapter
     run_cli("evo_genome", "+experiment=mixing", "n_trials=4", *cli_args(tmp_path, "table_baselines=false", run="mix"))
-    study = optuna.load_study(study_name="genome_mixing_lora_ja_math", storage=f"sqlite:///{tmp_path / 'mix' / 'study.db'}")
+    study = optuna.load_study(study_name="genome_mixing_lora", storage=f"sqlite:///{tmp_path / 'mix' / 'study.db'}")
     assert len(study.trials) == 4 and set(study.trials[0].params) == {f"w_{e}" for e in EXPERTS}
     assert study.trials[0].params == pytest.approx({f"w_{e}": 1 / 6 for e in EXPERTS})  # from the uniform average
     best = study.best_trial
