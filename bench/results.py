@@ -32,6 +32,7 @@ from pathlib import Path
 from bench.adaptive_eval import render as adaptive_eval
 from bench.breed_vs_cmaes import render as breed_vs_cmaes
 from bench.multi_fidelity import render as multi_fidelity
+from bench import genome_table
 from evo_core import markdown_table
 from zoo.report import markdown as zoo_markdown
 from zoo.vlm_report import markdown as zoo_vlm_markdown
@@ -83,6 +84,7 @@ RUNS = {
     # 6 multi-fidelity studies inside (zoo and toy_ja_vqa x 3 seeds); the full rows from the stored full studies
     "multi_fidelity": Run("bench.multi_fidelity", study=False),
     "zoo_lm_eval_report": Run("zoo.build_lm_eval_tasks", ("--report",), study=False),
+    **{name: Run("evo_genome", overrides) for name, overrides in genome_table.runs().items()},  # GENOME(+): 19 runs
 }
 
 Tables = dict[str, dict[str, dict[str, float]]]  # run -> model -> metric -> value
@@ -156,6 +158,7 @@ BLOCKS = {
                                     "zoo_tally_choice.acc"),
     "zoo_lm_eval_report": Block(("zoo_lm_eval_report",), lambda t: zoo_markdown(t["zoo_lm_eval_report"])),
     "multi_fidelity": Block(("multi_fidelity",), lambda t: multi_fidelity(t["multi_fidelity"])),
+    "genome": Block(tuple(genome_table.runs()), genome_table.render),
 }
 
 

@@ -36,7 +36,8 @@ What each member may rely on, and nothing else:
   of N trials (trial X)"; breeding's is its champion, from either phase.
 - `table_models(best.trial)` yields the test table's rows, the best last (its test outputs are the
   samples kept); a row's model need only be right while it is scored (rows may share one live
-  model). No later step relies on what it leaves behind.
+  model). No later step relies on what it leaves behind. A row that is not one model (an ensemble
+  voting per item) yields an object with `score_row(objective, split) -> per-item scores` instead.
 - `unchanged_model(name)`: for a row of table_models whose model is the same in every run (the
   base, a source), a key of its content (model_fingerprint, plus what else the search loads it
   with: dtype, device, ...); None (the default) for a row to score every time. Such rows' scores
@@ -383,7 +384,7 @@ def _search_and_report(cfg: Any, search: Search, objective: Objective, storage: 
             item_scores = rows.get(key) if key else None
             if item_scores is None:
                 with progress_lines("table", f"{name} on {split}", every=PROGRESS_SECONDS):
-                    item_scores = objective.score_items(model, split)
+                    item_scores = score_row(objective, model, split)
                 if key:
                     rows.put(key, item_scores, label=f"{name} on {split}")
             else:
@@ -427,6 +428,14 @@ def table_row_cache(cfg: Any, search: Search) -> TableRowCache:
     enabled = cfg.cache.test_rows
     return TableRowCache(enabled=enabled, directory=cfg.cache.dir, objective=dataclasses.asdict(cfg.objective),
                         tokenizer=model_fingerprint(search.tokenizer_path) if enabled else "")
+
+
+def score_row(objective: Objective, model: Any, split: str) -> dict[str, list[float]]:
+    """A test-table row's per-item scores: its model's, or, for a row that is not one model (an
+    ensemble whose members vote per item), what it scores itself with the objective: an object
+    with `score_row(objective, split) -> per-item scores` (evo_genome's ensemble)."""
+    own = getattr(model, "score_row", None)
+    return own(objective, split) if callable(own) else objective.score_items(model, split)
 
 
 def tables_as_json(tables: dict[str, dict[str, dict[str, float]]], sets: dict[str, str]) -> dict[str, Any]:

@@ -117,3 +117,35 @@ def apply_lora(model, weights: Mapping[str, torch.Tensor], adapter_name: str = "
                 raise ValueError(f"individual's {key} has shape {tuple(weights[key].shape)}, "
                                  f"the live model's {tuple(param.shape)}")
             param.copy_(weights[key])
+
+
+def base_shapes(base: str | Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape in a local base model's safetensors, read from the headers only."""
+    from safetensors import safe_open
+
+    files = sorted(Path(base).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"base {base}: no *.safetensors weights to check the adapters against")
+    shapes = {}
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            shapes |= {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    return shapes
+
+
+def check_fits_base(adapter: Adapter, shapes: Mapping[str, tuple[int, ...]], *, base_name: str) -> None:
+    """One line if `adapter` was made for another base: a module the base lacks, or A/B shapes
+    that do not match the base weight they adapt (A: rank x in, B: out x rank; the weight: out x in)."""
+    for key, tensor in adapter.weights.items():
+        module, _, kind = key.removeprefix("base_model.model.").rpartition(".lora_")
+        weight = shapes.get(f"{module}.weight")
+        if weight is None:
+            raise ValueError(f"adapter {adapter.name!r} is for another base: {base_name} has no module {module} "
+                             f"(adapter_config.json names {adapter.config.get('base_model_name_or_path')!r})")
+        expected = weight[-1] if kind.startswith("A") else weight[0]
+        got = tensor.shape[-1] if kind.startswith("A") else tensor.shape[0]
+        if got != expected:
+            side = "in" if kind.startswith("A") else "out"
+            raise ValueError(f"adapter {adapter.name!r} is for another base: its {key} has {side}_features {got}, "
+                             f"{base_name}'s {module} has {expected} (adapter_config.json names "
+                             f"{adapter.config.get('base_model_name_or_path')!r})")

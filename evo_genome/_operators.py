@@ -153,10 +153,14 @@ def select(fitness: Sequence[float], *, n: int, alpha: float, rng: np.random.Gen
     if len(order) <= n:
         return order
     elite = order[:min(n, math.ceil(alpha * n))]
-    rest = np.asarray(order[len(elite):])
-    drawn = rng.choice(rest, size=n - len(elite), replace=False,
-                       p=proportional_probabilities(np.asarray(fitness, dtype=float)[rest])) if n > len(elite) else []
-    return elite + [int(i) for i in drawn]
+    rest, f = list(order[len(elite):]), np.asarray(fitness, dtype=float)
+    drawn = []
+    # one at a time, each proportionally to fitness among those left (uniformly once all left
+    # score 0): numpy's draw without replacement refuses fewer non-zero weights than draws
+    while len(elite) + len(drawn) < n:
+        pick = int(rng.choice(len(rest), p=proportional_probabilities(f[rest])))
+        drawn.append(rest.pop(pick))
+    return elite + drawn
 
 
 def initial_experience(population: Sequence[Individual], *, rng: np.random.Generator,

@@ -169,12 +169,15 @@ def _cli_error(command: str, *overrides: str) -> str:
     from evo_core import register_resolvers, run_cli
     from evo_dfs import DFSSearch
     from evo_dfs import validate as validate_dfs
+    from evo_genome import GenomeSearch
+    from evo_genome import validate as validate_genome
     from evo_ps import PSSearch
     from evo_ps import validate as validate_ps
 
     conf_dir, validate, search = {"evo_ps": (REPO_ROOT / "conf", validate_ps, PSSearch),
                                   "evo_dfs": (REPO_ROOT / "conf" / "dfs", validate_dfs, DFSSearch),
-                                  "evo_breed": (REPO_ROOT / "conf" / "breed", validate_breed, BreedSearch)}[command]
+                                  "evo_breed": (REPO_ROOT / "conf" / "breed", validate_breed, BreedSearch),
+                                  "evo_genome": (REPO_ROOT / "conf" / "genome", validate_genome, GenomeSearch)}[command]
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))

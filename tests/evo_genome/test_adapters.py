@@ -6,26 +6,14 @@ import json
 
 import pytest
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from evo_genome import apply_lora, check_same_shapes, interpolate, live_lora_params, lora_model, read_adapter
 
 
-def make_adapter(base_dir, out, *, seed: int, r: int = 2, targets=("q_proj", "v_proj")):
-    """A real peft adapter on the tiny base with random (non-zero) A and B."""
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
-                           LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for param in live_lora_params(model).values():
-            param.copy_(0.2 * torch.randn(param.shape))
-    model.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
-def adapters(tiny_model_dirs, tmp_path_factory):
+def adapters(tiny_model_dirs, tmp_path_factory, make_adapter):
     root = tmp_path_factory.mktemp("adapters")
     base = tiny_model_dirs["base"]
     return {"one": make_adapter(base, root / "one", seed=1), "two": make_adapter(base, root / "two", seed=2),

@@ -170,3 +170,10 @@ def test_ensemble_majority_vote_and_most_similar_text():
     assert most_similar_output(texts) == "the cat sat on the mat"
     with pytest.raises(ValueError, match="empty ensemble"):
         ensemble_answer([])
+
+
+def test_selection_refills_when_fewer_candidates_score_above_zero_than_places_left():
+    # found on the zoo: 12 candidates, 2 of them above 0, 3 elite places and 3 drawn ones
+    fitness = [0.0, 0.02, 0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    keep = select(fitness, n=6, alpha=0.5, rng=np.random.default_rng(0))
+    assert len(set(keep)) == 6 and keep[:2] == [1, 4]
