@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from bench import breed_workers as bench
-from evo_breed._offers import read_log
+from evo_breed import read_log
 
 
 @pytest.mark.slow

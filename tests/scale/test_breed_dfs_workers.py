@@ -14,8 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from evo_breed import Archive, Member
-from evo_breed._offers import read_log
+from evo_breed import Archive, Member, read_log
 from scale_support import check_mlflow_counts, run_workers
 
 HELPERS = 3
