@@ -369,7 +369,7 @@ def test_bad_input_from_the_command_line_is_one_line(tmp_path, run_cli, error_li
                           "that is one candidate, and cmaes divides by zero in its weights); got 3"),
     ("merge.method=nosuch", "unknown merge method 'nosuch'; known: breadcrumbs,"),
     ("+objective.options.answer_pattern=x", "objective 'mgsm_ja' has no option answer_pattern"),
-    ("evaluation.kind=halving", "evaluation.kind must be full or racing; got 'halving'"),
+    ("evaluation.kind=halving", "evaluation.kind must be full, racing or multi_fidelity; got 'halving'"),
 ])
 def test_bad_input_is_one_line_error(tmp_path, cli_error, override, message):
     line = cli_error("evo_ps", f"run_dir={tmp_path / 'run'}", f"tracking.mlruns_dir={tmp_path / 'mlruns'}", override)
