@@ -49,8 +49,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check_device, check_finite, load_pool,
-                      model_fingerprint, name_models_in_configs, published_name, require_models, use_weights)
+from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check_device, check_finite, killed_trials,
+                      load_pool, model_fingerprint, name_models_in_configs, published_name, require_models, use_weights)
 
 from ._archive import Archive, Member, pick_parents
 from ._config import BreedConfig
@@ -139,7 +139,7 @@ class BreedSearch(Search):
             self._wait_for_start()
         else:
             phases.run(name=self.init_name, params=[], candidate=self._initial,
-                       n_trials=len(self.initial) + _killed(phases.storage, self.init_name))
+                       n_trials=len(self.initial) + killed_trials(phases.storage, self.init_name))
         self._settle()
         study = phases.run(name=cfg.study_name, params=PARAMS, candidate=self._child,
                            n_trials=cfg.n_trials - len(self.initial), sampler=TrialSeededSampler(cfg.seed))
@@ -380,14 +380,6 @@ class BreedSearch(Search):
         return [run_dir / "lineage.png", run_dir / "coverage.png", self.archive.root / "state.json",
                 model_dir / "README.md", model_dir / "lineage.json"]
 
-
-def _killed(storage: str, name: str) -> int:
-    """Trials of study `name` that a dead worker left FAILed (no fail_reason): each is run again."""
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return 0
-    return sum("fail_reason" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
 
 def ancestors(nodes: dict[str, dict[str, Any]], start: str) -> list[str]:

@@ -25,15 +25,15 @@ from ._publish import name_models_in_configs, published_name
 from ._fidelity import spearman
 from ._racing import race
 from ._registry import Registry
-from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, make_sampler, open_study, paper_popsize,
-                     run_trials, start_point, wait_for_workers)
+from ._study import (SAMPLERS, ParamSpec, best_trial, finished_trials, killed_trials, make_sampler, open_study,
+                     paper_popsize, run_trials, start_point, wait_for_workers)
 from ._tracking import Tracker, markdown_table, mlflow_ui_command
 from ._vlm import is_vision_language, language_model_params, vision_language_sources
 
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "check_adapter_sources", "read_adapter_config", "read_adapter_weights",
     "resolve_adapter_sources", "atomic_dir", "atomic_write_text", "Best", "best_trial", "build_objective", "check_device", "check_finite",
-    "check_model_path", "check_signature", "cli_main", "EvaluationConfig", "finished_trials", "GenomeCMA",
+    "check_model_path", "check_signature", "cli_main", "EvaluationConfig", "finished_trials", "GenomeCMA", "killed_trials",
     "GenomeSpace", "is_vision_language", "language_model_params", "load_models", "load_pool", "make_sampler",
     "make_objective", "markdown_table", "mean_scores", "Metric", "name_models_in_configs", "mlflow_ui_command", "model_fingerprint", "ModelPool", "Objective", "ObjectiveDefaults",
     "objective_options", "ObjectiveConfig", "OBJECTIVES", "open_study", "pack_genome", "paper_popsize", "ParamSpec",

@@ -39,7 +39,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ._racing import combine, generation_trials
-from ._study import ParamSpec, fail_reason, record_metrics
+from ._study import ParamSpec, fail_reason, tell_metrics
 
 CHEAP_FIDELITIES = ("likelihood", "subset")
 ESTIMATE_STEP = 1e-6  # screened estimates step down by this in cheap order (no ties among them)
@@ -196,11 +196,5 @@ def tell(study: optuna.Study, trial: optuna.Trial, blocks: list[dict[str, Any]],
     metrics = combine(blocks) if blocks else {"n": 0}
     full = "full" in record["fidelities"]
     trial.set_user_attr("partial", not full or metrics["n"] < n_items)
-    try:
-        metrics = {**metrics, fitness[0]: value}  # a screened trial's value is its estimate (module docstring, 3.)
-        values = record_metrics(trial, metrics, fitness)
-    except Exception as err:  # noqa: BLE001  (a non-finite fitness fails the trial, as in run_trials)
-        trial.set_user_attr("fail_reason", fail_reason(err))
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    study.tell(trial, values)
+    metrics = {**metrics, fitness[0]: value}  # a screened trial's value is its estimate (module docstring, 3.)
+    tell_metrics(study, trial, metrics, fitness)

@@ -42,7 +42,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ._objective import mean_scores
 from ._optuna_compat import heartbeat_thread, sampler_attr_prefix, set_trial_system_attr, stored_trial
-from ._study import ParamSpec, fail_reason, finished_trials, record_metrics, suggest_all, wait_for_workers
+from ._study import ParamSpec, fail_reason, finished_trials, suggest_all, tell_metrics, wait_for_workers
 
 
 @dataclass(frozen=True)
@@ -221,10 +221,4 @@ def tell(study: optuna.Study, trial: optuna.Trial, blocks: list[dict[str, Any]],
     metrics = combine(blocks)
     trial.set_user_attr("race", verdict.stop)
     trial.set_user_attr("partial", metrics["n"] < n_items)
-    try:
-        values = record_metrics(trial, metrics, fitness)
-    except Exception as err:  # noqa: BLE001  (a non-finite fitness fails the trial, as in run_trials)
-        trial.set_user_attr("fail_reason", fail_reason(err))
-        study.tell(trial, state=TrialState.FAIL)
-        return
-    study.tell(trial, values)
+    tell_metrics(study, trial, metrics, fitness)

@@ -235,6 +235,28 @@ def record_metrics(trial: optuna.Trial, metrics: dict[str, Any], fitness: Sequen
     return values[0] if len(values) == 1 else values
 
 
+def tell_metrics(study: optuna.Study, trial: optuna.Trial, metrics: dict[str, Any], fitness: Sequence[str]) -> None:
+    """Record a trial scored outside study.optimize (racing, multi-fidelity) and tell the study: its
+    value(s), or FAIL with the reason when the fitness is missing or not finite (as run_trials)."""
+    try:
+        values = record_metrics(trial, metrics, fitness)
+    except Exception as err:  # noqa: BLE001  (a non-finite fitness fails the trial, as in run_trials)
+        trial.set_user_attr("fail_reason", fail_reason(err))
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    study.tell(trial, values)
+
+
+def killed_trials(storage: str, name: str) -> int:
+    """Trials of study `name` that a dead worker left FAILed (no fail_reason; the heartbeat failed
+    them): a search that plans its own trials runs each again. 0 while the study does not exist."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return 0
+    return sum("fail_reason" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+
+
 def wait_for_workers(*studies: optuna.Study, poll_seconds: float = 2.0,
                      on_wait: Callable[[int], None] = lambda running: None) -> None:
     """Block while other workers still run trials of `studies` (all on one storage); `on_wait(n)`

@@ -38,7 +38,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check_device, check_finite,
-                      model_fingerprint, published_name, require_models)
+                      killed_trials, model_fingerprint, published_name, require_models)
 
 from ._adapters import ADAPTER_WEIGHTS, apply_lora, base_shapes, check_fits_base, check_same_shapes, lora_model, read_adapter
 from ._config import GenomeConfig
@@ -113,7 +113,7 @@ class GenomeSearch(Search):
             self.rows = [*self.experts, "uniform average"]
             print(f"experts {len(self.experts)} LoRA experts and their uniform average, scored on the search split")
             return phases.run(name=cfg.study_name, params=[], candidate=self._expert,
-                              n_trials=len(self.rows) + _killed(phases.storage, cfg.study_name))
+                              n_trials=len(self.rows) + killed_trials(phases.storage, cfg.study_name))
         if cfg.mode == "mixing":
             b = cfg.mixing_bound
             params = [ParamSpec(f"w_{name}", -b, b) for name in self.experts]
@@ -130,7 +130,7 @@ class GenomeSearch(Search):
               f"operators {', '.join(ops) or 'none'}; budget {cfg.n_trials} evaluations (K generations take about "
               f"{s and self.evolution.expected_evaluations():.0f}); {len(self.experts)} experts; "
               f"{len(self.told)} individuals scored before")
-        n_trials = finished if self.evolution.done else cfg.n_trials + _killed(phases.storage, cfg.study_name)
+        n_trials = finished if self.evolution.done else cfg.n_trials + killed_trials(phases.storage, cfg.study_name)
         study = phases.run(name=cfg.study_name, params=[], candidate=self._individual, n_trials=n_trials)
         if self.evolution.global_best is None:
             raise ValueError(f"no individual of study {cfg.study_name!r} was scored (every trial failed; see their "
@@ -300,14 +300,6 @@ class Ensemble:
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=float))
 
-
-def _killed(storage: str, name: str) -> int:
-    """Trials of study `name` that a dead worker left FAILed (no fail_reason): each is run again."""
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return 0
-    return sum("fail_reason" not in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
 
 
 __all__ = ["Ensemble", "GenomeSearch", "Pending"]
