@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial
 
-from evo_core import published_name
+from evo_core import ADAPTER_CONFIG, published_name
 
-from ._adapters import ADAPTER_CONFIG, apply_lora
+from ._adapters import apply_lora
 
 MANIFEST_VERSION = 1
 

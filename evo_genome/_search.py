@@ -38,9 +38,9 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from evo_core import (Best, ParamSpec, Phases, Scored, Search, atomic_dir, check_device, check_finite,
-                      killed_trials, model_fingerprint, published_name, require_models)
+                      ADAPTER_WEIGHTS, killed_trials, model_fingerprint, published_name, require_models)
 
-from ._adapters import ADAPTER_WEIGHTS, apply_lora, base_shapes, check_fits_base, check_same_shapes, lora_model, read_adapter
+from ._adapters import apply_lora, base_shapes, check_fits_base, check_same_shapes, lora_model, read_adapter
 from ._config import GenomeConfig
 from ._evolution import Evolution, Member, Pending, same_key
 from ._operators import ensemble_answer
