@@ -16,7 +16,7 @@ from evo_breed import read_log
 @pytest.mark.slow
 def test_four_workers_on_sqlite_offer_every_trial_once(tmp_path):
     result = bench.run(4, evaluations=11, items=4, seed=0, out=tmp_path,
-                       extra=("objective.test.limit=4", "archive.pop_size=4",
+                       extra=("objective.test.limit=4", "archive.pop_size=5",
                               *(f"objective.options.tasks.{t}.test.limit=4" for t in ("en_math", "ja_qa"))))
     assert len(result["cpu"]) == 4 and result["children"] >= 11 - 5 and result["wall"] > result["children_wall"] > 0
     run_dir = tmp_path / "workers4_seed0"

@@ -22,7 +22,7 @@ BREED = "breed_toy_ja_math"
 BREED_PHASES = (f"{BREED}-init", BREED)
 # 5 starting models (base, 3 experts, 1 uniform merge) and 11 children into an archive of 4; the
 # multi-task objective's three resources on 8 items each
-BREED_ARGS = ["n_trials=16", "archive.init_merges=1", "archive.pop_size=4", "objective.search.limit=8",
+BREED_ARGS = ["n_trials=16", "archive.init_merges=1", "archive.pop_size=5", "objective.search.limit=8",
               "objective.test.limit=8", "crossover.mutation_std=0.01",
               *(f"objective.options.tasks.{t}.{s}.limit=8" for t in ("en_math", "ja_qa") for s in ("search", "test"))]
 RESOURCES = ("acc_ja", "en_math.acc", "ja_qa.acc")
@@ -70,7 +70,7 @@ def test_breeding_workers_share_one_archive(servers, tmp_path):
     assert len(workers) >= 3, workers  # the children were bred by several workers
 
     # the archive every worker ends with is the replay of the log's first offers (the primary's of all)
-    states = replay(log, trials, capacity=4)
+    states = replay(log, trials, capacity=5)
     primary = json.loads((tmp_path / "primary" / "archive" / "state.json").read_text())
     assert ([m["id"] for m in primary["members"]], primary["champion"]["id"]) == states[-1]
     replicas = sorted(tmp_path.glob("helper*/archive-helper*/state.json"))
