@@ -70,6 +70,14 @@ def wait_for(proc: subprocess.Popen, condition) -> None:
         time.sleep(0.2)
 
 
+def trial_run_metrics(tmp_path: Path) -> dict[str, dict[str, float]]:
+    """The metrics of every nested (per-trial) MLflow run of the study, by run name."""
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id], max_results=100)
+    return {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags}
+
+
 def check_mlflow(tmp_path: Path, studies: tuple[str, ...] = PHASES) -> None:
     """One parent run; every finished trial of every phase study has exactly one nested run."""
     from mlflow.tracking import MlflowClient
@@ -145,10 +153,7 @@ def test_racing_study_end_to_end(tmp_path, run_cli):
     best = best_trial(study(tmp_path))
     assert not best.user_attrs["partial"] and f"(trial {best.number})" in proc.stdout
     check_mlflow(tmp_path)
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id], max_results=100)
-    by_name = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags}
+    by_name = trial_run_metrics(tmp_path)
     for name in PHASES:
         for t in study(tmp_path, name).trials:
             metrics = by_name[f"{name}/trial-{t.number:04d}"]
@@ -178,10 +183,7 @@ def test_multi_fidelity_study_end_to_end(tmp_path, run_cli):
         assert -1 <= study(tmp_path, name).user_attrs["fidelity_correlation"] <= 1
     best = best_trial(study(tmp_path))
     assert not best.user_attrs["partial"] and f"(trial {best.number})" in proc.stdout
-    from mlflow.tracking import MlflowClient
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("evo_ps").experiment_id], max_results=100)
-    by_name = {r.info.run_name: r.data.metrics for r in runs if "mlflow.parentRunId" in r.data.tags}
+    by_name = trial_run_metrics(tmp_path)
     for name in PHASES:
         for t in study(tmp_path, name).trials:
             metrics = by_name[f"{name}/trial-{t.number:04d}"]
