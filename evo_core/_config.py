@@ -81,9 +81,10 @@ class EvaluationConfig:
     tolerance: float = 0.05  # a mean difference this small does not keep a candidate racing
     # multi_fidelity: a cheap fidelity screens a generation, the best `promote` are evaluated in full
     cheap: str = "subset"  # likelihood (of the reference answers, no generation) | subset (generated)
-    cheap_items: int = 30  # the first search items the cheap fidelity scores
-    promote: int = 2  # candidates per generation evaluated in full (at least one)
-    min_correlation: float = 0.3  # below this cheap-vs-full Spearman, the rest of the study is full evaluation
+    cheap_items: int = 20  # search items the cheap fidelity scores (the same for a whole generation)
+    cheap_subset: str = "first"  # which: first | informative (those recent trials scored differently)
+    promote: int = 1  # candidates per generation evaluated in full (at least one)
+    min_correlation: float = 0.0  # below this cheap-vs-full Spearman, the rest of the study is full evaluation
     min_pairs: int = 8  # trials with both fidelities before the correlation is trusted either way
 
     @property
@@ -159,6 +160,8 @@ class StudyConfig:
             (ev.kind in ("full", "racing", "multi_fidelity"),
              f"evaluation.kind must be full, racing or multi_fidelity; got {ev.kind!r}"),
             (ev.cheap in ("likelihood", "subset"), f"evaluation.cheap must be likelihood or subset; got {ev.cheap!r}"),
+            (ev.cheap_subset in ("informative", "first"),
+             f"evaluation.cheap_subset must be informative or first; got {ev.cheap_subset!r}"),
             (ev.cheap_items >= 1 and ev.promote >= 1 and ev.min_pairs >= 2,
              f"evaluation.cheap_items and evaluation.promote must be >= 1, evaluation.min_pairs >= 2; got "
              f"{ev.cheap_items}, {ev.promote}, {ev.min_pairs}"),

@@ -1,18 +1,23 @@
 """Multi-fidelity evaluation within each CMA-ES generation (`evaluation.kind=multi_fidelity`).
 
     screen_trials(study, space=..., evaluate=..., screen=..., fitness=["acc_ja"], n_trials=120,
-                  popsize=13, promote=3, cheap="likelihood", cheap_items=30, n_items=150,
-                  min_correlation=0.5, min_pairs=10)
+                  popsize=13, promote=1, cheap="subset", cheap_items=20, n_items=150,
+                  min_correlation=0.3, min_pairs=8, subset="informative")
 
 Beside racing (_racing.py), on the same generation loop (generation_trials: whole generations
 asked, heartbeats, a killed generation retried at its points in its CMA-ES generation). Per
 generation:
-1. a cheap fidelity screens every candidate on the search split's first `cheap_items` items:
+1. a cheap fidelity screens every candidate on `cheap_items` items of the search split, the same
+   items for the whole generation (a paired comparison): `subset="first"`, the first ones;
+   `subset="informative"`, the ones that best tell candidates near this generation apart
+   (item_order: those recent trials scored differently). A generated subset's 0/1 scores
+   tie: while the last promoted ties with the first left out, the tied are screened on the next
+   `cheap_items` items (in the same order);
    - "likelihood": the mean log-probability per token of the reference answers, teacher-forced,
      no generation (the objective's likelihood_items);
    - "subset": the fitness of outputs generated for those items (racing's first block);
 2. the `promote` candidates best by the cheap value (lowest trial number on ties) are evaluated
-   in full (every item; "subset": the items after the first cheap_items, joined to them): only
+   in full (every item; "subset": the other items, joined to the screened ones): only
    they can be a study's best (best_trial skips `partial` trials);
 3. the others are told an estimate, strictly below the generation's lowest full value and in the
    order of their cheap values: a linear fit of full on cheap value over the study's trials that
@@ -24,7 +29,8 @@ the trials that have both is logged (study user attr `fidelity_correlation`, and
 the generation: MLflow). Once at least `min_pairs` trials have both and it is below
 `min_correlation`, the study says so in one line and evaluates every later candidate in full
 (user attr `fidelity_fallback`, kept across a resume).
-Each trial records `fidelities` (the ones that ran, cheapest first), `cheap_value`,
+Each trial records `fidelities` (the ones that ran, cheapest first), `cheap_items` (the screened
+items' indices; `item_scores` are in their order, and in index order once evaluated in full), `cheap_value`,
 `cheap_seconds`, `cheap_tokens` (positions the model ran for the cheap fidelity), `full_seconds`,
 `full_generated_tokens` and `screen_rank`, besides the usual metrics (n, partial, item_scores of
 what was generated, tokens and seconds summed over what ran).
@@ -42,7 +48,9 @@ from ._racing import combine, generation_trials
 from ._study import ParamSpec, fail_reason, tell_metrics
 
 CHEAP_FIDELITIES = ("likelihood", "subset")
+SUBSETS = ("first", "informative")
 ESTIMATE_STEP = 1e-6  # screened estimates step down by this in cheap order (no ties among them)
+PRIOR_WEIGHT = 2.0  # item_order: an item's spread is shrunk toward the pooled one by this many observations
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -88,6 +96,49 @@ def estimates(cheap: dict[int, float], floor: float, fit: tuple[float, float] | 
             for rank, number in enumerate(order)}
 
 
+def item_order(study: optuna.Study, *, n_items: int, fitness: str, window: int) -> list[int]:
+    """The search items, those that best tell apart candidates near the study's latest ones first.
+
+    Only differences between candidates rank a generation: an item every candidate gets right, or
+    every one wrong (or, for a graded score, one every candidate scores alike), adds the same to
+    all. From the item scores of the study's last `window` complete trials (screened or full), each
+    item's spread across them, its sum of squared deviations from its own mean, is shrunk toward the
+    pooled spread v by PRIOR_WEIGHT observations, (ss_i + 2 v) / (n_i + 2): items the trials scored
+    differently first (for 0/1 scores, those some got right and others wrong), then the less observed
+    (they stay near v), then those every trial scored alike, the lowest index on ties. Deterministic
+    in the stored trials, so a retried generation screens the same items."""
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    seen: list[list[float]] = [[] for _ in range(n_items)]
+    for t in complete[-window:]:
+        scores = t.user_attrs.get("item_scores", {}).get(fitness, [])
+        # a screened trial scored its cheap_items; any other, the first len(scores) items
+        ids = t.user_attrs["cheap_items"] if t.user_attrs.get("partial") and "cheap_items" in t.user_attrs else range(
+            len(scores))
+        for item, score in zip(ids, scores):
+            seen[item].append(score)
+    spread = [sum((x - sum(xs) / len(xs)) ** 2 for x in xs) if xs else 0.0 for xs in seen]
+    observed = sum(len(xs) for xs in seen)
+    pooled = sum(spread) / observed if observed else 0.0
+    shrunk = [(spread[i] + PRIOR_WEIGHT * pooled) / (len(seen[i]) + PRIOR_WEIGHT) for i in range(n_items)]
+    return sorted(range(n_items), key=lambda i: (-shrunk[i], i))
+
+
+def boundary_ties(values: dict[int, float], promote: int) -> list[int]:
+    """The candidates (by number) sharing the value of the last of the `promote` best when the first
+    left out has it too; [] when the promoted are decided."""
+    ranked = sorted(values, key=lambda number: (-values[number], number))
+    if len(ranked) <= promote or values[ranked[promote - 1]] != values[ranked[promote]]:
+        return []
+    return [number for number in ranked if values[number] == values[ranked[promote - 1]]]
+
+
+def in_item_order(metrics: dict[str, Any], items: Sequence[int]) -> dict[str, Any]:
+    """`metrics` with its per-item scores (scored in the order of `items`) put in index order."""
+    order = sorted(range(len(items)), key=lambda j: items[j])
+    return {**metrics, "item_scores": {metric: [scores[j] for j in order]
+                                       for metric, scores in metrics["item_scores"].items()}}
+
+
 def both_fidelities(study: optuna.Study) -> list[tuple[float, float]]:
     """(cheap value, full value) of the study's complete trials that ran both."""
     return [(t.user_attrs["cheap_value"], t.values[0])
@@ -96,10 +147,10 @@ def both_fidelities(study: optuna.Study) -> list[tuple[float, float]]:
 
 
 def screen_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
-                  evaluate: Callable[[dict[str, float], int, range], dict[str, Any]],
-                  screen: Callable[[dict[str, float], int, range], dict[str, Any]], fitness: Sequence[str],
+                  evaluate: Callable[[dict[str, float], int, Sequence[int]], dict[str, Any]],
+                  screen: Callable[[dict[str, float], int, Sequence[int]], dict[str, Any]], fitness: Sequence[str],
                   n_trials: int, popsize: int, promote: int, cheap: str, cheap_items: int, n_items: int,
-                  min_correlation: float, min_pairs: int, timeout: float | None = None,
+                  min_correlation: float, min_pairs: int, subset: str, timeout: float | None = None,
                   on_trial: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = ()) -> None:
     """race_trials' multi-fidelity sibling (module docstring). `evaluate(params, number, items)`:
     the generated metrics of one candidate on those items; `screen(params, number, items)`: its
@@ -107,6 +158,7 @@ def screen_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
     screen is `evaluate` on the first items."""
     assert len(fitness) == 1, "multi-fidelity evaluation ranks one objective"
     assert cheap in CHEAP_FIDELITIES, cheap
+    assert subset in SUBSETS, subset
     cheap_items = min(cheap_items, n_items)
 
     def run_generation(trials: list[optuna.Trial], params: dict[int, dict[str, float]]) -> None:
@@ -122,27 +174,57 @@ def screen_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
             except Exception as err:  # noqa: BLE001  (one candidate's failure is its trial's)
                 failed[number] = fail_reason(err)
                 return None
-            records[number]["fidelities"].append(fidelity)
-            records[number][f"{'full' if fidelity == 'full' else 'cheap'}_seconds"] = time.perf_counter() - started
+            if fidelity not in records[number]["fidelities"]:
+                records[number]["fidelities"].append(fidelity)
+            key = f"{'full' if fidelity == 'full' else 'cheap'}_seconds"
+            records[number][key] = records[number].get(key, 0.0) + time.perf_counter() - started
             return metrics
 
+        # the items in the order screening takes them: one order for the whole generation, so its
+        # candidates are compared on the same items
+        order = (item_order(study, n_items=n_items, fitness=fitness[0], window=2 * popsize)
+                 if subset == "informative" else list(range(n_items)))
+        screened: dict[int, list[int]] = {}  # each candidate's screened items, in the order scored
         cheap_values: dict[int, float] = {}
+
+        def screen_on(number: int, items: list[int]) -> None:
+            if cheap == "subset":
+                metrics = run(number, "subset", lambda: evaluate(params[number], number, items))
+                if metrics is None:
+                    cheap_values.pop(number, None)
+                    return
+                blocks[number].append(metrics)
+                screened[number] = screened.get(number, []) + items
+                cheap_values[number] = float(combine(blocks[number])[fitness[0]])
+                records[number]["cheap_tokens"] = records[number].get("cheap_tokens", 0) + metrics.get(
+                    "forward_tokens", 0)
+            else:
+                metrics = run(number, "likelihood", lambda: screen(params[number], number, items))
+                if metrics is None:
+                    return
+                screened[number] = items
+                cheap_values[number] = float(metrics["cheap_value"])
+                records[number]["cheap_tokens"] = metrics.get("cheap_tokens", 0)
+
         if not fallback:
+            first = sorted(order[:cheap_items])
             for t in trials:
-                number = t.number
-                if cheap == "subset":
-                    metrics = run(number, "subset", lambda: evaluate(params[number], number, range(cheap_items)))
-                    if metrics is not None:
-                        blocks[number].append(metrics)
-                        cheap_values[number] = float(metrics[fitness[0]])
-                        records[number]["cheap_tokens"] = metrics.get("forward_tokens", 0)
-                else:
-                    metrics = run(number, "likelihood", lambda: screen(params[number], number, range(cheap_items)))
-                    if metrics is not None:
-                        cheap_values[number] = float(metrics["cheap_value"])
-                        records[number]["cheap_tokens"] = metrics.get("cheap_tokens", 0)
-                if number in cheap_values:
-                    records[number]["cheap_value"] = cheap_values[number]
+                screen_on(t.number, first)
+            # a generated subset's values tie (0/1 items: on the zoo's plateau every candidate scores 0
+            # on the first items): while the last promoted ties with the first left out, the tied are
+            # screened on the next items, so the promoted are not picked by trial number
+            taken = cheap_items
+            while cheap == "subset" and len(trials) > 1 and taken < n_items and (tied := boundary_ties(
+                    cheap_values, promote)):
+                more = sorted(order[taken:taken + cheap_items])
+                taken += len(more)
+                for number in tied:
+                    screen_on(number, more)
+            for number in cheap_values:
+                records[number]["cheap_value"] = cheap_values[number]
+                records[number]["cheap_items"] = sorted(screened[number])
+                if cheap == "subset":  # its item scores in index order, as cheap_items lists them
+                    blocks[number] = [in_item_order(combine(blocks[number]), screened[number])]
         ranked = sorted(cheap_values, key=lambda number: (-cheap_values[number], number))
         for rank, number in enumerate(ranked):
             records[number]["screen_rank"] = rank
@@ -150,14 +232,18 @@ def screen_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
                     else ranked[:promote])
         full_values: dict[int, float] = {}
         for number in promoted:
-            rest = range(cheap_items if cheap == "subset" and blocks[number] else 0, n_items)
-            metrics = run(number, "full", lambda: evaluate(params[number], number, rest))
-            if metrics is None:
-                continue
-            blocks[number].append(metrics)
-            records[number]["full_generated_tokens"] = metrics.get("generated_tokens", 0)
-            value = float(combine(blocks[number])[fitness[0]])
-            full_values[number] = value
+            done = sorted(screened.get(number, [])) if cheap == "subset" else []
+            rest = [i for i in range(n_items) if i not in set(done)]
+            if rest:
+                metrics = run(number, "full", lambda: evaluate(params[number], number, rest))
+                if metrics is None:
+                    continue
+                blocks[number] = [in_item_order(combine([*blocks[number], metrics]), [*done, *rest])]
+                records[number]["full_generated_tokens"] = metrics.get("generated_tokens", 0)
+            else:  # screening reached every item
+                records[number]["fidelities"].append("full")
+                records[number]["full_generated_tokens"] = 0
+            full_values[number] = float(combine(blocks[number])[fitness[0]])
 
         pairs = both_fidelities(study) + [(cheap_values[n], v) for n, v in full_values.items() if n in cheap_values]
         correlation = spearman([c for c, _ in pairs], [f for _, f in pairs]) if len(pairs) >= 2 else None

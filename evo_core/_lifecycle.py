@@ -213,7 +213,7 @@ class Phases:
             if trial.state == TrialState.COMPLETE:
                 self.on_scored(scored_trial(name, trial, earlier=False))
 
-        def evaluate(values: dict[str, float], number: int, items: range | None = None) -> dict[str, Any]:
+        def evaluate(values: dict[str, float], number: int, items: Sequence[int] | None = None) -> dict[str, Any]:
             model, extra = candidate(values, number)
             started = time.perf_counter()
             # items=None: the whole split, and no subset asked of an objective that may not take one
@@ -225,7 +225,7 @@ class Phases:
             return {**metrics, **extra, **work, "eval_seconds": time.perf_counter() - started,
                     "item_scores": scores}
 
-        def screen(values: dict[str, float], number: int, items: range) -> dict[str, Any]:
+        def screen(values: dict[str, float], number: int, items: Sequence[int]) -> dict[str, Any]:
             model, _ = candidate(values, number)
             per_item = self.objective.likelihood_items(model, "search", list(items))
             work = self.objective.last_work
@@ -241,7 +241,7 @@ class Phases:
         if ev.kind == "multi_fidelity":
             screen_trials(study, space=params, evaluate=evaluate, screen=screen, fitness=self.fitness,
                           n_trials=n_trials, popsize=cfg.sampler.popsize or paper_popsize(len(params)),
-                          promote=ev.promote, cheap=ev.cheap, cheap_items=ev.cheap_items,
+                          promote=ev.promote, cheap=ev.cheap, cheap_items=ev.cheap_items, subset=ev.cheap_subset,
                           n_items=self.objective.n_items("search"), min_correlation=ev.min_correlation,
                           min_pairs=ev.min_pairs, timeout=timeout, on_trial=on_trial)
         elif ev.kind == "racing":

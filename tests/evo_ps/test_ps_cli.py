@@ -164,7 +164,7 @@ def test_racing_study_end_to_end(tmp_path, run_cli):
 @pytest.mark.slow
 def test_multi_fidelity_study_end_to_end(tmp_path, run_cli):
     # evaluation=multi_fidelity on the zoo: the likelihood of 8 search items' answers screens each
-    # generation, its 2 best are generated on all 20; every trial says which fidelities ran and what
+    # generation, its best is generated on all 20; every trial says which fidelities ran and what
     # they cost (dashboard: user attrs; MLflow: nested-run metrics); the best is fully evaluated
     proc = run_cli("evo_ps", *cli_args(tmp_path, "evaluation=multi_fidelity", "evaluation.cheap=likelihood",
                                        "evaluation.cheap_items=8",
