@@ -10,7 +10,8 @@
 in-memory evaluator (c) as shipped (bf16, lm-eval batch 1), (d) bf16 batched, (e) fp32 batched, its
 best on CPU. Each row prints wall and CPU seconds (this process's, so a loaded machine shows in wall
 only). --study also runs `python -m evo_ps` whole (the demo, or the overrides given) and prints each
-peer's cost at that study's trial count (its fixed cost + trials x its mean trial) against ours.
+peer's cost at that study's trial count (its fixed cost + trials x its mean trial) against ours;
+repeated (`--study --study evaluation=multi_fidelity`), each study runs in turn against the same peers.
 
 All loops get the same zoo models, the same prompts (the zoo objective's search split, first
 --limit items), the same generation settings and the same per-layer merge parameters per trial:
@@ -467,10 +468,10 @@ def run_config(*, ours: OursLoop, peers: dict[str, Any], space, density: float |
 
 def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: int, batch_size: int | None,
         threads: int, workdir: str | None, noise_seeds: int = 4, repeats: int = 5, peers: list[str] = ("on_disk",),
-        study: list[str] | None = None) -> list[dict]:
+        study: list[list[str]] | None = None) -> list[dict]:
     """One config per density (one config for methods without density); each config's summary. With
-    `study` (overrides for `python -m evo_ps`, possibly none), that study is run too and each peer's
-    study cost is scaled from its per-trial and fixed cost to the same number of trials."""
+    `study` (lists of overrides for `python -m evo_ps`, possibly empty), each of those studies is run
+    too and each peer's study cost is scaled from its per-trial and fixed cost to its number of trials."""
     unknown = sorted(set(peers) - set(PEERS))
     if unknown or not peers:
         raise ValueError(f"--peers: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(PEERS)}")
@@ -519,8 +520,8 @@ def run(*, zoo: Path, method: str, densities: list[float], trials: int, limit: i
     summaries = [run_config(ours=ours, peers=loops, space=space, density=density, trials=trials,
                             batch_size=batch_size, repeats=repeats, noise_seeds=noise_seeds)
                  for density in densities]
-    if study is not None:
-        study_costs(our_study(study, workdir=workdir), summaries[0])
+    for overrides in study or ():
+        study_costs(our_study(overrides, workdir=workdir), summaries[0])
     return summaries
 
 
@@ -584,9 +585,9 @@ def main() -> None:
                         help="random drops (density < 1): re-merge each trial with this many more seeds (ours)")
     parser.add_argument("--peers", nargs="+", default=["on_disk"], choices=PEERS,
                         help="mergekit-evolve loops beside ours (module docstring); all: " + " ".join(PEERS))
-    parser.add_argument("--study", nargs="*", default=None, metavar="OVERRIDE",
+    parser.add_argument("--study", nargs="*", action="append", default=None, metavar="OVERRIDE",
                         help="also run `python -m evo_ps OVERRIDE...` whole (no overrides: the demo) and print "
-                             "each peer's cost at its trial count")
+                             "each peer's cost at its trial count; repeat it for several studies, run one by one")
     parser.add_argument("--workdir", default=None, help="where mergekit writes each trial's model (default: system temp)")
     args = parser.parse_args()
     try:

@@ -61,6 +61,7 @@ class Run:
 
 
 UNIFORM_120 = ("space=uniform", "n_trials=120", "study_name=toy_uniform120")
+MULTI_FIDELITY_ARMS = ("zoo_full", "zoo_mf", "zoo_mf_informative", "vqa_full", "vqa_mf", "vqa_mf_first")
 RUNS = {
     "ps_seed0": Run("evo_ps"),  # = make demo
     "ps_seed1": Run("evo_ps", ("seed=1",)),
@@ -81,8 +82,9 @@ RUNS = {
                                                  "docs/results/breed_vs_cmaes.json"), study=False),
     "adaptive_eval": Run("bench.adaptive_eval", ("--arms", "full", "racing", "racing_fast"), study=False),  # 9 studies inside
     "toy_lm_eval": Run("evo_ps", ("+experiment=toy_lm_eval",)),
-    # 6 multi-fidelity studies inside (zoo and toy_ja_vqa x 3 seeds); the full rows from the stored full studies
-    "multi_fidelity": Run("bench.multi_fidelity", study=False),
+    # 18 studies inside, one at a time: full evaluation and multi-fidelity side by side, on the zoo and
+    # toy_ja_vqa, each with its cheap_subset ablation, 3 seeds each
+    "multi_fidelity": Run("bench.multi_fidelity", ("--arms", *MULTI_FIDELITY_ARMS), study=False),
     "zoo_lm_eval_report": Run("zoo.build_lm_eval_tasks", ("--report",), study=False),
     **{name: Run("evo_genome", overrides) for name, overrides in genome_table.runs().items()},  # GENOME(+): 19 runs
 }
