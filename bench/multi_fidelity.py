@@ -95,12 +95,14 @@ def run_study(arm: str, seed: int, reuse: bool) -> dict:
 def stored_full(task: str, seed: int, mf: dict | None) -> dict | None:
     """A full-evaluation study of this seed from the project's stored runs (module docstring)."""
     if task == "zoo":
-        study = json.loads((DATA / "adaptive_eval.json").read_text())["adaptive_eval"]["studies"][f"full_seed{seed}"]
+        study = json.loads((DATA / "adaptive_eval.json").read_text())["adaptive_eval"]["studies"].get(f"full_seed{seed}")
+        if study is None:  # a seed the racing bench did not run
+            return None
         return {**{k: study[k] for k in ("generated_tokens", "forward_tokens", "trials", "full_trials",
                                           "wall_seconds")}, "cheap_tokens": 0, "test": study["test_acc_ja"],
                 "source": "docs/results/adaptive_eval.json"}
     tables = json.loads((DATA / "vqa_seeds.json").read_text())
-    if mf is None:
+    if mf is None or f"vqa_seed{seed}" not in tables:
         return None
     return {"generated_tokens": mf["trials"] * mf["generated_per_full_trial"],
             "forward_tokens": mf["trials"] * mf["forward_per_full_trial"], "cheap_tokens": 0,
@@ -114,11 +116,12 @@ def render(table: dict) -> str:
     lines = ["| study | trials (fully evaluated) | generated tokens | model positions (generation + likelihood) "
              "| wall min | CPU min | test metric % | cheap-vs-full Spearman per phase (pairs) |", "|---" * 8 + "|"]
     summary = []
+    seeds = sorted({int(name.rsplit("_seed", 1)[1]) for name in studies})  # those run (--seeds)
     for task in ("zoo", "vqa"):
-        rows = {arm: [studies.get(f"{task}_{arm}_seed{s}") for s in SEEDS]
+        rows = {arm: [studies.get(f"{task}_{arm}_seed{s}") for s in seeds]
                 for arm in ("full", "mf", "mf_informative", "mf_first", "mf_likelihood")}
         for arm in rows:
-            for seed, st in zip(SEEDS, rows[arm]):
+            for seed, st in zip(seeds, rows[arm]):
                 if st is None:
                     continue
                 positions = st["forward_tokens"] + st["cheap_tokens"]
@@ -132,7 +135,7 @@ def render(table: dict) -> str:
                 lines.append(f"| {task} {arm}{mark}, seed {seed} | {st['trials']} ({st['full_trials']}) | "
                              f"{st['generated_tokens']:,.0f} | {positions:,.0f} | {wall} | {cpu} | {100 * st['test']:.1f} | {corr} |")
         if not all(rows["full"]) or not all(rows["mf"]):
-            for seed, full, mf in zip(SEEDS, rows["full"], rows["mf"]):
+            for seed, full, mf in zip(seeds, rows["full"], rows["mf"]):
                 if full and mf:
                     summary.append(
                         f"- {task}, seed {seed} only: full / multi_fidelity: generated tokens "
@@ -160,15 +163,15 @@ def render(table: dict) -> str:
                 f"the two means: {se_delta:.1f}). Goals: >= 4x less generation-equivalent compute (model positions) "
                 f"**{'met' if pos >= 4 else 'not met'}**; within one standard error of full evaluation's mean "
                 f"**{'met' if abs(delta) <= se or delta > 0 else 'not met'}**.")
-        walls = [s["wall_seconds"] for s in rows["full"] + rows["mf"]]
-        cpus = [s.get("cpu_seconds") for s in rows["full"] + rows["mf"]]
+        full_walls, mf_walls = ([st["wall_seconds"] for st in rows[arm]] for arm in ("full", "mf"))
+        full_cpus, mf_cpus = ([st.get("cpu_seconds") for st in rows[arm]] for arm in ("full", "mf"))
         # a stored full run ran on another day's machine: its wall is not comparable
-        if all(w is not None for w in walls) and not any("source" in s for s in rows["full"]):
-            line = (f"- {task}: wall, means: full {statistics.mean(walls[:3]) / 60:.1f} min, multi_fidelity "
-                    f"{statistics.mean(walls[3:]) / 60:.1f} min")
-            if all(c is not None for c in cpus):  # the whole command: start-up, test table and export included
-                line += (f"; CPU, means: full {statistics.mean(cpus[:3]):.0f} s, multi_fidelity "
-                         f"{statistics.mean(cpus[3:]):.0f} s ({statistics.mean(cpus[:3]) / statistics.mean(cpus[3:]):.2f}x)")
+        if None not in full_walls + mf_walls and not any("source" in st for st in rows["full"]):
+            line = (f"- {task}: wall, means: full {statistics.mean(full_walls) / 60:.1f} min, mf "
+                    f"{statistics.mean(mf_walls) / 60:.1f} min")
+            if None not in full_cpus + mf_cpus:  # the whole command: start-up, test table and export included
+                line += (f"; CPU, means: full {statistics.mean(full_cpus):.0f} s, mf {statistics.mean(mf_cpus):.0f} s "
+                         f"({statistics.mean(full_cpus) / statistics.mean(mf_cpus):.2f}x)")
             summary.append(line + ".")
     sources = sorted({s["source"] for s in studies.values() if "source" in s})
     notes = [f"- (stored) rows: {source}." for source in sources]
