@@ -75,40 +75,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 SCHEMA_ATTEMPTS = 5
 
 
-def use_sqlite_write_ahead_log() -> None:
-    """Every SQLite connection SQLAlchemy opens in this process from now on (Optuna's study.db,
-    MLflow's mlflow.db) uses a write-ahead log with `synchronous=NORMAL`. Both stores commit on every
-    call (a suggested parameter, a user attribute, a metric: thousands per study), and with SQLite's
-    default rollback journal each commit is synced to disk: `bench/study_overhead.py` writes trials
-    of the zoo's per-layer shape (36 parameters, 25 user attributes) at 152 ms CPU and 229 ms wall
-    each with it, 91 ms and 95 ms with the log.
-    A killed process loses nothing it committed (the log is replayed on the next open); only a power
-    loss may drop the last commits, never corrupt the file. Several processes on one machine share
-    a database in this mode as before; a database on a network file system (no shared memory for
-    the log's index) belongs on PostgreSQL anyway (docs/scale-out.md). Idempotent."""
-    global _WAL_LISTENING
-    if _WAL_LISTENING:
-        return
-    import sqlite3
-
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    def on_connect(dbapi_connection: object, _record: object) -> None:
-        if isinstance(dbapi_connection, sqlite3.Connection):
-            cursor = dbapi_connection.cursor()
-            with contextlib.suppress(sqlite3.OperationalError):  # a read-only database keeps its journal
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-    event.listen(Engine, "connect", on_connect)
-    _WAL_LISTENING = True
-
-
-_WAL_LISTENING = False
-
-
 def open_store(url: str, create: Callable[[], T]) -> T:
     """`create()`: the first use of a database store (Optuna's, MLflow's), which creates or migrates
     its tables on a fresh database. Workers started together would all do that at once, and alembic
@@ -118,7 +84,6 @@ def open_store(url: str, create: Callable[[], T]) -> T:
     empty study, and enqueue its first trial). Other servers (MySQL) and HTTP stores: a few tries with
     backoff; a worker that lost the race succeeds once the tables exist."""
     if url.startswith("sqlite:///"):
-        use_sqlite_write_ahead_log()
         database = Path(url.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         # flock, not lockf: it also excludes threads of one process (each open() holds its own lock)

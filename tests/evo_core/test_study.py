@@ -169,25 +169,3 @@ def test_a_trial_killed_while_its_parameters_were_stored_is_retried_at_its_own_p
     assert retry.state.name == "COMPLETE" and retry.params == killed.user_attrs["point"]
     RetryAtItsPoint()(study, retry)  # once: a retry that dies is not retried again
     assert not [t for t in study.trials if t.state.name == "WAITING"]
-
-
-def test_sqlite_stores_write_ahead_and_sync_only_at_checkpoints(tmp_path):
-    # every commit of a study (a parameter, a user attribute) would otherwise be synced to disk:
-    # evo_core/_files.py use_sqlite_write_ahead_log, bench/study_overhead.py
-    import sqlite3
-
-    from evo_core._optuna_compat import storage_of
-
-    study = open_study(name="s", storage_url=f"sqlite:///{tmp_path / 'study.db'}",
-                       sampler=make_sampler("random", space=[], seed=0))
-    storage = storage_of(study)
-    with getattr(storage, "_backend", storage).engine.connect() as connection:  # under Optuna's cache
-        raw = connection.connection.dbapi_connection
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    study.enqueue_trial({})
-    study.optimize(lambda t: 1.0, n_trials=1)
-    # the mode is the file's own: another program opening it reads what was committed
-    with sqlite3.connect(tmp_path / "study.db") as other:
-        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert other.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 1
