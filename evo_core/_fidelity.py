@@ -1,8 +1,8 @@
 """Multi-fidelity evaluation within each CMA-ES generation (`evaluation.kind=multi_fidelity`).
 
     screen_trials(study, space=..., evaluate=..., screen=..., fitness=["acc_ja"], n_trials=120,
-                  popsize=13, promote=1, cheap="subset", cheap_items=20, n_items=150,
-                  min_correlation=0.3, min_pairs=8, subset="informative")
+                  popsize=14, promote=1, cheap="subset", cheap_items=20, n_items=150,
+                  min_correlation=0.0, min_pairs=8, subset="first")   # conf/evaluation/multi_fidelity.yaml
 
 Beside racing (_racing.py), on the same generation loop (generation_trials: whole generations
 asked, heartbeats, a killed generation retried at its points in its CMA-ES generation). Per
