@@ -116,7 +116,8 @@ def item_order(study: optuna.Study, *, n_items: int, fitness: str, window: int) 
             len(scores))
         for item, score in zip(ids, scores):
             seen[item].append(score)
-    spread = [sum((x - sum(xs) / len(xs)) ** 2 for x in xs) if xs else 0.0 for xs in seen]
+    means = [sum(xs) / len(xs) if xs else 0.0 for xs in seen]
+    spread = [sum((x - mean) ** 2 for x in xs) for xs, mean in zip(seen, means)]
     observed = sum(len(xs) for xs in seen)
     pooled = sum(spread) / observed if observed else 0.0
     shrunk = [(spread[i] + PRIOR_WEIGHT * pooled) / (len(seen[i]) + PRIOR_WEIGHT) for i in range(n_items)]
@@ -233,7 +234,8 @@ def screen_trials(study: optuna.Study, *, space: Sequence[ParamSpec],
         full_values: dict[int, float] = {}
         for number in promoted:
             done = sorted(screened.get(number, [])) if cheap == "subset" else []
-            rest = [i for i in range(n_items) if i not in set(done)]
+            done_set = set(done)
+            rest = [i for i in range(n_items) if i not in done_set]
             if rest:
                 metrics = run(number, "full", lambda: evaluate(params[number], number, rest))
                 if metrics is None:

@@ -29,6 +29,14 @@ def run(study, n_trials, *, screen=likelihood, evaluate=evaluate, cheap="likelih
                   min_pairs=min_pairs, subset=subset, on_trial=on_trial)
 
 
+def logging_evaluate(scored):
+    """`evaluate`, noting (trial number, items) of each call in `scored`."""
+    def logged(params, number, items):
+        scored.append((number, list(items)))
+        return evaluate(params, number, items)
+    return logged
+
+
 def generation(study, g):
     return [t for t in study.trials if t.system_attrs.get("cma:generation") == g]
 
@@ -89,11 +97,7 @@ def test_a_cheap_fidelity_that_disagrees_falls_back_to_full_evaluation(tmp_path,
 def test_subset_screening_reuses_its_items_in_the_full_evaluation(tmp_path):
     study = study_at(tmp_path)
     scored = []
-
-    def logged(params, number, items):
-        scored.append((number, list(items)))
-        return evaluate(params, number, items)
-
+    logged = logging_evaluate(scored)
     run(study, 7, evaluate=logged, cheap="subset", screen=None)
     gen = generation(study, 0)
     full = [t for t in gen if "full" in t.user_attrs["fidelities"]]
@@ -147,11 +151,7 @@ def test_graded_items_that_every_trial_scores_alike_come_last(tmp_path):
 def test_informative_screening_items_are_shared_recorded_and_in_index_order(tmp_path):
     study = study_at(tmp_path)
     scored = []
-
-    def logged(params, number, items):
-        scored.append((number, list(items)))
-        return evaluate(params, number, items)
-
+    logged = logging_evaluate(scored)
     run(study, 13, evaluate=logged, cheap="subset", screen=None, promote=1, subset="informative")
     for g in (0, 1):
         members = generation(study, g)
